@@ -1,0 +1,972 @@
+"""`MephistoDB`: all durable state, on SQLite or PostgreSQL.
+
+Method names and signatures follow Mephisto's (`new_unit`, `get_unit` -> dict row,
+`find_units` -> list of `Unit`, `update_unit`, ...), so review scripts keep working.
+They are thin: each is a line or two over the generic `_insert/_get/_find/_update`.
+Beyond Mephisto:
+
+- `transaction()`: calls made inside join one transaction (one commit for many writes).
+- `new_assignments_with_units()`: a whole launch's assignments and units in one
+  transaction with two multi-row INSERTs.
+- Status changes are checked against `data_model.status` in the UPDATE itself
+  (`... WHERE status IN (legal sources)`), and an agent's status change moves its unit's
+  status in the same transaction.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+
+from mephisto.data_model.agent import Agent, OnboardingAgent
+from mephisto.data_model.assignment import Assignment
+from mephisto.data_model.project import Project
+from mephisto.data_model.qualification import GrantedQualification, Qualification
+from mephisto.data_model.requester import Requester
+from mephisto.data_model.status import (
+    UNIT_STATUS_FOR_AGENT,
+    UNIT_TRANSITIONS,
+    AgentState,
+    AssignmentState,
+    agent_sources,
+    derive_assignment_status,
+    unit_sources,
+)
+from mephisto.data_model.task import Task
+from mephisto.data_model.task_run import TaskRun
+from mephisto.data_model.unit import Unit
+from mephisto.data_model.worker import Worker
+from mephisto.db import migrate
+from mephisto.db import schema as s
+from mephisto.db.engine import Transactions, create_engine
+from mephisto.errors import (
+    DatabaseError,
+    EntryAlreadyExists,
+    EntryDoesNotExist,
+    InvalidTransition,
+)
+
+_ENTITY_NAMES = {
+    "projects": "project",
+    "tasks": "task",
+    "requesters": "requester",
+    "task_runs": "task run",
+    "assignments": "assignment",
+    "units": "unit",
+    "workers": "worker",
+    "agents": "agent",
+    "onboarding_agents": "onboarding agent",
+    "qualifications": "qualification",
+    "granted_qualifications": "granted qualification",
+}
+
+# integer id columns of each table: stored as int, handed out as str
+_INT_IDS: dict[str, tuple[str, ...]] = {
+    name: tuple(
+        c.name for c in table.columns if c.name.endswith("_id") and isinstance(c.type, sa.Integer)
+    )
+    for name, (table, _pk) in s.TABLES.items()
+}
+
+
+def _now() -> float:
+    return time.time()
+
+
+def new_agent_id(prefix: str = "") -> str:
+    """An unguessable agent id: knowing it is what lets a browser act for the agent."""
+    return prefix + secrets.token_urlsafe(18)
+
+
+class MephistoDB:
+    """The database. `url` is a SQLAlchemy URL; None means the configured default
+    (`MEPHISTO_DATABASE_URL`, the config file, or SQLite under the data directory)."""
+
+    def __init__(self, url: str | None = None) -> None:
+        if url is None:
+            from mephisto.utils.dirs import get_database_url
+
+            url = get_database_url()
+        self.engine = create_engine(url)
+        self.url = self.engine.url.render_as_string(hide_password=True)
+        self.dialect = self.engine.dialect.name
+        self._tx = Transactions(self.engine)
+        migrate.upgrade(self.engine)
+
+    def __repr__(self) -> str:
+        return f"MephistoDB({self.url!r})"
+
+    # -- plumbing ---------------------------------------------------------------
+
+    def shutdown(self) -> None:
+        """Close every pooled connection."""
+        self.engine.dispose()
+
+    close = shutdown
+
+    @contextmanager
+    def transaction(self) -> Iterator[sa.Connection]:
+        """Group writes: every MephistoDB call in the block commits together (or not)."""
+        with self._tx.begin(write=True) as conn:
+            yield conn
+
+    def _read(self) -> Any:
+        return self._tx.begin(write=False)
+
+    @staticmethod
+    def _key(table: str, entity_id: str | int) -> Any:
+        if table in ("agents", "onboarding_agents"):
+            return str(entity_id)
+        try:
+            return int(entity_id)
+        except (TypeError, ValueError):
+            raise EntryDoesNotExist(
+                f"{_ENTITY_NAMES[table]} {entity_id!r} does not exist (ids are integers)"
+            ) from None
+
+    @staticmethod
+    def _out(table: str, row: Any) -> dict[str, Any]:
+        d = dict(row._mapping)
+        for col in _INT_IDS[table]:
+            v = d.get(col)
+            if v is not None:
+                d[col] = str(v)
+        return d
+
+    def _filters(self, table: str, filters: Mapping[str, Any]) -> list[sa.ColumnElement[bool]]:
+        t = s.TABLES[table][0]
+        clauses = []
+        for name, value in filters.items():
+            if value is None:
+                continue
+            col = t.c[name]
+            if isinstance(value, (list, tuple, set, frozenset)):
+                vals = [self._coerce(table, name, v) for v in value]
+                clauses.append(col.in_(vals))
+            else:
+                clauses.append(col == self._coerce(table, name, value))
+        return clauses
+
+    @staticmethod
+    def _coerce(table: str, column: str, value: Any) -> Any:
+        if column in _INT_IDS[table]:
+            try:
+                return int(value)
+            except (TypeError, ValueError):
+                return -1  # matches nothing, like an unknown id
+        return value
+
+    @staticmethod
+    def _translate(exc: sa.exc.IntegrityError, table: str, values: Mapping[str, Any]) -> Exception:
+        msg = str(exc.orig).lower()
+        what = _ENTITY_NAMES[table]
+        if "foreign key" in msg:
+            return EntryDoesNotExist(f"cannot create {what}: it refers to a missing entry ({exc.orig})")
+        if "unique" in msg or "duplicate" in msg:
+            shown = {k: v for k, v in values.items() if k.endswith(("_name", "_id", "_index"))}
+            return EntryAlreadyExists(f"{what} already exists: {shown}")
+        return DatabaseError(f"cannot write {what}: {exc.orig}")
+
+    def _insert(self, table: str, values: dict[str, Any]) -> str:
+        t, pk = s.TABLES[table]
+        values = {k: self._coerce(table, k, v) if v is not None else None for k, v in values.items()}
+        values.setdefault("creation_date", _now())
+        try:
+            with self._tx.savepoint() as conn:
+                new_id = conn.execute(t.insert().returning(t.c[pk]), values).scalar_one()
+        except sa.exc.IntegrityError as exc:
+            raise self._translate(exc, table, values) from None
+        return str(new_id)
+
+    def _get(self, table: str, entity_id: str | int) -> dict[str, Any]:
+        t, pk = s.TABLES[table]
+        with self._read() as conn:
+            row = conn.execute(t.select().where(t.c[pk] == self._key(table, entity_id))).first()
+        if row is None:
+            raise EntryDoesNotExist(f"{_ENTITY_NAMES[table]} {entity_id} does not exist")
+        return self._out(table, row)
+
+    def _find_rows(self, table: str, **filters: Any) -> list[dict[str, Any]]:
+        t, pk = s.TABLES[table]
+        query = t.select().where(*self._filters(table, filters)).order_by(t.c[pk])
+        with self._read() as conn:
+            return [self._out(table, row) for row in conn.execute(query)]
+
+    def _update(self, table: str, entity_id: str | int, values: dict[str, Any]) -> None:
+        t, pk = s.TABLES[table]
+        values = {k: v for k, v in values.items() if v is not None}
+        if not values:
+            return
+        try:
+            with self._tx.savepoint() as conn:
+                res = conn.execute(
+                    t.update().where(t.c[pk] == self._key(table, entity_id)).values(values)
+                )
+        except sa.exc.IntegrityError as exc:
+            raise self._translate(exc, table, values) from None
+        if res.rowcount == 0:
+            raise EntryDoesNotExist(f"{_ENTITY_NAMES[table]} {entity_id} does not exist")
+
+    def _set_status(
+        self,
+        conn: sa.Connection,
+        table: str,
+        entity_id: str | int,
+        new: str,
+        sources: Iterable[str],
+        extra: Mapping[str, Any] | None = None,
+        allow_same: bool = True,
+    ) -> Any:
+        """Set a status if the table allows it from the current one; returns the row.
+
+        `allow_same` lets a change to the status already held pass as a no-op.
+        """
+        t, pk = s.TABLES[table]
+        key = self._key(table, entity_id)
+        allowed = {str(x) for x in sources} | ({str(new)} if allow_same else set())
+        res = conn.execute(
+            t.update()
+            .where(t.c[pk] == key, t.c.status.in_(allowed))
+            .values(status=str(new), **(extra or {}))
+            .returning(*t.c)
+        ).first()
+        if res is not None:
+            return res
+        current = conn.execute(sa.select(t.c.status).where(t.c[pk] == key)).scalar()
+        if current is None:
+            raise EntryDoesNotExist(f"{_ENTITY_NAMES[table]} {entity_id} does not exist")
+        kind = "unit" if table == "units" else "agent"
+        raise InvalidTransition(kind, str(entity_id), current, str(new))
+
+    # -- projects ---------------------------------------------------------------
+
+    def new_project(self, project_name: str) -> str:
+        if project_name in ("", None):
+            raise DatabaseError("a project needs a name")
+        return self._insert("projects", {"project_name": project_name})
+
+    def get_project(self, project_id: str) -> dict[str, Any]:
+        return self._get("projects", project_id)
+
+    def find_projects(self, project_name: str | None = None) -> list[Project]:
+        rows = self._find_rows("projects", project_name=project_name)
+        return [Project(self, r["project_id"], r) for r in rows]
+
+    # -- tasks ------------------------------------------------------------------
+
+    def new_task(
+        self,
+        task_name: str,
+        task_type: str,
+        project_id: str | None = None,
+        parent_task_id: str | None = None,
+    ) -> str:
+        if not task_name:
+            raise DatabaseError("a task needs a task_name")
+        return self._insert(
+            "tasks",
+            {
+                "task_name": task_name,
+                "task_type": task_type,
+                "project_id": project_id,
+                "parent_task_id": parent_task_id,
+            },
+        )
+
+    def get_task(self, task_id: str) -> dict[str, Any]:
+        return self._get("tasks", task_id)
+
+    def find_tasks(
+        self,
+        task_name: str | None = None,
+        project_id: str | None = None,
+        task_type: str | None = None,
+    ) -> list[Task]:
+        rows = self._find_rows(
+            "tasks", task_name=task_name, project_id=project_id, task_type=task_type
+        )
+        return [Task(self, r["task_id"], r) for r in rows]
+
+    def update_task(
+        self, task_id: str, task_name: str | None = None, project_id: str | None = None
+    ) -> None:
+        self._update("tasks", task_id, {"task_name": task_name, "project_id": project_id})
+
+    # -- requesters ---------------------------------------------------------------
+
+    def new_requester(self, requester_name: str, provider_type: str) -> str:
+        if not requester_name:
+            raise DatabaseError("a requester needs a requester_name")
+        return self._insert(
+            "requesters", {"requester_name": requester_name, "provider_type": provider_type}
+        )
+
+    def get_requester(self, requester_id: str) -> dict[str, Any]:
+        return self._get("requesters", requester_id)
+
+    def find_requesters(
+        self, requester_name: str | None = None, provider_type: str | None = None
+    ) -> list[Requester]:
+        rows = self._find_rows(
+            "requesters", requester_name=requester_name, provider_type=provider_type
+        )
+        return [Requester(self, r["requester_id"], r) for r in rows]
+
+    # -- task runs ------------------------------------------------------------------
+
+    def new_task_run(
+        self,
+        task_id: str,
+        requester_id: str,
+        init_params: str,
+        provider_type: str,
+        task_type: str,
+        sandbox: bool = True,
+    ) -> str:
+        return self._insert(
+            "task_runs",
+            {
+                "task_id": task_id,
+                "requester_id": requester_id,
+                "init_params": init_params,
+                "is_completed": False,
+                "provider_type": provider_type,
+                "task_type": task_type,
+                "sandbox": sandbox,
+            },
+        )
+
+    def get_task_run(self, task_run_id: str) -> dict[str, Any]:
+        return self._get("task_runs", task_run_id)
+
+    def find_task_runs(
+        self,
+        task_id: str | None = None,
+        requester_id: str | None = None,
+        is_completed: bool | None = None,
+    ) -> list[TaskRun]:
+        rows = self._find_rows(
+            "task_runs", task_id=task_id, requester_id=requester_id, is_completed=is_completed
+        )
+        return [TaskRun(self, r["task_run_id"], r) for r in rows]
+
+    def update_task_run(self, task_run_id: str, is_completed: bool) -> None:
+        t = s.task_runs
+        with self.transaction() as conn:
+            res = conn.execute(
+                t.update()
+                .where(t.c.task_run_id == self._key("task_runs", task_run_id))
+                .values(is_completed=bool(is_completed))
+            )
+        if res.rowcount == 0:
+            raise EntryDoesNotExist(f"task run {task_run_id} does not exist")
+
+    # -- assignments and units ---------------------------------------------------------
+
+    def new_assignment(
+        self,
+        task_id: str,
+        task_run_id: str,
+        requester_id: str,
+        task_type: str,
+        provider_type: str,
+        sandbox: bool = True,
+        data: Any = None,
+    ) -> str:
+        return self._insert(
+            "assignments",
+            {
+                "task_id": task_id,
+                "task_run_id": task_run_id,
+                "requester_id": requester_id,
+                "task_type": task_type,
+                "provider_type": provider_type,
+                "sandbox": sandbox,
+                "data": data,
+            },
+        )
+
+    def get_assignment(self, assignment_id: str) -> dict[str, Any]:
+        return self._get("assignments", assignment_id)
+
+    def find_assignments(
+        self,
+        task_run_id: str | None = None,
+        task_id: str | None = None,
+        requester_id: str | None = None,
+        task_type: str | None = None,
+        provider_type: str | None = None,
+        sandbox: bool | None = None,
+    ) -> list[Assignment]:
+        rows = self._find_rows(
+            "assignments",
+            task_run_id=task_run_id,
+            task_id=task_id,
+            requester_id=requester_id,
+            task_type=task_type,
+            provider_type=provider_type,
+            sandbox=sandbox,
+        )
+        return [Assignment(self, r["assignment_id"], r) for r in rows]
+
+    def set_assignment_data(self, assignment_id: str, data: Any) -> None:
+        t = s.assignments
+        with self.transaction() as conn:
+            res = conn.execute(
+                t.update()
+                .where(t.c.assignment_id == self._key("assignments", assignment_id))
+                .values(data=data)
+            )
+        if res.rowcount == 0:
+            raise EntryDoesNotExist(f"assignment {assignment_id} does not exist")
+
+    def new_unit(
+        self,
+        task_id: str,
+        task_run_id: str,
+        requester_id: str,
+        assignment_id: str,
+        unit_index: int,
+        pay_amount: float,
+        provider_type: str,
+        task_type: str,
+        sandbox: bool = True,
+        status: str = AssignmentState.CREATED,
+    ) -> str:
+        return self._insert(
+            "units",
+            {
+                "task_id": task_id,
+                "task_run_id": task_run_id,
+                "requester_id": requester_id,
+                "assignment_id": assignment_id,
+                "unit_index": unit_index,
+                "pay_amount": pay_amount,
+                "provider_type": provider_type,
+                "task_type": task_type,
+                "sandbox": sandbox,
+                "status": str(AssignmentState(status)),
+            },
+        )
+
+    def new_assignments_with_units(
+        self,
+        task_run_id: str,
+        assignment_data: Sequence[Any],
+        pay_amount: float,
+        units_per_assignment: int | Sequence[int] = 1,
+        status: str = AssignmentState.CREATED,
+    ) -> list[tuple[str, list[str]]]:
+        """Create assignments (one per `assignment_data` item) and their units at once.
+
+        `units_per_assignment` is one count for all or one per assignment. Returns
+        `[(assignment_id, [unit_id, ...]), ...]` in input order. Two multi-row INSERTs
+        in one transaction: a 100,000-unit launch is one call.
+        """
+        n = len(assignment_data)
+        counts = (
+            [units_per_assignment] * n
+            if isinstance(units_per_assignment, int)
+            else list(units_per_assignment)
+        )
+        if len(counts) != n:
+            raise DatabaseError("units_per_assignment must give one count per assignment")
+        if any(c < 1 for c in counts):
+            raise DatabaseError("every assignment needs at least one unit")
+        status = str(AssignmentState(status))
+        run = self.get_task_run(task_run_id)
+        now = _now()
+        common = {
+            "task_id": int(run["task_id"]),
+            "task_run_id": int(run["task_run_id"]),
+            "requester_id": int(run["requester_id"]),
+            "task_type": run["task_type"],
+            "provider_type": run["provider_type"],
+            "sandbox": run["sandbox"],
+            "creation_date": now,
+        }
+        with self.transaction() as conn:
+            a_ids = self._insert_many(
+                conn, s.assignments, "assignment_id", [{**common, "data": d} for d in assignment_data]
+            )
+            unit_rows = [
+                {
+                    **common,
+                    "assignment_id": a_id,
+                    "unit_index": i,
+                    "pay_amount": pay_amount,
+                    "status": status,
+                }
+                for a_id, count in zip(a_ids, counts, strict=True)
+                for i in range(count)
+            ]
+            u_ids = self._insert_many(conn, s.units, "unit_id", unit_rows)
+        out: list[tuple[str, list[str]]] = []
+        pos = 0
+        for a_id, count in zip(a_ids, counts, strict=True):
+            out.append((str(a_id), [str(u) for u in u_ids[pos : pos + count]]))
+            pos += count
+        return out
+
+    def _insert_many(
+        self, conn: sa.Connection, table: sa.Table, pk: str, rows: list[dict[str, Any]]
+    ) -> list[int]:
+        """Insert rows, returning their new ids in input order."""
+        if not rows:
+            return []
+        if self.dialect == "sqlite":
+            # Inside our write-locked transaction rowids are handed out consecutively
+            # from max+1, so the ids are known without RETURNING (3x faster here).
+            start = conn.execute(sa.select(sa.func.max(table.c[pk]))).scalar() or 0
+            for i, row in enumerate(rows, start=start + 1):
+                row[pk] = i
+            conn.execute(table.insert(), rows)
+            return [r[pk] for r in rows]
+        result = conn.execute(
+            table.insert().returning(table.c[pk], sort_by_parameter_order=True), rows
+        )
+        return [r[0] for r in result]
+
+    def get_unit(self, unit_id: str) -> dict[str, Any]:
+        return self._get("units", unit_id)
+
+    def find_units(
+        self,
+        task_id: str | None = None,
+        task_run_id: str | None = None,
+        requester_id: str | None = None,
+        assignment_id: str | None = None,
+        unit_index: int | None = None,
+        provider_type: str | None = None,
+        task_type: str | None = None,
+        agent_id: str | None = None,
+        worker_id: str | None = None,
+        sandbox: bool | None = None,
+        status: str | Sequence[str] | None = None,
+    ) -> list[Unit]:
+        rows = self._find_rows(
+            "units",
+            task_id=task_id,
+            task_run_id=task_run_id,
+            requester_id=requester_id,
+            assignment_id=assignment_id,
+            unit_index=unit_index,
+            provider_type=provider_type,
+            task_type=task_type,
+            agent_id=agent_id,
+            worker_id=worker_id,
+            sandbox=sandbox,
+            status=status,
+        )
+        return [Unit(self, r["unit_id"], r) for r in rows]
+
+    def update_unit(
+        self, unit_id: str, agent_id: str | None = None, status: str | None = None
+    ) -> None:
+        """Set a unit's agent and/or status (checked against the transition table)."""
+        with self.transaction() as conn:
+            if status is not None:
+                target = AssignmentState(status)
+                extra = {"agent_id": agent_id} if agent_id is not None else None
+                self._set_status(conn, "units", unit_id, target, unit_sources(target), extra)
+            elif agent_id is not None:
+                self._update("units", unit_id, {"agent_id": agent_id})
+
+    def update_units_status(
+        self, unit_ids: Sequence[str], status: str, clear_agent: bool = False
+    ) -> int:
+        """Move many units to `status` in one statement; units for which the change is
+        not legal are left alone. Returns how many changed."""
+        if not unit_ids:
+            return 0
+        target = AssignmentState(status)
+        t = s.units
+        values: dict[str, Any] = {"status": str(target)}
+        if clear_agent:
+            values.update(agent_id=None, worker_id=None)
+        keys = [self._key("units", u) for u in unit_ids]
+        changed = 0
+        with self.transaction() as conn:
+            for start in range(0, len(keys), 10_000):  # stay under parameter limits
+                res = conn.execute(
+                    t.update()
+                    .where(
+                        t.c.unit_id.in_(keys[start : start + 10_000]),
+                        t.c.status.in_([str(x) for x in unit_sources(target)]),
+                    )
+                    .values(values)
+                )
+                changed += res.rowcount
+        return changed
+
+    def clear_unit_agent_assignment(self, unit_id: str) -> None:
+        """Free a unit: back to LAUNCHED with no agent (Mephisto's name)."""
+        with self.transaction() as conn:
+            self._set_status(
+                conn,
+                "units",
+                unit_id,
+                AssignmentState.LAUNCHED,
+                unit_sources(AssignmentState.LAUNCHED),
+                {"agent_id": None, "worker_id": None},
+            )
+
+    def get_unit_status_counts(self, task_run_id: str) -> dict[str, int]:
+        """Units of a run by status, from the (task_run_id, status) index."""
+        t = s.units
+        query = (
+            sa.select(t.c.status, sa.func.count())
+            .where(t.c.task_run_id == self._key("task_runs", task_run_id))
+            .group_by(t.c.status)
+        )
+        with self._read() as conn:
+            return {status: n for status, n in conn.execute(query)}
+
+    def get_assignment_status_counts(self, task_run_id: str) -> dict[str, int]:
+        """Assignments of a run by status (derived from their units)."""
+        t = s.units
+        query = (
+            sa.select(t.c.assignment_id, t.c.status)
+            .where(t.c.task_run_id == self._key("task_runs", task_run_id))
+            .order_by(t.c.assignment_id)
+        )
+        by_assignment: dict[int, list[str]] = {}
+        with self._read() as conn:
+            for a_id, status in conn.execute(query):
+                by_assignment.setdefault(a_id, []).append(status)
+        counts: dict[str, int] = {}
+        for statuses in by_assignment.values():
+            key = str(derive_assignment_status(statuses))
+            counts[key] = counts.get(key, 0) + 1
+        return counts
+
+    # -- workers -------------------------------------------------------------------
+
+    def new_worker(self, worker_name: str, provider_type: str) -> str:
+        if not worker_name:
+            raise DatabaseError("a worker needs a worker_name")
+        return self._insert("workers", {"worker_name": worker_name, "provider_type": provider_type})
+
+    def get_worker(self, worker_id: str) -> dict[str, Any]:
+        return self._get("workers", worker_id)
+
+    def find_workers(
+        self, worker_name: str | None = None, provider_type: str | None = None
+    ) -> list[Worker]:
+        rows = self._find_rows("workers", worker_name=worker_name, provider_type=provider_type)
+        return [Worker(self, r["worker_id"], r) for r in rows]
+
+    def find_or_new_worker(self, worker_name: str, provider_type: str) -> Worker:
+        """The worker with this name, created on first sight (race-safe)."""
+        found = self.find_workers(worker_name=worker_name, provider_type=provider_type)
+        if found:
+            return found[0]
+        try:
+            worker_id = self.new_worker(worker_name, provider_type)
+        except EntryAlreadyExists:
+            return self.find_workers(worker_name=worker_name, provider_type=provider_type)[0]
+        return Worker(self, worker_id)
+
+    def block_worker(self, worker_id: str, requester_id: str, reason: str) -> None:
+        t = s.worker_blocks
+        values = {
+            "worker_id": self._key("workers", worker_id),
+            "requester_id": self._key("requesters", requester_id),
+            "reason": reason,
+            "creation_date": _now(),
+        }
+        self._upsert(t, values, ["worker_id", "requester_id"], {"reason": reason})
+
+    def unblock_worker(self, worker_id: str, requester_id: str) -> None:
+        t = s.worker_blocks
+        with self.transaction() as conn:
+            conn.execute(
+                t.delete().where(
+                    t.c.worker_id == self._key("workers", worker_id),
+                    t.c.requester_id == self._key("requesters", requester_id),
+                )
+            )
+
+    def is_worker_blocked(self, worker_id: str, requester_id: str | None = None) -> bool:
+        t = s.worker_blocks
+        query = sa.select(t.c.worker_id).where(t.c.worker_id == self._key("workers", worker_id))
+        if requester_id is not None:
+            query = query.where(t.c.requester_id == self._key("requesters", requester_id))
+        with self._read() as conn:
+            return conn.execute(query.limit(1)).first() is not None
+
+    def _upsert(
+        self, table: sa.Table, values: dict[str, Any], keys: list[str], update: dict[str, Any]
+    ) -> None:
+        dialect_insert = postgresql.insert if self.dialect == "postgresql" else sqlite.insert
+        stmt = dialect_insert(table).values(values)
+        stmt = stmt.on_conflict_do_update(index_elements=keys, set_=update)
+        try:
+            with self._tx.savepoint() as conn:
+                conn.execute(stmt)
+        except sa.exc.IntegrityError as exc:
+            raise EntryDoesNotExist(f"cannot write {table.name}: {exc.orig}") from None
+
+    # -- agents ------------------------------------------------------------------------
+
+    def new_agent(
+        self,
+        worker_id: str,
+        unit_id: str,
+        task_id: str,
+        task_run_id: str,
+        assignment_id: str,
+        task_type: str,
+        provider_type: str,
+        status: str = AgentState.NONE,
+    ) -> str:
+        """Create an agent and assign its unit to it (LAUNCHED -> ASSIGNED), atomically.
+
+        Raises `EntryAlreadyExists` if the worker already has an agent on this
+        assignment, `InvalidTransition` if the unit is not open.
+        """
+        agent_id = new_agent_id()
+        with self.transaction():
+            self._insert(
+                "agents",
+                {
+                    "agent_id": agent_id,
+                    "worker_id": worker_id,
+                    "unit_id": unit_id,
+                    "task_id": task_id,
+                    "task_run_id": task_run_id,
+                    "assignment_id": assignment_id,
+                    "task_type": task_type,
+                    "provider_type": provider_type,
+                    "status": str(AgentState(status)),
+                    "update_date": _now(),
+                },
+            )
+            with self._tx.begin() as conn:
+                self._set_status(
+                    conn,
+                    "units",
+                    unit_id,
+                    AssignmentState.ASSIGNED,
+                    [AssignmentState.LAUNCHED],
+                    {"agent_id": agent_id, "worker_id": int(worker_id)},
+                    allow_same=False,
+                )
+        return agent_id
+
+    def get_agent(self, agent_id: str) -> dict[str, Any]:
+        return self._get("agents", agent_id)
+
+    def find_agents(
+        self,
+        status: str | Sequence[str] | None = None,
+        unit_id: str | None = None,
+        worker_id: str | None = None,
+        task_id: str | None = None,
+        task_run_id: str | None = None,
+        assignment_id: str | None = None,
+        task_type: str | None = None,
+        provider_type: str | None = None,
+    ) -> list[Agent]:
+        rows = self._find_rows(
+            "agents",
+            status=status,
+            unit_id=unit_id,
+            worker_id=worker_id,
+            task_id=task_id,
+            task_run_id=task_run_id,
+            assignment_id=assignment_id,
+            task_type=task_type,
+            provider_type=provider_type,
+        )
+        return [Agent(self, r["agent_id"], r) for r in rows]
+
+    def update_agent(self, agent_id: str, status: str | None = None, state: Any = None) -> None:
+        """Change an agent's status and/or saved state; its unit follows in the same
+        transaction (e.g. COMPLETED -> unit COMPLETED, TIMEOUT -> unit freed)."""
+        with self.transaction() as conn:
+            if status is None:
+                if state is not None:
+                    self._update("agents", agent_id, {"state": state, "update_date": _now()})
+                return
+            target = AgentState(status)
+            extra: dict[str, Any] = {"update_date": _now()}
+            if state is not None:
+                extra["state"] = state
+            row = self._set_status(conn, "agents", agent_id, target, agent_sources(target), extra)
+            self._move_unit_with_agent(conn, row.unit_id, agent_id, target)
+
+    def _move_unit_with_agent(
+        self, conn: sa.Connection, unit_key: int, agent_id: str, agent_status: AgentState
+    ) -> None:
+        t = s.units
+        unit = conn.execute(
+            sa.select(t.c.status, t.c.agent_id).where(t.c.unit_id == unit_key)
+        ).first()
+        if unit is None or unit.agent_id != agent_id:
+            return  # the unit has moved on (expired, or reassigned): leave it
+        target = UNIT_STATUS_FOR_AGENT[agent_status]
+        current = AssignmentState(unit.status)
+        if current == target or target not in UNIT_TRANSITIONS[current]:
+            return
+        if current == AssignmentState.EXPIRED and target != AssignmentState.COMPLETED:
+            return  # only a (late) submission changes an expired unit
+        extra: dict[str, Any] = {}
+        if agent_status in AgentState.dropped():
+            extra = {"agent_id": None, "worker_id": None}
+        self._set_status(conn, "units", unit_key, target, unit_sources(target), extra)
+
+    # -- onboarding agents ---------------------------------------------------------------
+
+    def new_onboarding_agent(
+        self,
+        worker_id: str,
+        task_id: str,
+        task_run_id: str,
+        task_type: str,
+        status: str = AgentState.NONE,
+    ) -> str:
+        agent_id = new_agent_id(prefix=OnboardingAgent.DISPLAY_PREFIX)
+        self._insert(
+            "onboarding_agents",
+            {
+                "onboarding_agent_id": agent_id,
+                "worker_id": worker_id,
+                "task_id": task_id,
+                "task_run_id": task_run_id,
+                "task_type": task_type,
+                "status": str(AgentState(status)),
+                "update_date": _now(),
+            },
+        )
+        return agent_id
+
+    def get_onboarding_agent(self, onboarding_agent_id: str) -> dict[str, Any]:
+        return self._get("onboarding_agents", onboarding_agent_id)
+
+    def find_onboarding_agents(
+        self,
+        status: str | Sequence[str] | None = None,
+        worker_id: str | None = None,
+        task_id: str | None = None,
+        task_run_id: str | None = None,
+        task_type: str | None = None,
+    ) -> list[OnboardingAgent]:
+        rows = self._find_rows(
+            "onboarding_agents",
+            status=status,
+            worker_id=worker_id,
+            task_id=task_id,
+            task_run_id=task_run_id,
+            task_type=task_type,
+        )
+        return [OnboardingAgent(self, r["onboarding_agent_id"], r) for r in rows]
+
+    def update_onboarding_agent(
+        self, onboarding_agent_id: str, status: str | None = None, state: Any = None
+    ) -> None:
+        with self.transaction() as conn:
+            if status is None:
+                if state is not None:
+                    self._update(
+                        "onboarding_agents",
+                        onboarding_agent_id,
+                        {"state": state, "update_date": _now()},
+                    )
+                return
+            target = AgentState(status)
+            extra: dict[str, Any] = {"update_date": _now()}
+            if state is not None:
+                extra["state"] = state
+            self._set_status(
+                conn, "onboarding_agents", onboarding_agent_id, target, agent_sources(target), extra
+            )
+
+    # -- qualifications ------------------------------------------------------------------
+
+    def make_qualification(self, qualification_name: str) -> str:
+        if not qualification_name:
+            raise DatabaseError("a qualification needs a name")
+        return self._insert("qualifications", {"qualification_name": qualification_name})
+
+    def get_qualification(self, qualification_id: str) -> dict[str, Any]:
+        return self._get("qualifications", qualification_id)
+
+    def find_qualifications(self, qualification_name: str | None = None) -> list[Qualification]:
+        rows = self._find_rows("qualifications", qualification_name=qualification_name)
+        return [Qualification(self, r["qualification_id"], r) for r in rows]
+
+    def delete_qualification(self, qualification_name: str) -> None:
+        """Delete a qualification and every grant of it."""
+        q, g = s.qualifications, s.granted_qualifications
+        with self.transaction() as conn:
+            qid = conn.execute(
+                sa.select(q.c.qualification_id).where(q.c.qualification_name == qualification_name)
+            ).scalar()
+            if qid is None:
+                raise EntryDoesNotExist(f"qualification {qualification_name!r} does not exist")
+            conn.execute(g.delete().where(g.c.qualification_id == qid))
+            conn.execute(q.delete().where(q.c.qualification_id == qid))
+
+    def grant_qualification(self, qualification_id: str, worker_id: str, value: int = 1) -> None:
+        """Grant (or change the value of) a qualification."""
+        now = _now()
+        self._upsert(
+            s.granted_qualifications,
+            {
+                "qualification_id": self._key("qualifications", qualification_id),
+                "worker_id": self._key("workers", worker_id),
+                "value": int(value),
+                "creation_date": now,
+                "update_date": now,
+            },
+            ["worker_id", "qualification_id"],
+            {"value": int(value), "update_date": now},
+        )
+
+    def check_granted_qualifications(
+        self,
+        qualification_id: str | None = None,
+        worker_id: str | None = None,
+        value: int | None = None,
+    ) -> list[GrantedQualification]:
+        rows = self._find_rows(
+            "granted_qualifications",
+            qualification_id=qualification_id,
+            worker_id=worker_id,
+            value=value,
+        )
+        return [GrantedQualification(self, r) for r in rows]
+
+    def get_granted_qualification(self, qualification_id: str, worker_id: str) -> dict[str, Any]:
+        rows = self._find_rows(
+            "granted_qualifications", qualification_id=qualification_id, worker_id=worker_id
+        )
+        if not rows:
+            raise EntryDoesNotExist(
+                f"worker {worker_id} has no grant of qualification {qualification_id}"
+            )
+        return rows[0]
+
+    def revoke_qualification(self, qualification_id: str, worker_id: str) -> None:
+        g = s.granted_qualifications
+        with self.transaction() as conn:
+            conn.execute(
+                g.delete().where(
+                    g.c.qualification_id == self._key("qualifications", qualification_id),
+                    g.c.worker_id == self._key("workers", worker_id),
+                )
+            )
+
+
+class LocalMephistoDB(MephistoDB):
+    """Mephisto's embedded database class: SQLite at `database_path` (or the default)."""
+
+    def __init__(self, database_path: str | None = None) -> None:
+        super().__init__(f"sqlite:///{database_path}" if database_path is not None else None)

@@ -1,0 +1,212 @@
+"""The tables, as SQLAlchemy Core metadata. Migrations create them; tests compare.
+
+Ids of agents and onboarding agents are random text (they travel to browsers and act
+as the worker's credential); every other id is an integer key, exposed as `str` by the
+Python API as Mephisto does. Times are UNIX seconds (float). Statuses are the strings of
+`mephisto.data_model.status`.
+
+The index `ix_units_run_status` is what makes "next open unit of this run" and "progress
+by status" cheap on both engines: no query on a hot path scans a run's units.
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+metadata = sa.MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+_now = sa.Float
+Id = sa.Integer
+
+
+def _created() -> sa.Column:
+    return sa.Column("creation_date", _now, nullable=False)
+
+
+projects = sa.Table(
+    "projects",
+    metadata,
+    sa.Column("project_id", Id, primary_key=True, autoincrement=True),
+    sa.Column("project_name", sa.Text, nullable=False, unique=True),
+    _created(),
+)
+
+tasks = sa.Table(
+    "tasks",
+    metadata,
+    sa.Column("task_id", Id, primary_key=True, autoincrement=True),
+    sa.Column("task_name", sa.Text, nullable=False, unique=True),
+    sa.Column("task_type", sa.Text, nullable=False),
+    sa.Column("project_id", Id, sa.ForeignKey("projects.project_id"), nullable=True),
+    sa.Column("parent_task_id", Id, sa.ForeignKey("tasks.task_id"), nullable=True),
+    _created(),
+)
+
+requesters = sa.Table(
+    "requesters",
+    metadata,
+    sa.Column("requester_id", Id, primary_key=True, autoincrement=True),
+    sa.Column("requester_name", sa.Text, nullable=False, unique=True),
+    sa.Column("provider_type", sa.Text, nullable=False),
+    _created(),
+)
+
+task_runs = sa.Table(
+    "task_runs",
+    metadata,
+    sa.Column("task_run_id", Id, primary_key=True, autoincrement=True),
+    sa.Column("task_id", Id, sa.ForeignKey("tasks.task_id"), nullable=False, index=True),
+    sa.Column("requester_id", Id, sa.ForeignKey("requesters.requester_id"), nullable=False),
+    sa.Column("init_params", sa.Text, nullable=False),
+    sa.Column("is_completed", sa.Boolean, nullable=False, default=False),
+    sa.Column("provider_type", sa.Text, nullable=False),
+    sa.Column("task_type", sa.Text, nullable=False),
+    sa.Column("sandbox", sa.Boolean, nullable=False, default=True),
+    _created(),
+)
+
+assignments = sa.Table(
+    "assignments",
+    metadata,
+    sa.Column("assignment_id", Id, primary_key=True, autoincrement=True),
+    sa.Column("task_id", Id, sa.ForeignKey("tasks.task_id"), nullable=False),
+    sa.Column(
+        "task_run_id", Id, sa.ForeignKey("task_runs.task_run_id"), nullable=False, index=True
+    ),
+    sa.Column("requester_id", Id, sa.ForeignKey("requesters.requester_id"), nullable=False),
+    sa.Column("task_type", sa.Text, nullable=False),
+    sa.Column("provider_type", sa.Text, nullable=False),
+    sa.Column("sandbox", sa.Boolean, nullable=False, default=True),
+    sa.Column("data", sa.JSON, nullable=True),
+    _created(),
+)
+
+units = sa.Table(
+    "units",
+    metadata,
+    sa.Column("unit_id", Id, primary_key=True, autoincrement=True),
+    sa.Column(
+        "assignment_id", Id, sa.ForeignKey("assignments.assignment_id"), nullable=False
+    ),
+    sa.Column("unit_index", sa.Integer, nullable=False),
+    sa.Column("pay_amount", sa.Float, nullable=False),
+    sa.Column("provider_type", sa.Text, nullable=False),
+    sa.Column("status", sa.Text, nullable=False),
+    # the current agent; no foreign key (agents reference units; the cycle buys nothing)
+    sa.Column("agent_id", sa.Text, nullable=True),
+    sa.Column("worker_id", Id, nullable=True),
+    sa.Column("task_type", sa.Text, nullable=False),
+    sa.Column("task_id", Id, sa.ForeignKey("tasks.task_id"), nullable=False),
+    sa.Column("task_run_id", Id, sa.ForeignKey("task_runs.task_run_id"), nullable=False),
+    sa.Column("sandbox", sa.Boolean, nullable=False, default=True),
+    sa.Column("requester_id", Id, sa.ForeignKey("requesters.requester_id"), nullable=False),
+    _created(),
+    sa.UniqueConstraint("assignment_id", "unit_index"),
+    sa.Index("ix_units_run_status", "task_run_id", "status", "unit_id"),
+)
+
+workers = sa.Table(
+    "workers",
+    metadata,
+    sa.Column("worker_id", Id, primary_key=True, autoincrement=True),
+    sa.Column("worker_name", sa.Text, nullable=False),
+    sa.Column("provider_type", sa.Text, nullable=False),
+    _created(),
+    sa.UniqueConstraint("provider_type", "worker_name"),
+)
+
+agents = sa.Table(
+    "agents",
+    metadata,
+    sa.Column("agent_id", sa.Text, primary_key=True),
+    sa.Column("worker_id", Id, sa.ForeignKey("workers.worker_id"), nullable=False),
+    sa.Column("unit_id", Id, sa.ForeignKey("units.unit_id"), nullable=False, index=True),
+    sa.Column("task_id", Id, sa.ForeignKey("tasks.task_id"), nullable=False),
+    sa.Column("task_run_id", Id, sa.ForeignKey("task_runs.task_run_id"), nullable=False),
+    sa.Column(
+        "assignment_id", Id, sa.ForeignKey("assignments.assignment_id"), nullable=False
+    ),
+    sa.Column("task_type", sa.Text, nullable=False),
+    sa.Column("provider_type", sa.Text, nullable=False),
+    sa.Column("status", sa.Text, nullable=False),
+    sa.Column("state", sa.JSON, nullable=True),
+    _created(),
+    sa.Column("update_date", _now, nullable=False),
+    # a worker works on at most one unit of an assignment, ever
+    sa.UniqueConstraint("worker_id", "assignment_id"),
+    sa.Index("ix_agents_run_status", "task_run_id", "status"),
+    sa.Index("ix_agents_worker_task", "worker_id", "task_id"),
+)
+
+onboarding_agents = sa.Table(
+    "onboarding_agents",
+    metadata,
+    sa.Column("onboarding_agent_id", sa.Text, primary_key=True),
+    sa.Column("worker_id", Id, sa.ForeignKey("workers.worker_id"), nullable=False),
+    sa.Column("task_id", Id, sa.ForeignKey("tasks.task_id"), nullable=False),
+    sa.Column("task_run_id", Id, sa.ForeignKey("task_runs.task_run_id"), nullable=False),
+    sa.Column("task_type", sa.Text, nullable=False),
+    sa.Column("status", sa.Text, nullable=False),
+    sa.Column("state", sa.JSON, nullable=True),
+    _created(),
+    sa.Column("update_date", _now, nullable=False),
+    sa.Index("ix_onboarding_agents_worker_run", "worker_id", "task_run_id"),
+)
+
+qualifications = sa.Table(
+    "qualifications",
+    metadata,
+    sa.Column("qualification_id", Id, primary_key=True, autoincrement=True),
+    sa.Column("qualification_name", sa.Text, nullable=False, unique=True),
+    _created(),
+)
+
+granted_qualifications = sa.Table(
+    "granted_qualifications",
+    metadata,
+    sa.Column("granted_qualification_id", Id, primary_key=True, autoincrement=True),
+    sa.Column("worker_id", Id, sa.ForeignKey("workers.worker_id"), nullable=False),
+    sa.Column(
+        "qualification_id",
+        Id,
+        sa.ForeignKey("qualifications.qualification_id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    sa.Column("value", sa.Integer, nullable=False),
+    _created(),
+    sa.Column("update_date", _now, nullable=False),
+    sa.UniqueConstraint("worker_id", "qualification_id"),
+)
+
+worker_blocks = sa.Table(
+    "worker_blocks",
+    metadata,
+    sa.Column("worker_id", Id, sa.ForeignKey("workers.worker_id"), primary_key=True),
+    sa.Column(
+        "requester_id", Id, sa.ForeignKey("requesters.requester_id"), primary_key=True
+    ),
+    sa.Column("reason", sa.Text, nullable=False),
+    _created(),
+)
+
+# table name -> (table, primary key column name)
+TABLES: dict[str, tuple[sa.Table, str]] = {
+    "projects": (projects, "project_id"),
+    "tasks": (tasks, "task_id"),
+    "requesters": (requesters, "requester_id"),
+    "task_runs": (task_runs, "task_run_id"),
+    "assignments": (assignments, "assignment_id"),
+    "units": (units, "unit_id"),
+    "workers": (workers, "worker_id"),
+    "agents": (agents, "agent_id"),
+    "onboarding_agents": (onboarding_agents, "onboarding_agent_id"),
+    "qualifications": (qualifications, "qualification_id"),
+    "granted_qualifications": (granted_qualifications, "granted_qualification_id"),
+}

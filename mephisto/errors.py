@@ -1,0 +1,119 @@
+"""Every error this package raises on purpose.
+
+    MephistoError
+    ├── ConfigError                  bad configuration: names the key that is wrong
+    │   └── UnknownAbstractionError  a blueprint/architect/provider type that is not registered
+    ├── DatabaseError
+    │   ├── EntryDoesNotExist        (alias EntryDoesNotExistException)
+    │   ├── EntryAlreadyExists       (alias EntryAlreadyExistsException)
+    │   └── MigrationError
+    ├── InvalidTransition            a status change the transition table forbids
+    ├── RequestError                 bad input from a worker's browser (HTTP 4xx)
+    │   ├── MalformedRequest         400: not JSON, missing or wrong-typed fields
+    │   ├── ForbiddenAction          403: acting on an agent that is not yours, or closed
+    │   ├── UnknownAgent             404: no such agent id
+    │   ├── AlreadySubmitted         409: the agent already submitted
+    │   └── PayloadTooLarge          413: body over the configured limit
+    ├── NotEligible                  a worker may not take (more) work on this run
+    ├── BuildError                   a front-end build (npm) failed or npm is missing
+    └── ShutdownError                the run is shutting down; no new work accepted
+
+Library code raises these; only the CLI and `task_script` turn them into messages and
+exit codes.
+"""
+
+from __future__ import annotations
+
+
+class MephistoError(Exception):
+    """Base of every error raised on purpose by this package."""
+
+
+class ConfigError(MephistoError):
+    """The configuration is wrong. `key` names the offending setting when known."""
+
+    def __init__(self, message: str, key: str | None = None) -> None:
+        super().__init__(message)
+        self.key = key
+
+
+class UnknownAbstractionError(ConfigError):
+    """A plugin type name that no registry knows; the message lists the valid ones."""
+
+
+class DatabaseError(MephistoError):
+    """A database operation failed for a reason the caller can act on."""
+
+
+class EntryDoesNotExist(DatabaseError):
+    """No row with the requested id (or key) exists."""
+
+
+class EntryAlreadyExists(DatabaseError):
+    """A row with the same unique key already exists (e.g. a task_name in use)."""
+
+
+class MigrationError(DatabaseError):
+    """The schema could not be brought up to date."""
+
+
+# Mephisto's names, kept so review scripts written for it keep working.
+EntryDoesNotExistException = EntryDoesNotExist
+EntryAlreadyExistsException = EntryAlreadyExists
+
+
+class InvalidTransition(MephistoError):
+    """A status change that the transition table does not allow."""
+
+    def __init__(self, kind: str, entity_id: str, old: str, new: str) -> None:
+        super().__init__(f"{kind} {entity_id}: cannot go from status '{old}' to '{new}'")
+        self.kind = kind
+        self.entity_id = entity_id
+        self.old = old
+        self.new = new
+
+
+class RequestError(MephistoError):
+    """Bad input from a worker's browser. Maps to an HTTP status; changes nothing."""
+
+    status_code = 400
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class MalformedRequest(RequestError):
+    status_code = 400
+
+
+class ForbiddenAction(RequestError):
+    status_code = 403
+
+
+class UnknownAgent(RequestError):
+    status_code = 404
+
+
+class AlreadySubmitted(RequestError):
+    status_code = 409
+
+
+class PayloadTooLarge(RequestError):
+    status_code = 413
+
+
+class NotEligible(MephistoError):
+    """The worker cannot take work on this run (blocked, unqualified, at a limit)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class BuildError(MephistoError):
+    """A front-end build failed, or the tool it needs (npm) is missing."""
+
+
+class ShutdownError(MephistoError):
+    """The operator is shutting down and accepts no new work."""
