@@ -4,7 +4,7 @@ PYTHON ?= $(shell command -v python3.11 >/dev/null 2>&1 && echo python3.11 || ec
 VENV := .venv
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
-DEMO_ARGS ?=
+DEMO_ARGS ?= --workers 10 --port 0
 
 .PHONY: test demo bench clean
 

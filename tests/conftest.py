@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+pytest_plugins = ["mephisto.testing.fixtures"]
+
 
 @pytest.fixture(autouse=True)
 def _isolated_mephisto_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

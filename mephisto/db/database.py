@@ -725,6 +725,7 @@ class MephistoDB:
         task_type: str,
         provider_type: str,
         status: str = AgentState.NONE,
+        state: Any = None,
     ) -> str:
         """Create an agent and assign its unit to it (LAUNCHED -> ASSIGNED), atomically.
 
@@ -745,6 +746,7 @@ class MephistoDB:
                     "task_type": task_type,
                     "provider_type": provider_type,
                     "status": str(AgentState(status)),
+                    "state": state,
                     "update_date": _now(),
                 },
             )

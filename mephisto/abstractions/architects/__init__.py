@@ -1,0 +1,1 @@
+"""Architect plugins, one module each. May import everything below `operations`."""

@@ -1,0 +1,102 @@
+"""`local`: the task server runs inside the operator's process, on the operator's event
+loop, served by uvicorn at `hostname:port`. Port 0 picks a free port."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+from dataclasses import dataclass, field
+from typing import Any
+
+from mephisto.abstractions.architect import Architect, ArchitectArgs
+from mephisto.errors import ConfigError
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class LocalArchitectArgs(ArchitectArgs):
+    _architect_type: str = "local"
+    hostname: str = field(default="localhost", metadata={"help": "Host name workers use."})
+    port: str = field(default="3000", metadata={"help": "Port to serve on (0: any free port)."})
+    bind_host: str = field(
+        default="127.0.0.1", metadata={"help": "Interface to listen on (0.0.0.0 for all)."}
+    )
+
+
+class LocalArchitect(Architect):
+    ARCHITECT_TYPE = "local"
+    ArgsClass = LocalArchitectArgs
+
+    def __init__(self, args: Any) -> None:
+        super().__init__(args)
+        self._server: Any = None
+        self._serve_task: asyncio.Task[None] | None = None
+        self._sock: socket.socket | None = None
+
+    @classmethod
+    def assert_task_args(cls, args: Any, shared_state: Any) -> None:
+        port = args.architect.get("port", "3000")
+        try:
+            value = int(port)
+        except (TypeError, ValueError):
+            raise ConfigError(f"mephisto.architect.port must be a number, got {port!r}",
+                              key="mephisto.architect.port") from None
+        if not 0 <= value <= 65535:
+            raise ConfigError(f"mephisto.architect.port out of range: {value}",
+                              key="mephisto.architect.port")
+
+    async def deploy(self, app: Any) -> str:
+        import uvicorn
+
+        arch = self.args.architect
+        host = str(arch.get("bind_host", "127.0.0.1"))
+        port = int(arch.get("port", 3000))
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            sock.close()
+            raise ConfigError(
+                f"cannot serve on {host}:{port}: {exc.strerror}. Pick another port with "
+                "mephisto.architect.port=<n> (0 picks a free one)",
+                key="mephisto.architect.port",
+            ) from None
+        sock.listen(2048)
+        sock.setblocking(False)
+        self._sock = sock
+        bound_port = sock.getsockname()[1]
+        config = uvicorn.Config(
+            app,
+            log_level="warning",
+            access_log=False,
+            lifespan="off",
+            ws_ping_interval=None,  # the client has its own heartbeat
+            timeout_keep_alive=30,
+            backlog=2048,
+        )
+        self._server = uvicorn.Server(config)
+        self._server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+        self._serve_task = asyncio.get_running_loop().create_task(
+            self._server.serve(sockets=[sock]), name="mephisto-local-server"
+        )
+        # The socket is bound and listening: connections queue in its backlog until
+        # uvicorn accepts them, so workers can be sent the URL right away.
+        hostname = str(arch.get("hostname", "localhost"))
+        return f"http://{hostname}:{bound_port}/"
+
+    async def shutdown(self) -> None:
+        if self._server is None:
+            return
+        self._server.should_exit = True
+        if self._serve_task is not None:
+            try:
+                await asyncio.wait_for(self._serve_task, timeout=10)
+            except asyncio.TimeoutError:
+                self._server.force_exit = True
+                self._serve_task.cancel()
+        if self._sock is not None:
+            self._sock.close()
+        self._server = None

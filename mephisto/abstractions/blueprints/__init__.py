@@ -1,0 +1,1 @@
+"""Blueprint plugins, one module each. May import everything below `operations`."""

@@ -1,0 +1,1 @@
+"""Mephisto's import paths for abstract blueprints (thin re-exports)."""

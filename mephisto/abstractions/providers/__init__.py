@@ -1,0 +1,1 @@
+"""Crowd provider plugins, one module each. May import everything below `operations`."""

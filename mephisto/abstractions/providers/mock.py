@@ -1,0 +1,56 @@
+"""`mock`: a crowd provider with no crowd. Identity comes from the task URL
+(`?worker_id=...&assignment_id=...`); launching and expiring do nothing remote; the
+requester is created on first use. For local testing and demos."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mephisto.abstractions.crowd_provider import CrowdProvider, ProviderArgs
+from mephisto.data_model.requester import Requester
+from mephisto.errors import EntryAlreadyExists, MalformedRequest
+
+_SHIM = Path(__file__).with_name("mock_wrap_crowd_source.js")
+MAX_WORKER_NAME = 200
+
+
+@dataclass
+class MockProviderArgs(ProviderArgs):
+    _provider_type: str = "mock"
+    requester_name: str = field(
+        default="MOCK_REQUESTER", metadata={"help": "Name of the mock requester to launch as."}
+    )
+
+
+class MockProvider(CrowdProvider):
+    PROVIDER_TYPE = "mock"
+    ArgsClass = MockProviderArgs
+
+    def get_requester(self, db: Any, args: Any) -> Requester:
+        name = str(args.provider.get("requester_name") or "MOCK_REQUESTER")
+        found = db.find_requesters(requester_name=name)
+        if found:
+            return found[0]
+        try:
+            return Requester(db, db.new_requester(name, self.PROVIDER_TYPE))
+        except EntryAlreadyExists:
+            return db.find_requesters(requester_name=name)[0]
+
+    def launch_units(self, units: list[Any], server_url: str) -> None:
+        """Nothing to publish: workers open the server URL directly."""
+
+    def expire_units(self, units: list[Any]) -> None:
+        """Nothing to withdraw."""
+
+    def worker_name_from_registration(self, provider_data: dict[str, Any]) -> str:
+        name = provider_data.get("worker_name")
+        if not isinstance(name, str) or not name.strip():
+            raise MalformedRequest("provider_data.worker_name must be a non-empty string")
+        if len(name) > MAX_WORKER_NAME:
+            raise MalformedRequest(f"provider_data.worker_name is longer than {MAX_WORKER_NAME}")
+        return name
+
+    def wrap_crowd_source_js(self) -> str:
+        return _SHIM.read_text()

@@ -1,0 +1,157 @@
+"""Group commit: one thread writes to the database for the event loop.
+
+Coroutines call `await writer.run(fn, *args)`; `fn(db, *args)` runs on the writer
+thread. Whatever is queued when the thread wakes is run in one transaction (each call
+in its own savepoint, so one failure does not undo the others) and committed once;
+then every caller is resumed with its result or exception. Under load many submits
+share one commit, and none is answered before its data is on disk.
+
+Reads that need no ordering with writes use `await writer.read(fn, *args)` (a thread
+pool), so the event loop never blocks on the database.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any, TypeVar
+
+from mephisto.errors import ShutdownError
+
+logger = logging.getLogger(__name__)
+T = TypeVar("T")
+
+_STOP = object()
+
+
+class _Op:
+    __slots__ = ("fn", "args", "future", "loop")
+
+    def __init__(
+        self, fn: Callable[..., Any], args: tuple[Any, ...], future: asyncio.Future[Any], loop: asyncio.AbstractEventLoop
+    ) -> None:
+        self.fn = fn
+        self.args = args
+        self.future = future
+        self.loop = loop
+
+
+def _resolve(future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
+    if future.done():
+        return
+    if error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(result)
+
+
+class DBWriter:
+    def __init__(self, db: Any, max_batch: int = 1000, read_threads: int = 4) -> None:
+        self.db = db
+        self.max_batch = max_batch
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._reads = ThreadPoolExecutor(max_workers=read_threads, thread_name_prefix="mephisto-read")
+        self._closed = False
+        # figures for metrics: commits made and ops they carried, commit durations
+        self.commits = 0
+        self.ops = 0
+        self.last_commit_seconds = 0.0
+        self.commit_seconds_total = 0.0
+
+    def start(self) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._loop, name="mephisto-db-writer", daemon=True)
+            self._thread.start()
+
+    async def run(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run `fn(db, *args)` in the next group commit; return once it is committed."""
+        if self._closed:
+            raise ShutdownError("the database writer is closed")
+        self.start()
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[T] = loop.create_future()
+        self._queue.put(_Op(fn, args, future, loop))
+        return await future
+
+    async def read(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run `fn(db, *args)` on a reader thread."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._reads, lambda: fn(self.db, *args))
+
+    def call_sync(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run `fn(db, *args)` from a thread that is not the event loop, in order with
+        queued writes (used at shutdown, once the loop no longer writes)."""
+        future: Future[T] = Future()
+        self.start()
+        self._queue.put(_Op(fn, args, future, None))  # type: ignore[arg-type]
+        return future.result()
+
+    def stop(self) -> None:
+        """Finish queued work, then stop the thread."""
+        self._closed = True
+        if self._thread is not None:
+            self._queue.put(_STOP)
+            self._thread.join()
+            self._thread = None
+        self._reads.shutdown(wait=True)
+
+    def _loop(self) -> None:
+        while True:
+            first = self._queue.get()
+            if first is _STOP:
+                return
+            batch = [first]
+            stop_after = False
+            while len(batch) < self.max_batch:
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if item is _STOP:
+                    stop_after = True
+                    break
+                batch.append(item)
+            self._commit(batch)
+            if stop_after:
+                return
+
+    def _commit(self, batch: list[_Op]) -> None:
+        outcomes: list[tuple[Any, BaseException | None]] = []
+        started = time.perf_counter()
+        try:
+            with self.db.transaction():
+                single = len(batch) == 1
+                for op in batch:
+                    try:
+                        if single:
+                            outcomes.append((op.fn(self.db, *op.args), None))
+                        else:
+                            with self.db._tx.savepoint():
+                                outcomes.append((op.fn(self.db, *op.args), None))
+                    except Exception as exc:  # reported to that caller only
+                        outcomes.append((None, exc))
+                        if single:
+                            raise
+        except Exception as exc:
+            if not (len(batch) == 1 and outcomes and outcomes[0][1] is exc):
+                logger.exception("group commit of %d operations failed", len(batch))
+            outcomes = [(None, exc)] * len(batch)
+        elapsed = time.perf_counter() - started
+        self.commits += 1
+        self.ops += len(batch)
+        self.last_commit_seconds = elapsed
+        self.commit_seconds_total += elapsed
+        for op, (result, error) in zip(batch, outcomes, strict=True):
+            if op.loop is None:
+                _resolve(op.future, result, error)
+            else:
+                try:
+                    op.loop.call_soon_threadsafe(_resolve, op.future, result, error)
+                except RuntimeError:  # the loop is closed: nobody waits any more
+                    pass

@@ -1,0 +1,286 @@
+"""The Operator: launch task runs, watch them, shut them down.
+
+The synchronous methods are what run scripts call; the live machinery of every run
+runs on one asyncio event loop in a background thread owned by the operator. Typical
+use (what `task_script` wraps):
+
+    operator = Operator(db)
+    operator.launch_task_run(cfg.mephisto, shared_state)
+    operator.wait_for_runs_then_shutdown(skip_input=True, log_rate=30)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import threading
+import time
+from typing import Any
+
+from mephisto.errors import ConfigError, MephistoError
+from mephisto.operations.db_writer import DBWriter
+from mephisto.operations.live_task_run import LiveTaskRun
+from mephisto.operations.registry import (
+    get_architect_from_type,
+    get_blueprint_from_type,
+    get_crowd_provider_from_type,
+)
+
+logger = logging.getLogger(__name__)
+
+
+def _new_loop() -> asyncio.AbstractEventLoop:
+    try:
+        import uvloop
+
+        return uvloop.new_event_loop()
+    except ImportError:  # pragma: no cover - uvloop ships with uvicorn[standard]
+        return asyncio.new_event_loop()
+
+
+def resolve_run_config(run_config: Any) -> Any:
+    """A run config (DictConfig, dict or dataclass) as a plain, resolved DictConfig with
+    every section filled from its Args class defaults. Raises `ConfigError` naming the
+    offending key."""
+    from omegaconf import DictConfig, OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    from mephisto.data_model.task_run import TaskRunArgs
+
+    try:
+        if dataclasses.is_dataclass(run_config):
+            raw = OmegaConf.structured(run_config)
+        elif isinstance(run_config, DictConfig):
+            raw = run_config
+        else:
+            raw = OmegaConf.create(run_config)
+        plain = OmegaConf.to_container(raw, resolve=True)
+    except OmegaConfBaseException as exc:
+        raise ConfigError(f"invalid run configuration: {exc}", key=getattr(exc, "full_key", None)) from None
+    if not isinstance(plain, dict):
+        raise ConfigError("the run configuration must be a mapping")
+    sections = {
+        "blueprint": ("_blueprint_type", get_blueprint_from_type),
+        "architect": ("_architect_type", get_architect_from_type),
+        "provider": ("_provider_type", get_crowd_provider_from_type),
+    }
+    resolved: dict[str, Any] = {}
+    classes: dict[str, type] = {}
+    for section, (type_key, lookup) in sections.items():
+        values = plain.get(section)
+        if not isinstance(values, dict) or not values.get(type_key):
+            raise ConfigError(
+                f"mephisto.{section}.{type_key} is not set: choose a {section} "
+                f"(e.g. defaults: - /mephisto/{section}: <type>)",
+                key=f"mephisto.{section}",
+            )
+        cls = lookup(values[type_key])
+        classes[section] = cls
+        resolved[section] = _merge_args(cls.ArgsClass, values, f"mephisto.{section}")
+    resolved["task"] = _merge_args(TaskRunArgs, plain.get("task") or {}, "mephisto.task")
+    TaskRunArgs.check(resolved["task"])
+    resolved["log_level"] = plain.get("log_level", "info")
+    cfg = OmegaConf.create(resolved)
+    return cfg, classes
+
+
+def _merge_args(args_class: type, values: dict[str, Any], prefix: str) -> dict[str, Any]:
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    try:
+        merged = OmegaConf.merge(OmegaConf.structured(args_class), values)
+        return OmegaConf.to_container(merged)  # type: ignore[return-value]
+    except OmegaConfBaseException as exc:
+        key = getattr(exc, "full_key", None) or ""
+        message = str(exc).splitlines()[0]
+        raise ConfigError(f"{prefix}.{key}: {message}", key=f"{prefix}.{key}") from None
+
+
+class Operator:
+    def __init__(self, db: Any = None) -> None:
+        if db is None:
+            from mephisto.db import MephistoDB
+
+            db = MephistoDB()
+        self.db = db
+        self.writer = DBWriter(db)
+        self._runs: dict[str, LiveTaskRun] = {}
+        self._loop = _new_loop()
+        self._thread = threading.Thread(
+            target=self._loop.run_forever, name="mephisto-operator-loop", daemon=True
+        )
+        self._thread.start()
+        self._shut_down = False
+
+    # -- running coroutines on the operator's loop ----------------------------------------
+
+    def _call(self, coro: Any, timeout: float | None = None) -> Any:
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout)
+
+    # -- launching --------------------------------------------------------------------------
+
+    def launch_task_run(self, run_config: Any, shared_state: Any = None) -> str:
+        """Validate the configuration, create (or resume) the task run, start serving it
+        and launch its units. Returns the task run id. Nothing is created if the
+        configuration is wrong."""
+        if self._shut_down:
+            raise MephistoError("this operator was shut down; create a new one")
+        cfg, classes = resolve_run_config(run_config)
+        blueprint_cls = classes["blueprint"]
+        if shared_state is None:
+            shared_state = blueprint_cls.SharedStateClass()
+        blueprint_cls.assert_task_args(cfg, shared_state)
+        classes["architect"].assert_task_args(cfg, shared_state)
+        classes["provider"].assert_task_args(cfg, shared_state)
+
+        task_type = cfg.blueprint._blueprint_type
+        task_name = cfg.task.task_name or task_type
+        provider = classes["provider"](self.db, cfg)
+        requester = provider.get_requester(self.db, cfg)
+        task_run, resume = self._get_task_run(cfg, task_name, task_type, requester)
+        blueprint = blueprint_cls(task_run, cfg, shared_state)
+        architect = classes["architect"](cfg)
+
+        async def start() -> LiveTaskRun:
+            self.writer.start()
+            run = LiveTaskRun(
+                db=self.db, writer=self.writer, task_run=task_run, task_name=task_name, args=cfg,
+                blueprint=blueprint, architect=architect, provider=provider, shared_state=shared_state,
+            )
+            await run.start(resume=resume)
+            return run
+
+        try:
+            run = self._call(start())
+        except BaseException:
+            if not resume:
+                self.db.update_task_run(task_run.db_id, is_completed=True)
+            raise
+        self._runs[task_run.db_id] = run
+        logger.info("task run %s (%s) is live at %s", task_run.db_id, task_name, run.url)
+        return task_run.db_id
+
+    validate_and_run_config = launch_task_run
+
+    def _get_task_run(self, cfg: Any, task_name: str, task_type: str, requester: Any) -> tuple[Any, bool]:
+        from omegaconf import OmegaConf
+
+        from mephisto.data_model.task_run import TaskRun
+        from mephisto.errors import EntryAlreadyExists
+
+        db = self.db
+        tasks = db.find_tasks(task_name=task_name)
+        if tasks:
+            task = tasks[0]
+            if task.task_type != task_type:
+                raise ConfigError(
+                    f"task_name {task_name!r} is already used by a {task.task_type} task; "
+                    f"pick another mephisto.task.task_name for this {task_type} task",
+                    key="mephisto.task.task_name",
+                )
+            task_id = task.db_id
+        else:
+            try:
+                task_id = db.new_task(task_name, task_type)
+            except EntryAlreadyExists:
+                task_id = db.find_tasks(task_name=task_name)[0].db_id
+        if cfg.task.resume_incomplete_run:
+            incomplete = [
+                r for r in db.find_task_runs(task_id=task_id, is_completed=False)
+                if r.db_id not in self._runs
+            ]
+            if incomplete:
+                logger.info("resuming task run %s of %s", incomplete[-1].db_id, task_name)
+                return incomplete[-1], True
+        task_run_id = db.new_task_run(
+            task_id,
+            requester.db_id,
+            OmegaConf.to_yaml(cfg),
+            cfg.provider._provider_type,
+            task_type,
+            requester.is_sandbox(),
+        )
+        return TaskRun(db, task_run_id), False
+
+    # -- watching --------------------------------------------------------------------------
+
+    def get_running_task_runs(self) -> dict[str, LiveTaskRun]:
+        """Live runs that have not finished, by task run id."""
+        return {k: r for k, r in self._runs.items() if not r.done_sync.is_set()}
+
+    def get_progress(self) -> dict[str, dict[str, Any]]:
+        out = {}
+        for task_run_id, run in self._runs.items():
+            p = run.progress
+            out[task_run_id] = {
+                "task_name": run.task_name,
+                "url": run.url,
+                "total": p.total,
+                "completed": p.completed,
+                "expired": p.expired,
+                "units_per_second": round(p.rate(), 1),
+                "done": run.done_sync.is_set(),
+            }
+        return out
+
+    def _log_progress(self) -> None:
+        for task_run_id, info in self.get_progress().items():
+            if not info["done"]:
+                logger.info(
+                    "task run %s (%s): %d/%d units completed, %d expired, %.1f units/s",
+                    task_run_id, info["task_name"], info["completed"], info["total"],
+                    info["expired"], info["units_per_second"],
+                )
+
+    def wait_for_runs_then_shutdown(self, skip_input: bool = False, log_rate: float | None = None) -> None:
+        """Block until every launched run has finished, then shut down. Ctrl-C shuts
+        down at once (open units expired; the run can be resumed later)."""
+        try:
+            last_log = time.monotonic()
+            while True:
+                running = list(self.get_running_task_runs().values())
+                if not running:
+                    break
+                wait = log_rate if log_rate else 60.0
+                running[0].done_sync.wait(timeout=min(wait, 5.0))
+                if log_rate and time.monotonic() - last_log >= log_rate:
+                    self._log_progress()
+                    last_log = time.monotonic()
+        except KeyboardInterrupt:
+            logger.warning("interrupted: expiring open units and shutting down")
+        finally:
+            self.shutdown(skip_input=skip_input)
+
+    # -- stopping -------------------------------------------------------------------------
+
+    def shutdown(self, skip_input: bool = True) -> None:
+        """Stop every run (open units expired, server closed), then the loop. Idempotent."""
+        if self._shut_down:
+            return
+        self._shut_down = True
+
+        async def stop_all() -> None:
+            for run in self._runs.values():
+                try:
+                    await run.shutdown()
+                except Exception:
+                    logger.exception("error shutting down task run %s", run.task_run_id)
+
+        try:
+            self._call(stop_all(), timeout=120)
+        except KeyboardInterrupt:  # a second Ctrl-C: stop without waiting
+            logger.warning("forced shutdown")
+        finally:
+            self.writer.stop()
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(timeout=10)
+            if not self._thread.is_alive():
+                self._loop.close()
+
+    def __enter__(self) -> Operator:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.shutdown()

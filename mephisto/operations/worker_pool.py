@@ -1,0 +1,411 @@
+"""Workers of a live run: who may work, which unit they get, and their agents.
+
+Rules enforced here (all in memory; each change is committed before it is answered):
+- a worker never gets two units of one assignment (also held by a unique index);
+- `maximum_units_per_worker` counts the worker's units across every run of the task;
+- `allowed_concurrent` caps the units a worker has open at once in this run;
+- blocked workers, holders of the `block_qualification`, and workers who do not meet
+  `shared_state.qualifications` get no unit, with a reason the page shows;
+- with onboarding configured, a worker without the onboarding qualification gets an
+  onboarding agent first; passing grants it (value 1), failing records value 0;
+- a worker who asks again for the same provider assignment while their agent is still
+  working gets that agent back (reload, reconnect);
+- an agent that passes `assignment_duration_in_seconds` times out and its unit goes
+  back to other workers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import TYPE_CHECKING, Any
+
+from mephisto.data_model.status import AgentState
+from mephisto.errors import (
+    AlreadySubmitted,
+    EntryAlreadyExists,
+    EntryDoesNotExist,
+    ForbiddenAction,
+    InvalidTransition,
+    MalformedRequest,
+    UnknownAgent,
+)
+from mephisto.operations.live_run import AgentInfo, OpenUnits, UnitInfo, WorkerInfo
+from mephisto.server.backend import AgentResponse
+from mephisto.utils.qualifications import worker_meets_requirements
+
+if TYPE_CHECKING:
+    from mephisto.operations.live_task_run import LiveTaskRun
+
+logger = logging.getLogger(__name__)
+
+STANDING_TTL = 10.0  # seconds a worker's qualifications/block status are trusted
+
+NO_MORE_WORK = "There is no more work available for you on this task right now. Thank you!"
+RUN_CLOSED = "This task is closed and accepts no more work."
+BLOCKED = "You are blocked from working on this task."
+UNQUALIFIED = "You do not have the qualifications required for this task."
+FAILED_ONBOARDING = "You did not pass the qualification step of this task."
+AT_MAXIMUM = "You have done the maximum number of units allowed for this task. Thank you!"
+AT_CONCURRENT = "Please finish the unit you have open before starting another."
+NOT_ALLOWED = "You cannot work on the units left in this task."
+
+
+def _blocked(worker: WorkerInfo | None, reason: str) -> AgentResponse:
+    return {
+        "agent_id": None,
+        "worker_id": None if worker is None else worker.worker_id,
+        "init_task_data": None,
+        "failure_reason": reason,
+    }
+
+
+class WorkerPool:
+    def __init__(self, run: LiveTaskRun) -> None:
+        self.run = run
+        self.open = OpenUnits()
+        self.workers: dict[str, WorkerInfo] = {}  # by worker name
+        self.agents: dict[str, AgentInfo] = {}
+        self._by_provider_assignment: dict[tuple[str, str], AgentInfo] = {}
+        self._onboarding_by_worker: dict[str, AgentInfo] = {}
+        self._worker_locks: dict[str, asyncio.Lock] = {}
+
+    # -- workers -------------------------------------------------------------------
+
+    async def get_worker(self, name: str) -> WorkerInfo:
+        worker = self.workers.get(name)
+        if worker is not None:
+            return worker
+        lock = self._worker_locks.setdefault(name, asyncio.Lock())
+        async with lock:
+            worker = self.workers.get(name)
+            if worker is None:
+                worker = await self.run.writer.run(
+                    _load_worker, name, self.run.provider_type, self.run.task_run_id, self.run.task_id
+                )
+                self.workers[name] = worker
+        return worker
+
+    async def _refresh_standing(self, worker: WorkerInfo) -> None:
+        if time.monotonic() - worker.standing_at < STANDING_TTL:
+            return
+        granted, blocked = await self.run.writer.read(
+            _worker_standing, worker.worker_id, self.run.requester_id
+        )
+        worker.granted, worker.blocked = granted, blocked
+        worker.standing_at = time.monotonic()
+
+    def _refusal(self, worker: WorkerInfo) -> str | None:
+        """Why this worker may not take a unit now (None: they may)."""
+        run = self.run
+        block_qual = run.blueprint_args.get("block_qualification")
+        if worker.blocked or (block_qual and block_qual in worker.granted):
+            return BLOCKED
+        if run.requirements and not worker_meets_requirements(worker.granted, run.requirements):
+            return UNQUALIFIED
+        maximum = run.task_args.maximum_units_per_worker
+        if maximum and worker.task_units >= maximum:
+            return AT_MAXIMUM
+        concurrent = run.task_args.allowed_concurrent
+        if concurrent and worker.active >= concurrent:
+            return AT_CONCURRENT
+        return None
+
+    # -- request_agent ------------------------------------------------------------
+
+    async def request_agent(self, provider_data: dict[str, Any]) -> AgentResponse:
+        run = self.run
+        name = run.provider.worker_name_from_registration(provider_data)
+        provider_assignment = provider_data.get("assignment_id")
+        if provider_assignment is not None and not isinstance(provider_assignment, str):
+            raise MalformedRequest("provider_data.assignment_id must be a string")
+        worker = await self.get_worker(name)
+
+        # a reload or reconnect gets the agent it already has
+        existing = self._find_active(worker, provider_assignment)
+        if existing is not None:
+            return self._response(existing)
+        if run.closing:
+            return _blocked(worker, RUN_CLOSED)
+
+        await self._refresh_standing(worker)
+        onboarding = run.blueprint.use_onboarding and run.onboarding_qualification
+        if onboarding:
+            value = worker.granted.get(run.onboarding_qualification)
+            if value is not None and not value:
+                return _blocked(worker, FAILED_ONBOARDING)
+            if value is None:
+                reason = self._refusal(worker)
+                if reason is not None:
+                    return _blocked(worker, reason)
+                return self._response(await self._new_onboarding_agent(worker, provider_assignment))
+        return await self._assign(worker, provider_assignment)
+
+    def _find_active(self, worker: WorkerInfo, provider_assignment: str | None) -> AgentInfo | None:
+        onboarding = self._onboarding_by_worker.get(worker.worker_id)
+        if onboarding is not None and onboarding.active:
+            return onboarding
+        if provider_assignment is None:
+            return None
+        agent = self._by_provider_assignment.get((worker.worker_id, provider_assignment))
+        return agent if agent is not None and agent.active else None
+
+    async def _assign(self, worker: WorkerInfo, provider_assignment: str | None) -> AgentResponse:
+        run = self.run
+        reason = self._refusal(worker)
+        if reason is not None:
+            return _blocked(worker, reason)
+        check = run.shared_state.worker_can_do_unit
+
+        def acceptable(unit: UnitInfo) -> bool:
+            if unit.assignment_id in worker.assignments:
+                return False
+            return check is None or bool(check(worker, unit))
+
+        unit = self.open.take(acceptable)
+        if unit is None:
+            if not len(self.open) and not run.launcher.has_more():
+                return _blocked(worker, NO_MORE_WORK)
+            return _blocked(worker, NOT_ALLOWED if len(self.open) else NO_MORE_WORK)
+        # reserve in memory first: the loop is single-threaded, so no one else takes it
+        worker.assignments.add(unit.assignment_id)
+        worker.active += 1
+        worker.task_units += 1
+        started = time.time()
+        state = {
+            "inputs": unit.init_data,
+            "outputs": None,
+            "times": {"task_start": started},
+            "provider_assignment_id": provider_assignment,
+        }
+        try:
+            agent_id = await run.writer.run(
+                _create_agent, worker.worker_id, unit, run.task_id, run.task_run_id,
+                run.task_type, run.provider_type, state,
+            )
+        except (EntryAlreadyExists, InvalidTransition, EntryDoesNotExist):
+            worker.active -= 1
+            worker.task_units -= 1
+            self.open.add(unit)
+            logger.exception("could not assign unit %s to worker %s", unit.unit_id, worker.worker_name)
+            return _blocked(worker, NOT_ALLOWED)
+        except BaseException:
+            worker.assignments.discard(unit.assignment_id)
+            worker.active -= 1
+            worker.task_units -= 1
+            self.open.add(unit)
+            raise
+        agent = AgentInfo(
+            agent_id=agent_id,
+            worker=worker,
+            unit=unit,
+            status=str(AgentState.IN_TASK),
+            started=started,
+            provider_assignment=provider_assignment,
+        )
+        self._track(agent)
+        run.metrics.agent_started()
+        return self._response(agent)
+
+    def _track(self, agent: AgentInfo) -> None:
+        self.agents[agent.agent_id] = agent
+        if agent.provider_assignment is not None:
+            self._by_provider_assignment[(agent.worker.worker_id, agent.provider_assignment)] = agent
+        if agent.is_onboarding:
+            self._onboarding_by_worker[agent.worker.worker_id] = agent
+        self._schedule_timeout(agent)
+
+    def _response(self, agent: AgentInfo) -> AgentResponse:
+        data = self.run.blueprint.onboarding_init_data() if agent.unit is None else agent.unit.init_data
+        return {
+            "agent_id": agent.agent_id,
+            "worker_id": agent.worker.worker_id,
+            "init_task_data": data,
+            "failure_reason": None,
+        }
+
+    # -- onboarding ------------------------------------------------------------------
+
+    async def _new_onboarding_agent(
+        self, worker: WorkerInfo, provider_assignment: str | None
+    ) -> AgentInfo:
+        run = self.run
+        agent_id = await run.writer.run(
+            _create_onboarding_agent, worker.worker_id, run.task_id, run.task_run_id, run.task_type
+        )
+        agent = AgentInfo(
+            agent_id=agent_id,
+            worker=worker,
+            unit=None,
+            status=str(AgentState.ONBOARDING),
+            started=time.time(),
+            provider_assignment=provider_assignment,
+        )
+        self._track(agent)
+        return agent
+
+    async def submit_onboarding(self, agent_id: str, onboarding_data: Any) -> AgentResponse:
+        run = self.run
+        agent = self.agents.get(agent_id)
+        if agent is None:
+            raise UnknownAgent("unknown agent id")
+        if not agent.is_onboarding:
+            raise ForbiddenAction("this agent is not doing onboarding: submit through /submit_task")
+        if agent.busy or agent.status in (AgentState.APPROVED, AgentState.REJECTED):
+            raise AlreadySubmitted("this onboarding was already submitted")
+        if not agent.active:
+            raise ForbiddenAction(f"this onboarding can no longer be submitted (status: {agent.status})")
+        agent.busy = True
+        try:
+            data = {
+                "inputs": run.blueprint.onboarding_init_data(),
+                "outputs": onboarding_data,
+                "times": {"task_start": agent.started, "task_end": time.time()},
+            }
+            passed = await run.in_thread(run.blueprint.validate_onboarding, data)
+            await run.writer.run(
+                _finish_onboarding, agent_id, agent.worker.worker_id, run.onboarding_qualification,
+                passed, data,
+            )
+        finally:
+            agent.busy = False
+        agent.status = str(AgentState.APPROVED if passed else AgentState.REJECTED)
+        self._cancel_timeout(agent)
+        agent.worker.granted[run.onboarding_qualification] = 1 if passed else 0
+        if not passed:
+            return _blocked(agent.worker, FAILED_ONBOARDING)
+        if run.closing:
+            return _blocked(agent.worker, RUN_CLOSED)
+        return await self._assign(agent.worker, agent.provider_assignment)
+
+    # -- agents ending ----------------------------------------------------------------
+
+    def agent_finished(self, agent: AgentInfo, status: str) -> None:
+        """Bookkeeping once an agent's final status is committed."""
+        agent.status = status
+        self._cancel_timeout(agent)
+        if agent.unit is None:
+            return
+        agent.worker.active -= 1
+        if status in _DROPPED:
+            agent.worker.task_units -= 1
+
+    def _schedule_timeout(self, agent: AgentInfo) -> None:
+        duration = self.run.task_args.assignment_duration_in_seconds
+        if not duration:
+            return
+        remaining = max(0.0, agent.started + duration - time.time())
+        loop = asyncio.get_running_loop()
+        agent.timer = loop.call_later(remaining, self.run.spawn, self._time_out(agent))
+
+    def _cancel_timeout(self, agent: AgentInfo) -> None:
+        if agent.timer is not None:
+            agent.timer.cancel()
+            agent.timer = None
+
+    async def _time_out(self, agent: AgentInfo) -> None:
+        agent.timer = None
+        if not agent.active or agent.busy:
+            return
+        await self.drop_agent(agent, AgentState.TIMEOUT)
+
+    async def drop_agent(self, agent: AgentInfo, status: AgentState) -> None:
+        """End an agent that did not submit; its unit goes back to other workers."""
+        run = self.run
+        agent.busy = True
+        try:
+            if agent.unit is None:
+                await run.writer.run(_update_onboarding_status, agent.agent_id, status)
+            else:
+                await run.writer.run(_update_agent_status, agent.agent_id, status)
+        finally:
+            agent.busy = False
+        self.agent_finished(agent, str(status))
+        if agent.unit is not None:
+            logger.info("agent %s (%s) ended: %s", agent.agent_id, agent.worker.worker_name, status)
+            run.unit_freed(agent.unit)
+            await self.notify_status(agent)
+
+    async def notify_status(self, agent: AgentInfo) -> None:
+        if agent.send is None:
+            return
+        status = "done" if agent.status == AgentState.COMPLETED else agent.status
+        try:
+            await agent.send({"packet_type": "update_status", "data": {"status": status}})
+        except Exception:  # the socket went away; the agent's state is already saved
+            agent.send = None
+
+    def restore_agent(self, agent: AgentInfo) -> None:
+        """Track an agent loaded from the database when a run is resumed."""
+        if agent.unit is not None:
+            agent.worker.assignments.add(agent.unit.assignment_id)
+        agent.worker.active += 1
+        self._track(agent)
+
+    def active_agents(self) -> list[AgentInfo]:
+        return [a for a in self.agents.values() if a.active]
+
+
+_DROPPED = frozenset(str(s) for s in AgentState.dropped())
+
+
+# -- database operations (run on the writer thread) ------------------------------------
+
+
+def _load_worker(db: Any, name: str, provider_type: str, task_run_id: str, task_id: str) -> WorkerInfo:
+    worker = db.find_or_new_worker(name, provider_type)
+    info = WorkerInfo(worker_id=worker.db_id, worker_name=name)
+    for agent in db.find_agents(worker_id=worker.db_id, task_id=task_id):
+        if agent.task_run_id == task_run_id:
+            info.assignments.add(agent.assignment_id)
+        if agent.db_status not in _DROPPED:
+            info.task_units += 1
+    return info
+
+
+def _worker_standing(db: Any, worker_id: str, requester_id: str) -> tuple[dict[str, int], bool]:
+    names = {q.db_id: q.qualification_name for q in db.find_qualifications()}
+    granted = {
+        names[g.qualification_id]: g.value
+        for g in db.check_granted_qualifications(worker_id=worker_id)
+        if g.qualification_id in names
+    }
+    return granted, db.is_worker_blocked(worker_id, requester_id)
+
+
+def _create_agent(
+    db: Any, worker_id: str, unit: UnitInfo, task_id: str, task_run_id: str,
+    task_type: str, provider_type: str, state: dict[str, Any],
+) -> str:
+    return db.new_agent(
+        worker_id, unit.unit_id, task_id, task_run_id, unit.assignment_id, task_type,
+        provider_type, status=AgentState.IN_TASK, state=state,
+    )
+
+
+def _create_onboarding_agent(
+    db: Any, worker_id: str, task_id: str, task_run_id: str, task_type: str
+) -> str:
+    return db.new_onboarding_agent(
+        worker_id, task_id, task_run_id, task_type, status=AgentState.ONBOARDING
+    )
+
+
+def _finish_onboarding(
+    db: Any, agent_id: str, worker_id: str, qualification: str, passed: bool, data: dict[str, Any]
+) -> None:
+    status = AgentState.APPROVED if passed else AgentState.REJECTED
+    db.update_onboarding_agent(agent_id, status=status, state=data)
+    found = db.find_qualifications(qualification_name=qualification)
+    qid = found[0].db_id if found else db.make_qualification(qualification)
+    db.grant_qualification(qid, worker_id, 1 if passed else 0)
+
+
+def _update_agent_status(db: Any, agent_id: str, status: str) -> None:
+    db.update_agent(agent_id, status=status)
+
+
+def _update_onboarding_status(db: Any, agent_id: str, status: str) -> None:
+    db.update_onboarding_agent(agent_id, status=status)
+

@@ -1,0 +1,371 @@
+"""A task run end to end: operator, local server, mock provider, simulated workers
+speaking the real protocol over real sockets, SQLite on disk."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from mephisto.abstractions.blueprints.static_task import SharedStaticTaskState
+from mephisto.data_model.qualification import QUAL_EXISTS
+from mephisto.db import MephistoDB
+from mephisto.errors import ConfigError, UnknownAbstractionError
+from mephisto.operations.operator import Operator
+from mephisto.testing.fixtures import static_run_config
+from mephisto.testing.worker import SimulatedWorker, SimulatedWorkerError
+from mephisto.tools.data_browser import DataBrowser
+from mephisto.utils.qualifications import make_qualification_dict
+
+
+def _data(n: int) -> list[dict[str, str]]:
+    return [{"text": f"item-{i}"} for i in range(n)]
+
+
+async def _until(predicate: Any, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not reached in time")
+        await asyncio.sleep(0.05)
+
+
+# -- a whole run -----------------------------------------------------------------------
+
+
+def test_200_units_by_50_concurrent_workers(launch_static_run: Any, mephisto_db: MephistoDB) -> None:
+    run = launch_static_run(_data(200))
+    stats = run.simulate(50, answer_fn=lambda data: {"answer": data["text"].upper()})
+    assert run.wait(30), "the run did not end by itself"
+    assert run.unit_statuses() == {"completed": 200}
+    assert mephisto_db.get_task_run(run.task_run_id)["is_completed"] is True
+    results = DataBrowser(mephisto_db).load_results(task_run_id=run.task_run_id)
+    assert len(results) == 200
+    for r in results:
+        assert r["data"]["outputs"]["answer"] == r["data"]["inputs"]["text"].upper()
+        assert r["task_end"] >= r["task_start"]
+    assert len({r["worker_name"] for r in results}) > 1
+    assert len({r["unit_id"] for r in results}) == 200
+    assert stats.units_completed == 200
+
+
+def test_run_ends_by_itself_and_wait_returns(operator: Operator, task_html: Path) -> None:
+    task_run_id = operator.launch_task_run(
+        static_run_config(task_html), SharedStaticTaskState(static_task_data=_data(3))
+    )
+    url = operator.get_running_task_runs()[task_run_id].url
+    from mephisto.testing.worker import run_simulated_workers
+
+    asyncio.run(run_simulated_workers(url, 2))
+    started = time.monotonic()
+    operator.wait_for_runs_then_shutdown(skip_input=True, log_rate=1)
+    assert time.monotonic() - started < 5
+    assert operator.get_running_task_runs() == {}
+
+
+def test_units_per_assignment_never_twice_to_one_worker(launch_static_run: Any, mephisto_db: MephistoDB) -> None:
+    run = launch_static_run(_data(5), blueprint__units_per_assignment=3)
+    run.simulate(6)
+    assert run.wait(30)
+    assert run.unit_statuses() == {"completed": 15}
+    pairs = [(a.worker_id, a.assignment_id) for a in mephisto_db.find_agents(task_run_id=run.task_run_id)]
+    assert len(pairs) == len(set(pairs)) == 15
+
+
+def test_max_num_concurrent_units_caps_open_units(launch_static_run: Any, mephisto_db: MephistoDB) -> None:
+    run = launch_static_run(_data(10), max_num_concurrent_units=3)
+    counts = run.unit_statuses()
+    assert counts.get("launched", 0) == 3 and counts.get("created", 0) == 7
+    run.simulate(4)
+    assert run.wait(30)
+    assert run.unit_statuses() == {"completed": 10}
+
+
+def test_generator_data(operator: Operator, task_html: Path, mephisto_db: MephistoDB) -> None:
+    def items() -> Any:
+        for i in range(7):
+            yield {"text": f"gen-{i}"}
+
+    task_run_id = operator.launch_task_run(
+        static_run_config(task_html, max_num_concurrent_units=2),
+        SharedStaticTaskState(static_task_data=items()),
+    )
+    url = operator.get_running_task_runs()[task_run_id].url
+    from mephisto.testing.worker import run_simulated_workers
+
+    asyncio.run(run_simulated_workers(url, 3))
+    operator.wait_for_runs_then_shutdown(skip_input=True)
+    texts = sorted(r["data"]["inputs"]["text"] for r in DataBrowser(mephisto_db).load_results(task_run_id=task_run_id))
+    assert texts == [f"gen-{i}" for i in range(7)]
+
+
+# -- workers coming and going -----------------------------------------------------------
+
+
+async def test_reload_and_reconnect_get_the_same_agent(launch_static_run: Any) -> None:
+    run = launch_static_run(_data(3))
+    async with SimulatedWorker(run.url, "alice", "hit-1") as first:
+        agent = await first.request_agent()
+        await first.connect()
+        await first.disconnect()
+    async with SimulatedWorker(run.url, "alice", "hit-1") as again:
+        again_agent = await again.request_agent()
+        assert again_agent["agent_id"] == agent["agent_id"]
+        assert again_agent["init_task_data"] == agent["init_task_data"]
+        await again.connect()
+        await _until(lambda: any(p.get("packet_type") == "update_status" for p in again.received))
+        await again.submit({"answer": "done"})
+    assert run.unit_statuses()["completed"] == 1
+
+
+async def test_timed_out_unit_goes_to_another_worker(launch_static_run: Any, mephisto_db: MephistoDB) -> None:
+    run = launch_static_run(_data(1), assignment_duration_in_seconds=1)
+    async with SimulatedWorker(run.url, "slow") as slow, SimulatedWorker(run.url, "fast") as fast:
+        taken = await slow.request_agent()
+        assert taken["agent_id"]
+        none = await fast.request_agent()
+        assert none["agent_id"] is None and none["failure_reason"]
+        await _until(lambda: run.unit_statuses().get("launched") == 1)
+        got = await fast.request_agent()
+        assert got["agent_id"] and got["agent_id"] != taken["agent_id"]
+        assert got["init_task_data"] == taken["init_task_data"]
+        with pytest.raises(SimulatedWorkerError) as late:
+            await slow.submit({"answer": "too late"})
+        assert late.value.status == 403
+        await fast.submit({"answer": "on time"})
+    assert run.wait(10)
+    statuses = {a.get_worker().worker_name: a.db_status for a in mephisto_db.find_agents()}
+    assert statuses == {"slow": "timeout", "fast": "completed"}
+
+
+# -- bad input through the real operator -------------------------------------------------
+
+
+async def test_bad_submits_get_errors_and_change_nothing(launch_static_run: Any, mephisto_db: MephistoDB) -> None:
+    run = launch_static_run(_data(2))
+    async with SimulatedWorker(run.url, "w1") as w1:
+        await w1.request_agent()
+        before = run.unit_statuses()
+        w1.agent_id = "not-a-real-agent"
+        with pytest.raises(SimulatedWorkerError) as unknown:
+            await w1.submit({"answer": "x"})
+        assert unknown.value.status == 404
+        assert run.unit_statuses() == before
+    async with SimulatedWorker(run.url, "w2") as w2:
+        await w2.request_agent()
+        await w2.submit({"answer": "first"})
+        with pytest.raises(SimulatedWorkerError) as double:
+            await w2.submit({"answer": "second"})
+        assert double.value.status == 409
+    outputs = [r["data"]["outputs"] for r in DataBrowser(mephisto_db).load_results(task_run_id=run.task_run_id)]
+    assert outputs == [{"answer": "first"}]
+
+
+async def test_malformed_registration_is_rejected(launch_static_run: Any) -> None:
+    run = launch_static_run(_data(1))
+    async with SimulatedWorker(run.url, "") as nameless:
+        with pytest.raises(SimulatedWorkerError) as err:
+            await nameless.request_agent()
+        assert err.value.status == 400
+    assert run.unit_statuses() == {"launched": 1}
+
+
+def test_config_errors_launch_nothing(operator: Operator, task_html: Path, mephisto_db: MephistoDB) -> None:
+    bad_type = static_run_config(task_html)
+    bad_type["blueprint"]["_blueprint_type"] = "no_such_blueprint"
+    with pytest.raises(UnknownAbstractionError, match="static_task"):
+        operator.launch_task_run(bad_type, SharedStaticTaskState(static_task_data=_data(1)))
+    missing_title = static_run_config(task_html)
+    del missing_title["task"]["task_title"]
+    with pytest.raises(ConfigError) as info:
+        operator.launch_task_run(missing_title, SharedStaticTaskState(static_task_data=_data(1)))
+    assert info.value.key == "mephisto.task.task_title"
+    no_data = static_run_config(task_html)
+    with pytest.raises(ConfigError, match="no task data"):
+        operator.launch_task_run(no_data, SharedStaticTaskState())
+    unknown_key = static_run_config(task_html)
+    unknown_key["architect"]["prot"] = "3000"
+    with pytest.raises(ConfigError, match="prot"):
+        operator.launch_task_run(unknown_key, SharedStaticTaskState(static_task_data=_data(1)))
+    assert mephisto_db.find_task_runs() == []
+
+
+# -- who may work -----------------------------------------------------------------------------
+
+
+async def test_maximum_units_per_worker_across_runs(launch_static_run: Any) -> None:
+    run = launch_static_run(_data(5), maximum_units_per_worker=2)
+    async with SimulatedWorker(run.url, "eager") as w:
+        for i in range(2):
+            w.assignment_id = f"a{i}"
+            assert (await w.request_agent())["agent_id"]
+            await w.submit({"answer": i})
+        w.assignment_id = "a3"
+        refused = await w.request_agent()
+        assert refused["agent_id"] is None and "maximum" in refused["failure_reason"]
+    second = launch_static_run(_data(2), maximum_units_per_worker=2)
+    async with SimulatedWorker(second.url, "eager", "b1") as w:
+        assert (await w.request_agent())["agent_id"] is None
+
+
+async def test_allowed_concurrent(launch_static_run: Any) -> None:
+    run = launch_static_run(_data(3), allowed_concurrent=1)
+    async with SimulatedWorker(run.url, "multi", "tab-1") as tab1, SimulatedWorker(run.url, "multi", "tab-2") as tab2:
+        assert (await tab1.request_agent())["agent_id"]
+        refused = await tab2.request_agent()
+        assert refused["agent_id"] is None and "finish" in refused["failure_reason"]
+        await tab1.submit({"answer": 1})
+        assert (await tab2.request_agent())["agent_id"]
+
+
+async def test_qualification_allowlist(launch_static_run: Any, mephisto_db: MephistoDB) -> None:
+    qid = mephisto_db.make_qualification("allow")
+    allowed = mephisto_db.find_or_new_worker("friend", "mock")
+    mephisto_db.grant_qualification(qid, allowed.db_id)
+    state = SharedStaticTaskState(qualifications=[make_qualification_dict("allow", QUAL_EXISTS)])
+    run = launch_static_run(_data(2), shared_state=state)
+    async with SimulatedWorker(run.url, "stranger") as stranger, SimulatedWorker(run.url, "friend") as friend:
+        refused = await stranger.request_agent()
+        assert refused["agent_id"] is None and "qualifications" in refused["failure_reason"]
+        assert (await friend.request_agent())["agent_id"]
+
+
+async def test_blocked_worker(launch_static_run: Any, mephisto_db: MephistoDB) -> None:
+    run = launch_static_run(_data(2))
+    worker = mephisto_db.find_or_new_worker("spammer", "mock")
+    worker.block_worker("spam", requester=mephisto_db.find_requesters()[0])
+    async with SimulatedWorker(run.url, "spammer") as w:
+        refused = await w.request_agent()
+        assert refused["agent_id"] is None and "blocked" in refused["failure_reason"]
+
+
+async def test_onboarding(launch_static_run: Any, task_html: Path, mephisto_db: MephistoDB) -> None:
+    onboarding_html = task_html.with_name("onboarding.html")
+    onboarding_html.write_text('<input name="answer"><button type="submit">Go</button>')
+    state = SharedStaticTaskState(
+        validate_onboarding=lambda data: data["outputs"].get("answer") == "4",
+        onboarding_data={"question": "2+2"},
+    )
+    run = launch_static_run(
+        _data(2), shared_state=state,
+        blueprint__onboarding_qualification="test-onboarded",
+        blueprint__onboarding_source=str(onboarding_html),
+    )
+    async with SimulatedWorker(run.url, "wrong") as wrong, SimulatedWorker(run.url, "right") as right:
+        first = await wrong.request_agent()
+        assert first["agent_id"].startswith("onboarding") and first["init_task_data"] == {"question": "2+2"}
+        failed = await wrong.submit_onboarding({"answer": "5"})
+        assert failed["agent_id"] is None and failed["failure_reason"]
+        assert (await wrong.request_agent())["agent_id"] is None  # failing is remembered
+
+        assert (await right.request_agent())["agent_id"].startswith("onboarding")
+        with pytest.raises(SimulatedWorkerError) as wrong_door:
+            await right.submit({"answer": "4"})  # onboarding goes through /submit_onboarding
+        assert wrong_door.value.status == 403
+        passed = await right.submit_onboarding({"answer": "4"})
+        assert passed["agent_id"] and not passed["agent_id"].startswith("onboarding")
+        assert passed["init_task_data"]["text"].startswith("item-")
+    grants = {w.worker_name: w.get_granted_qualifications().get("test-onboarded")
+              for w in mephisto_db.find_workers()}
+    assert grants == {"wrong": 0, "right": 1}
+
+
+# -- process death and Ctrl-C ------------------------------------------------------------------
+
+_RUN_SCRIPT = textwrap.dedent(
+    """
+    import sys
+    from mephisto.abstractions.blueprints.static_task import SharedStaticTaskState
+    from mephisto.db import MephistoDB
+    from mephisto.operations.operator import Operator
+    from mephisto.testing.fixtures import static_run_config
+
+    db_url, html, units = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    operator = Operator(MephistoDB(db_url))
+    data = [{"text": f"item-{i}"} for i in range(units)]
+    run_id = operator.launch_task_run(
+        static_run_config(html, task_name="durable", resume_incomplete_run=True),
+        SharedStaticTaskState(static_task_data=data),
+    )
+    print(operator.get_running_task_runs()[run_id].url, flush=True)
+    operator.wait_for_runs_then_shutdown(skip_input=True)
+    print("clean exit", flush=True)
+    """
+)
+
+
+def _start_run_process(tmp_path: Path, html: Path, units: int) -> tuple[subprocess.Popen[str], str, str]:
+    script = tmp_path / "run.py"
+    script.write_text(_RUN_SCRIPT)
+    db_url = f"sqlite:///{tmp_path / 'durable.db'}"
+    proc = subprocess.Popen(
+        [sys.executable, str(script), db_url, str(html), str(units)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ},
+    )
+    assert proc.stdout is not None
+    url = proc.stdout.readline().strip()
+    if not url.startswith("http"):
+        proc.kill()
+        raise AssertionError(f"run process failed: {url}\n{proc.stderr.read() if proc.stderr else ''}")
+    return proc, db_url, url
+
+
+async def test_killed_run_resumes_without_loss_or_duplicates(tmp_path: Path, task_html: Path) -> None:
+    proc, db_url, proc_url = _start_run_process(tmp_path, task_html, units=20)
+    try:
+        for i in range(8):
+            async with SimulatedWorker(proc_url, f"w{i}", f"h{i}") as w:
+                await w.request_agent()
+                await w.submit({"answer": i})
+        holder = SimulatedWorker(proc_url, "holder", "h-hold")
+        async with holder:
+            held = await holder.request_agent()
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+
+    db = MephistoDB(db_url)
+    assert db.get_unit_status_counts(db.find_task_runs()[0].db_id) == {"completed": 8, "assigned": 1, "launched": 11}
+    operator = Operator(db)
+    try:
+        config = static_run_config(task_html, task_name="durable", resume_incomplete_run=True)
+        run_id = operator.launch_task_run(config, SharedStaticTaskState(static_task_data=_data(20)))
+        assert len(db.find_task_runs()) == 1 and run_id == db.find_task_runs()[0].db_id
+        url = operator.get_running_task_runs()[run_id].url
+        async with SimulatedWorker(url, "holder", "h-hold") as back:
+            again = await back.request_agent()
+            assert again["agent_id"] == held["agent_id"]
+            await back.submit({"answer": "held"})
+        from mephisto.testing.worker import run_simulated_workers
+
+        await run_simulated_workers(url, 4)
+        await asyncio.get_running_loop().run_in_executor(None, operator.get_running_task_runs()[run_id].done_sync.wait, 20)
+    finally:
+        operator.shutdown()
+    assert db.get_unit_status_counts(run_id) == {"completed": 20}
+    assert len(db.find_assignments()) == 20
+    results = DataBrowser(db).load_results(task_run_id=run_id)
+    assert sorted(r["data"]["inputs"]["text"] for r in results) == sorted(d["text"] for d in _data(20))
+    assert db.get_task_run(run_id)["is_completed"] is True
+    db.shutdown()
+
+
+def test_ctrl_c_shuts_down_cleanly(tmp_path: Path, task_html: Path) -> None:
+    proc, db_url, _url = _start_run_process(tmp_path, task_html, units=5)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    assert "clean exit" in out
+    db = MephistoDB(db_url)
+    run = db.find_task_runs()[0]
+    assert db.get_unit_status_counts(run.db_id) == {"expired": 5}
+    assert run.is_completed is False  # resumable
+    db.shutdown()
