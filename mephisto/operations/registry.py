@@ -59,6 +59,9 @@ _KINDS: dict[Kind, _KindInfo] = {
 # Classes registered by the decorator, per kind.
 _registered: dict[Kind, dict[str, type]] = {kind: {} for kind in _KINDS}
 
+# Called as listener(kind, name, cls) after each registration (see add_registration_listener).
+_listeners: list[Callable[[Kind, str, type], None]] = []
+
 # Entry points per kind, filled on first use; None until then.
 _entry_point_cache: dict[Kind, dict[str, EntryPoint]] | None = None
 _entry_point_lock = threading.Lock()
@@ -158,9 +161,21 @@ def register_mephisto_abstraction() -> Callable[[_C], _C]:
     def decorator(cls: _C) -> _C:
         kind, name = _kind_of(cls)
         _registered[kind][name] = cls
+        for listener in _listeners:
+            listener(kind, name, cls)
         return cls
 
     return decorator
+
+
+def add_registration_listener(listener: Callable[[Kind, str, type], None]) -> None:
+    """Call `listener(kind, name, cls)` for every class registered from now on.
+
+    `hydra_config` uses it to store the config group of a plugin a run script defines
+    after the built-in groups were stored. Adding the same listener twice adds it once.
+    """
+    if listener not in _listeners:
+        _listeners.append(listener)
 
 
 def get_blueprint_from_type(type_name: str) -> type:

@@ -1,0 +1,165 @@
+"""Load benchmark: a real task run driven by simulated workers over real sockets.
+
+The operator (local architect, mock provider, static task, SQLite by default) runs in
+a child process; this process is the load generator: N concurrent simulated workers,
+each doing the full worker sequence (task page, task config, request agent, submit)
+until no work is left. Both share this machine's cores, as in the targets.
+
+    python benchmarks/bench_load.py --units 2000 --workers 50
+    python benchmarks/bench_load.py --matrix            # M = 100, 2,000, 100,000 x N = 10, 50, 500
+    python benchmarks/bench_load.py --postgres URL ...  # PostgreSQL instead of SQLite
+
+Prints a table per run and writes every result to a JSON file (--out).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+
+_CHILD = """
+import json, sys, time
+t0 = float(sys.argv[4])
+from mephisto.abstractions.blueprints.static_task import SharedStaticTaskState
+from mephisto.db import MephistoDB
+from mephisto.operations.operator import Operator
+from mephisto.testing.fixtures import static_run_config
+
+db_url, html, units = sys.argv[1], sys.argv[2], int(sys.argv[3])
+operator = Operator(MephistoDB(db_url))
+data = [{"text": f"sentence number {i}"} for i in range(units)]
+config = static_run_config(html, task_name=f"bench-{time.time()}", no_submission_patience=600)
+run_id = operator.launch_task_run(config, SharedStaticTaskState(static_task_data=data))
+url = operator.get_running_task_runs()[run_id].url
+print(json.dumps({"url": url, "run_id": run_id, "launch_seconds": time.time() - t0}), flush=True)
+operator.wait_for_runs_then_shutdown(skip_input=True)
+print(json.dumps({"done": True}), flush=True)
+"""
+
+HTML = '<p>${text}</p><input name="answer"><button type="submit">Submit</button>'
+
+
+def _peak_rss_mb(pid: int) -> float:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return float("nan")
+
+
+def _pct(values: list[float], p: float) -> float:
+    if not values:
+        return float("nan")
+    values = sorted(values)
+    k = min(len(values) - 1, max(0, round(p / 100 * (len(values) - 1))))
+    return values[k]
+
+
+def run_one(units: int, workers: int, db_url: str | None, tmp: Path) -> dict[str, Any]:
+    from mephisto.testing.worker import run_simulated_workers
+
+    html = tmp / "task.html"
+    html.write_text(HTML)
+    url_db = db_url or f"sqlite:///{tmp / f'bench-{units}-{workers}.db'}"
+    started = time.time()
+    child = subprocess.Popen(
+        [sys.executable, "-c", _CHILD, url_db, str(html), str(units), str(started)],
+        stdout=subprocess.PIPE, text=True, env={**os.environ, "MEPHISTO_HOME": str(tmp / "home")},
+    )
+    assert child.stdout is not None
+    ready = json.loads(child.stdout.readline())
+    t = time.perf_counter()
+    stats = asyncio.run(run_simulated_workers(ready["url"], workers))
+    wall = time.perf_counter() - t
+    rss = _peak_rss_mb(child.pid)
+    child.stdout.readline()  # {"done": true}
+    child.wait(120)
+
+    from mephisto.db import MephistoDB
+    from mephisto.tools.data_browser import DataBrowser
+
+    db = MephistoDB(url_db)
+    t = time.perf_counter()
+    results = DataBrowser(db).load_results(task_run_id=ready["run_id"])
+    load_seconds = time.perf_counter() - t
+    db.shutdown()
+
+    row: dict[str, Any] = {
+        "units": units,
+        "workers": workers,
+        "database": "postgresql" if db_url else "sqlite",
+        "launch_seconds": round(ready["launch_seconds"], 3),
+        "wall_seconds": round(wall, 3),
+        "units_completed": stats.units_completed,
+        "results_loaded": len(results),
+        "units_per_second": round(stats.units_completed / wall, 1) if wall else 0,
+        "failed_requests": stats.failures,
+        "peak_rss_mb": round(rss, 1),
+        "load_results_seconds": round(load_seconds, 3),
+        "latency_ms": {},
+    }
+    series = {**{k: v for k, v in stats.latencies.items()}, "unit": stats.unit_latencies}
+    for name, values in series.items():
+        row["latency_ms"][name] = {
+            "p50": round(_pct(values, 50) * 1000, 2),
+            "p95": round(_pct(values, 95) * 1000, 2),
+            "p99": round(_pct(values, 99) * 1000, 2),
+            "mean": round(statistics.fmean(values) * 1000, 2) if values else None,
+        }
+    return row
+
+
+def print_row(row: dict[str, Any]) -> None:
+    print(
+        f"\nM={row['units']:,} N={row['workers']} ({row['database']}): "
+        f"launch {row['launch_seconds']:.2f} s, wall {row['wall_seconds']:.2f} s, "
+        f"{row['units_per_second']:,.0f} units/s, {row['units_completed']:,} completed, "
+        f"{row['failed_requests']} failed requests, operator peak RSS {row['peak_rss_mb']:.0f} MB, "
+        f"load results {row['load_results_seconds']:.2f} s"
+    )
+    print(f"  {'latency (ms)':<16}{'p50':>9}{'p95':>9}{'p99':>9}")
+    for name, lat in row["latency_ms"].items():
+        print(f"  {name:<16}{lat['p50']:>9.2f}{lat['p95']:>9.2f}{lat['p99']:>9.2f}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--units", type=int, default=2000)
+    parser.add_argument("--workers", type=int, default=50)
+    parser.add_argument("--matrix", action="store_true", help="run the standard matrix")
+    parser.add_argument("--postgres", metavar="URL", help="use this PostgreSQL database")
+    parser.add_argument("--out", default="benchmarks/results/bench_load.json")
+    args = parser.parse_args()
+
+    combos = (
+        [(m, n) for m in (100, 2_000, 100_000) for n in (10, 50, 500)]
+        if args.matrix
+        else [(args.units, args.workers)]
+    )
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for units, workers in combos:
+            row = run_one(units, workers, args.postgres, Path(tmp))
+            print_row(row)
+            rows.append(row)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(rows, indent=2))
+    print(f"\nresults written to {out}")
+
+
+if __name__ == "__main__":
+    main()
