@@ -106,7 +106,7 @@ def run_one(units: int, workers: int, db_url: str | None, tmp: Path) -> dict[str
         "units_completed": stats.units_completed,
         "results_loaded": len(results),
         "units_per_second": round(stats.units_completed / wall, 1) if wall else 0,
-        "failed_requests": stats.failures,
+        "failed_requests": len(stats.errors),
         "peak_rss_mb": round(rss, 1),
         "load_results_seconds": round(load_seconds, 3),
         "latency_ms": {},

@@ -107,25 +107,25 @@ def runs(database: str | None, task_name: str | None) -> None:
 
     db = _open_db(database)
     tasks = {t.db_id: t for t in db.find_tasks(task_name=task_name)}
-    statuses = [str(s) for s in AssignmentState.valid_unit()]
-    table = Table(title="task runs")
-    for col in ("run", "task", "type", "provider", "done", *statuses):
-        table.add_column(col, justify="right" if col in statuses else "left")
-    count = 0
-    for run in db.find_task_runs():
-        task = tasks.get(run.task_id)
-        if task is None:
-            continue
-        counts = db.get_unit_status_counts(run.db_id)
-        table.add_row(
-            run.db_id, task.task_name, run.task_type, run.provider_type,
-            "yes" if run.is_completed else "no", *[str(counts.get(s, 0) or "") for s in statuses],
-        )
-        count += 1
+    rows = [
+        (run, tasks[run.task_id], db.get_unit_status_counts(run.db_id))
+        for run in db.find_task_runs()
+        if run.task_id in tasks
+    ]
     db.shutdown()
-    if count == 0:
+    if not rows:
         console.print("No task runs yet." + (f" (task_name={task_name})" if task_name else ""))
         return
+    present = {status for _r, _t, counts in rows for status in counts}
+    statuses = [str(s) for s in AssignmentState.valid_unit() if str(s) in present]
+    table = Table(title="task runs")
+    for col in ("run", "task", "blueprint", "provider", "finished", *statuses):
+        table.add_column(col, justify="right" if col in statuses else "left")
+    for run, task, counts in rows:
+        table.add_row(
+            run.db_id, task.task_name, run.task_type, run.provider_type,
+            "yes" if run.is_completed else "no", *[str(counts.get(s, 0)) for s in statuses],
+        )
     console.print(table)
 
 

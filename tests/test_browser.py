@@ -75,6 +75,7 @@ def test_worker_fills_and_submits_in_chromium(
     prompt.wait_for()
     # the placeholder was filled with the unit's data, HTML-escaped
     assert prompt.inner_text() == "Rate: a <b>bold</b> claim"
+    assert page.locator("button[type=submit]").count() == 1  # the author's own, no extra
     page.check("input[name=rating][value=good]")
     page.check("input[name=tags][value=funny]")
     page.check("input[name=tags][value=long]")

@@ -43,7 +43,7 @@ async def _until(predicate: Any, timeout: float = 10.0) -> None:
 
 def test_200_units_by_50_concurrent_workers(launch_static_run: Any, mephisto_db: MephistoDB) -> None:
     run = launch_static_run(_data(200))
-    stats = run.simulate(50, answer_fn=lambda data: {"answer": data["text"].upper()})
+    stats = run.simulate(50, answer_fn=lambda w: {"answer": w.init_data["text"].upper()})
     assert run.wait(30), "the run did not end by itself"
     assert run.unit_statuses() == {"completed": 200}
     assert mephisto_db.get_task_run(run.task_run_id)["is_completed"] is True
@@ -98,10 +98,11 @@ def test_generator_data(operator: Operator, task_html: Path, mephisto_db: Mephis
         static_run_config(task_html, max_num_concurrent_units=2),
         SharedStaticTaskState(static_task_data=items()),
     )
-    url = operator.get_running_task_runs()[task_run_id].url
+    live = operator.get_running_task_runs()[task_run_id]
     from mephisto.testing.worker import run_simulated_workers
 
-    asyncio.run(run_simulated_workers(url, 3))
+    stats = asyncio.run(run_simulated_workers(live.url, 3))
+    assert live.done_sync.wait(20), stats.errors
     operator.wait_for_runs_then_shutdown(skip_input=True)
     texts = sorted(r["data"]["inputs"]["text"] for r in DataBrowser(mephisto_db).load_results(task_run_id=task_run_id))
     assert texts == [f"gen-{i}" for i in range(7)]
@@ -330,7 +331,7 @@ async def test_killed_run_resumes_without_loss_or_duplicates(tmp_path: Path, tas
             held = await holder.request_agent()
     finally:
         proc.send_signal(signal.SIGKILL)
-        proc.wait(10)
+        proc.communicate(timeout=10)  # reaps it and closes its pipes
 
     db = MephistoDB(db_url)
     assert db.get_unit_status_counts(db.find_task_runs()[0].db_id) == {"completed": 8, "assigned": 1, "launched": 11}
@@ -339,7 +340,8 @@ async def test_killed_run_resumes_without_loss_or_duplicates(tmp_path: Path, tas
         config = static_run_config(task_html, task_name="durable", resume_incomplete_run=True)
         run_id = operator.launch_task_run(config, SharedStaticTaskState(static_task_data=_data(20)))
         assert len(db.find_task_runs()) == 1 and run_id == db.find_task_runs()[0].db_id
-        url = operator.get_running_task_runs()[run_id].url
+        live = operator.get_running_task_runs()[run_id]
+        url = live.url
         async with SimulatedWorker(url, "holder", "h-hold") as back:
             again = await back.request_agent()
             assert again["agent_id"] == held["agent_id"]
@@ -347,7 +349,7 @@ async def test_killed_run_resumes_without_loss_or_duplicates(tmp_path: Path, tas
         from mephisto.testing.worker import run_simulated_workers
 
         await run_simulated_workers(url, 4)
-        await asyncio.get_running_loop().run_in_executor(None, operator.get_running_task_runs()[run_id].done_sync.wait, 20)
+        assert await asyncio.get_running_loop().run_in_executor(None, live.done_sync.wait, 20)
     finally:
         operator.shutdown()
     assert db.get_unit_status_counts(run_id) == {"completed": 20}

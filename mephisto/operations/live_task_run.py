@@ -122,7 +122,9 @@ class LiveTaskRun:
             await self.launcher.start()
         lifetime = self.task_args.task_lifetime_in_seconds
         if lifetime:
-            self._timers.append(self.loop.call_later(lifetime, self.spawn, self.close("the task lifetime ended")))
+            self._timers.append(
+                self.loop.call_later(lifetime, lambda: self.spawn(self.close("the task lifetime ended")))
+            )
         if self.task_args.no_submission_patience:
             self._schedule_patience()
         self.check_done()
@@ -209,7 +211,8 @@ class LiveTaskRun:
         if self.closing:
             return
         self.closing = True
-        logger.info("task run %s closing: %s", self.task_run_id, reason)
+        if not self._finished:
+            logger.info("task run %s closing: %s", self.task_run_id, reason)
         await self._expire_units(self.pool.open.drain(), launched=True)
         await self._expire_units(self.launcher.take_unlaunched(), launched=False)
         self.check_done()

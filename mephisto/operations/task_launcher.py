@@ -58,9 +58,14 @@ class TaskLauncher:
         self._lock = asyncio.Lock()
         self.max_concurrent = int(run.task_args.max_num_concurrent_units or 0)
 
+    def can_launch_more(self) -> bool:
+        """Units remain to be launched and the concurrency cap has room for one."""
+        return self.has_more() and (not self.max_concurrent or self.live < self.max_concurrent)
+
     def has_more(self) -> bool:
-        """Units remain to be launched (created or still to come from the data)."""
-        return bool(self._created) or not self._exhausted
+        """Units remain to be launched: created, still to come from the data, or being
+        created/launched right now (a fill in progress)."""
+        return bool(self._created) or not self._exhausted or self._lock.locked()
 
     async def start(self) -> None:
         """Create what is known up front, then launch up to the concurrency cap."""

@@ -164,6 +164,9 @@ class WorkerPool:
             return check is None or bool(check(worker, unit))
 
         unit = self.open.take(acceptable)
+        if unit is None and run.launcher.can_launch_more():
+            await run.launcher.fill()  # launch the next units now rather than turn them away
+            unit = self.open.take(acceptable)
         if unit is None:
             if not len(self.open) and not run.launcher.has_more():
                 return _blocked(worker, NO_MORE_WORK)
@@ -297,7 +300,7 @@ class WorkerPool:
             return
         remaining = max(0.0, agent.started + duration - time.time())
         loop = asyncio.get_running_loop()
-        agent.timer = loop.call_later(remaining, self.run.spawn, self._time_out(agent))
+        agent.timer = loop.call_later(remaining, lambda: self.run.spawn(self._time_out(agent)))
 
     def _cancel_timeout(self, agent: AgentInfo) -> None:
         if agent.timer is not None:

@@ -145,7 +145,9 @@ class StaticTaskBlueprint(Blueprint):
         items = load_data_file(self.args)
         data: Iterable[Any] = items if items is not None else self.shared_state.static_task_data  # type: ignore[attr-defined]
         units = int(self.args.blueprint.get("units_per_assignment", 1))
-        return _as_init_data(data, units)
+        items = _as_init_data(data, units)
+        # a list stays a list, so the launcher can create it all up front
+        return list(items) if hasattr(data, "__len__") else items
 
     def task_page(self) -> str:
         bp = self.args.blueprint

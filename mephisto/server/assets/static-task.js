@@ -195,7 +195,8 @@
     });
   }
 
-  // Render task HTML; wrap in a form with a Submit button if the author did not write one.
+  // Render task HTML; wrap it in a form if the author did not write one, and add a
+  // Submit button only if the HTML has no submit control of its own.
   function render(html, preview) {
     var container = document.createElement("div");
     container.className = "mephisto-task";
@@ -203,10 +204,12 @@
     if (!container.querySelector("form")) {
       var form = document.createElement("form");
       while (container.firstChild) form.appendChild(container.firstChild);
-      var bar = document.createElement("div");
-      bar.style.cssText = "display:flex;justify-content:center;margin:1em";
-      bar.innerHTML = '<button type="submit" id="html-task-submit-button">Submit</button>';
-      form.appendChild(bar);
+      if (!form.querySelector('button:not([type]), button[type="submit"], input[type="submit"]')) {
+        var bar = document.createElement("div");
+        bar.style.cssText = "display:flex;justify-content:center;margin:1em";
+        bar.innerHTML = '<button type="submit" id="html-task-submit-button">Submit</button>';
+        form.appendChild(bar);
+      }
       container.appendChild(form);
     }
     root.innerHTML = "";

@@ -1,0 +1,543 @@
+"""The ASGI app workers' browsers talk to (wire protocol: docs/wire-protocol.md).
+
+Every request is checked here (method, size, JSON shape, field types) before anything
+reaches the `TaskBackend`; bad input gets a 4xx `{"error": message}` and changes nothing.
+All endpoints live at the origin root, as the mephisto-task 2.x client expects; the task
+page `GET /` and the websocket share the path `/`.
+
+This is the hot path of a run, so it stays thin: plain `json`, no middleware, one small
+wrapper per endpoint that maps errors to answers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import math
+import time
+from collections import deque
+from collections.abc import AsyncGenerator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.datastructures import UploadFile
+from starlette.formparsers import MultiPartException, MultiPartParser
+from starlette.requests import Request
+from starlette.responses import FileResponse, Response
+from starlette.routing import Route, WebSocketRoute
+from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.websockets import WebSocket
+
+from mephisto.errors import (
+    MalformedRequest,
+    NotEligible,
+    PayloadTooLarge,
+    RequestError,
+    ShutdownError,
+    UnknownAgent,
+)
+from mephisto.server.backend import ServerSettings, TaskBackend, UploadedFile
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["create_app"]
+
+OnRequest = Callable[[str, float, int], None]
+Handler = Callable[[Request], Awaitable[Response]]
+
+ASSETS_DIR = Path(__file__).resolve().parent / "assets"
+WS_CLOSE_UNKNOWN_AGENT = 4004
+RECENT_UPDATE_IDS = 1024  # live-update ids remembered per socket and agent for dedupe
+MAX_UPLOAD_FILES = 100
+MAX_FORM_FIELDS = 1000
+_GET = frozenset({"GET", "HEAD"})
+_POST = frozenset({"POST"})
+
+
+def create_app(
+    backend: TaskBackend,
+    settings: ServerSettings | None = None,
+    *,
+    metrics_registry: Any = None,
+    on_request: OnRequest | None = None,
+) -> Starlette:
+    """The task server for one backend.
+
+    `metrics_registry` (a prometheus_client registry) adds `GET /metrics`.
+    `on_request(endpoint, seconds, status)` is called after each worker request.
+    """
+    server = _TaskServer(backend, settings or ServerSettings(), on_request)
+    ep = server.endpoint
+    routes: list[Any] = [
+        Route("/", ep("task_page", _GET, server.task_page)),
+        WebSocketRoute("/", server.websocket),
+        Route("/task_config.json", ep("task_config", _GET, server.task_config)),
+        Route("/request_agent", ep("request_agent", _POST, server.request_agent, True)),
+        Route(
+            "/submit_onboarding", ep("submit_onboarding", _POST, server.submit_onboarding, True)
+        ),
+        Route("/submit_task", ep("submit_task", _POST, server.submit_task)),
+        Route("/submit_metadata", ep("submit_metadata", _POST, server.submit_metadata)),
+        Route("/log_error", ep("log_error", _POST, server.log_error)),
+        Route("/wrap_crowd_source.js", ep("provider_script", _GET, server.provider_script)),
+        Route("/_mephisto/static-task.js", ep("static", _GET, server.static_task_js)),
+        Route("/healthz", ep(None, _GET, server.healthz)),
+    ]
+    if metrics_registry is not None:
+        routes.append(Route("/metrics", ep(None, _GET, server.metrics(metrics_registry))))
+    # Last: any other path is a file of the backend's static directory (or 404).
+    routes.append(Route("/{path:path}", ep("static", _GET, server.static_file)))
+    return Starlette(routes=routes)
+
+
+class _TaskServer:
+    def __init__(
+        self, backend: TaskBackend, settings: ServerSettings, on_request: OnRequest | None
+    ) -> None:
+        self.backend = backend
+        self.settings = settings
+        self.on_request = on_request
+        self.headers = dict(settings.extra_headers)
+        self._static_task_js: bytes | None = None
+        self._static_base: tuple[Path, Path] | None = None  # (as given, resolved)
+
+    # -- responses ------------------------------------------------------------------
+
+    def json(self, content: Any, status: int = 200, headers: dict[str, str] | None = None
+             ) -> Response:
+        body = json.dumps(content, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+        return Response(body.encode(), status, headers or self.headers, "application/json")
+
+    def error(self, status: int, message: str, extra: dict[str, str] | None = None) -> Response:
+        return self.json({"error": message}, status, {**self.headers, **extra} if extra else None)
+
+    def endpoint(
+        self, name: str | None, methods: frozenset[str], handler: Handler,
+        blocked_is_answer: bool = False,
+    ) -> ASGIApp:
+        """Wrap a handler as a plain ASGI app (so Starlette routes every method to it and
+        the 405 is ours, in JSON): method check, error mapping, timing.
+
+        `blocked_is_answer`: a `NotEligible`/`ShutdownError` escaping the backend is
+        answered as a blocked agent (200, agent_id null), since mephisto-task hangs
+        forever on a non-2xx request_agent answer.
+        """
+        allow = ", ".join(sorted(methods))
+
+        async def app(scope: Scope, receive: Receive, send: Send) -> None:
+            request = Request(scope, receive)
+            start = time.perf_counter()
+            if request.method not in methods:
+                response = self.error(
+                    405, f"method {request.method} is not allowed here (use {allow})",
+                    {"Allow": allow},
+                )
+            else:
+                try:
+                    response = await handler(request)
+                except RequestError as exc:
+                    response = self.error(exc.status_code, str(exc))
+                except (NotEligible, ShutdownError) as exc:
+                    reason = (exc.reason if isinstance(exc, NotEligible)
+                              else "This task is no longer accepting work.")
+                    if blocked_is_answer:
+                        response = self.json({"data": {"agent_id": None,
+                                                       "failure_reason": reason}})
+                    elif isinstance(exc, NotEligible):
+                        response = self.error(403, reason)
+                    else:
+                        response = self.error(503, "the task is shutting down")
+                except Exception:
+                    logger.exception("error answering %s %s", request.method, request.url.path)
+                    response = self.error(500, "internal server error")
+            if self.on_request is not None and name is not None:
+                try:
+                    self.on_request(name, time.perf_counter() - start, response.status_code)
+                except Exception:
+                    logger.exception("on_request hook failed")
+            await response(scope, receive, send)
+
+        return _ASGIEndpoint(app)
+
+    # -- request bodies ---------------------------------------------------------------
+
+    @staticmethod
+    async def _limited_stream(request: Request, limit: int) -> AsyncGenerator[bytes, None]:
+        """The request body, refused (413) once it passes `limit` bytes.
+
+        Content-Length is checked first; the bytes are counted too, since a client
+        may send a chunked body or lie about its length.
+        """
+        declared = request.headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            raise PayloadTooLarge(f"request body is larger than the limit of {limit} bytes")
+        size = 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise PayloadTooLarge(f"request body is larger than the limit of {limit} bytes")
+            yield chunk
+
+    async def read_json_object(self, request: Request) -> dict[str, Any]:
+        chunks = [c async for c in self._limited_stream(request, self.settings.max_body_bytes)]
+        return _parse_json_object(b"".join(chunks), "request body")
+
+    # -- HTTP endpoints ---------------------------------------------------------------
+
+    async def task_page(self, request: Request) -> Response:
+        return Response(self.backend.task_page(), 200, self.headers, "text/html; charset=utf-8")
+
+    async def provider_script(self, request: Request) -> Response:
+        return Response(
+            self.backend.provider_script(), 200, self.headers, "application/javascript"
+        )
+
+    async def static_task_js(self, request: Request) -> Response:
+        if self._static_task_js is None:
+            self._static_task_js = (ASSETS_DIR / "static-task.js").read_bytes()
+        return Response(self._static_task_js, 200, self.headers, "application/javascript")
+
+    async def healthz(self, request: Request) -> Response:
+        return self.json({"status": "ok"})
+
+    def metrics(self, registry: Any) -> Handler:
+        async def handler(request: Request) -> Response:
+            from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+            return Response(generate_latest(registry), 200, self.headers, CONTENT_TYPE_LATEST)
+
+        return handler
+
+    async def task_config(self, request: Request) -> Response:
+        config = dict(await self.backend.task_config())
+        version = request.query_params.get("mephisto_task_version")
+        if version is not None:
+            config["mephisto_task_version"] = version  # echoed: the client warns on mismatch
+        return self.json(config)
+
+    async def request_agent(self, request: Request) -> Response:
+        body = await self.read_json_object(request)
+        provider_data = _field(body, "provider_data", dict)
+        return self.json({"data": await self.backend.request_agent(provider_data)})
+
+    async def submit_onboarding(self, request: Request) -> Response:
+        body = await self.read_json_object(request)
+        provider_data = _field(body, "provider_data", dict)
+        agent_id = _agent_id(provider_data, "provider_data.USED_AGENT_ID")
+        onboarding_data = provider_data.get("onboarding_data")
+        result = await self.backend.submit_onboarding(agent_id, onboarding_data)
+        return self.json({"data": result})
+
+    async def submit_task(self, request: Request) -> Response:
+        content_type = request.headers.get("content-type", "")
+        if content_type.lower().startswith("multipart/form-data"):
+            agent_id, final_data, files = await self._read_multipart_submit(request)
+        else:
+            body = await self.read_json_object(request)
+            agent_id = _agent_id(body, "USED_AGENT_ID")
+            # mephisto-task's handleSubmit(undefined) drops the key: treat it as null.
+            final_data = body.get("final_data")
+            files = []
+        await self.backend.submit_task(agent_id, final_data, files)
+        return self.json({"status": "Submitted"})
+
+    async def _read_multipart_submit(
+        self, request: Request
+    ) -> tuple[str, Any, list[UploadedFile]]:
+        limit = self.settings.max_upload_bytes
+        parser = MultiPartParser(
+            request.headers, self._limited_stream(request, limit),
+            max_files=MAX_UPLOAD_FILES, max_fields=MAX_FORM_FIELDS, max_part_size=limit,
+        )
+        try:
+            form = await parser.parse()
+        except MultiPartException as exc:
+            raise MalformedRequest(f"request body is not valid multipart/form-data: "
+                                   f"{exc.message}") from None
+        try:
+            agent_id = form.get("USED_AGENT_ID")
+            if agent_id is None:
+                raise MalformedRequest("missing field 'USED_AGENT_ID'")
+            if not isinstance(agent_id, str) or not agent_id:
+                raise MalformedRequest("field 'USED_AGENT_ID' must be a non-empty string")
+            raw = form.get("final_string_data")
+            if raw is None:
+                raise MalformedRequest("missing field 'final_string_data'")
+            if not isinstance(raw, str):
+                raise MalformedRequest("field 'final_string_data' must be a JSON string")
+            final_data = _parse_json(raw, "field 'final_string_data'")
+            files = []
+            for field_name, value in form.multi_items():
+                if not isinstance(value, UploadFile):
+                    continue
+                data = await value.read()
+                if not value.filename and not data:
+                    continue  # a file input left empty: browsers still send a part
+                files.append(UploadedFile(
+                    field_name=field_name,
+                    filename=value.filename or "",
+                    content_type=value.content_type or "application/octet-stream",
+                    data=data,
+                ))
+            return agent_id, final_data, files
+        finally:
+            await form.close()
+
+    async def submit_metadata(self, request: Request) -> Response:
+        body = await self.read_json_object(request)
+        agent_id = _agent_id(body, "USED_AGENT_ID")
+        metadata = _field(body, "metadata", dict)
+        return self.json(await self.backend.submit_metadata(agent_id, metadata))
+
+    async def log_error(self, request: Request) -> Response:
+        body = await self.read_json_object(request)
+        agent_id = body.get("USED_AGENT_ID")  # null before an agent exists
+        if agent_id is not None and (not isinstance(agent_id, str) or not agent_id):
+            raise MalformedRequest("field 'USED_AGENT_ID' must be a non-empty string or null")
+        await self.backend.log_error(agent_id, body.get("error_data"))
+        return self.json({"status": "ok"})
+
+    async def static_file(self, request: Request) -> Response:
+        path = self._static_path(request.path_params.get("path", ""))
+        if path is None:
+            return self.error(404, "not found")
+        return FileResponse(path, headers=self.headers)
+
+    def _static_path(self, relative: str) -> Path | None:
+        """The file `relative` names inside the static directory, or None.
+
+        Refused: NUL bytes, backslashes, empty, `.` and `..` segments, hidden (dot)
+        names, absolute paths, and anything that resolves (symlinks followed) outside
+        the directory or to something other than a regular file.
+        """
+        directory = self.backend.static_dir()
+        if directory is None or not relative or "\x00" in relative or "\\" in relative:
+            return None
+        for part in relative.split("/"):
+            if not part or part[0] == ".":
+                return None
+        try:
+            if self._static_base is None or self._static_base[0] != directory:
+                self._static_base = (directory, Path(directory).resolve())
+            base = self._static_base[1]
+            candidate = (base / relative).resolve()
+            if candidate.is_relative_to(base) and candidate.is_file():
+                return candidate
+        except (OSError, ValueError):
+            pass
+        return None
+
+    # -- websocket --------------------------------------------------------------------
+
+    async def websocket(self, websocket: WebSocket) -> None:
+        await websocket.accept()
+        sender = _SocketSender(websocket)
+        bound: dict[str, _RecentIds] = {}  # agent ids this socket did `alive` for
+        try:
+            while True:
+                message = await websocket.receive()
+                if message["type"] == "websocket.disconnect":
+                    break
+                text = message.get("text")
+                if text is None:
+                    raw = message.get("bytes") or b""
+                    if len(raw) > self.settings.max_ws_message_bytes:
+                        logger.warning("websocket: dropped a %d-byte message (over the limit)",
+                                       len(raw))
+                        continue
+                    try:
+                        text = raw.decode()
+                    except UnicodeDecodeError:
+                        logger.warning("websocket: dropped a binary message that is not UTF-8")
+                        continue
+                if not await self._on_ws_text(websocket, sender, bound, text):
+                    break
+        finally:
+            sender.closed = True
+            for agent_id in bound:
+                try:
+                    await self.backend.agent_socket_closed(agent_id, sender)
+                except Exception:
+                    logger.exception("agent_socket_closed(%s) failed", agent_id)
+
+    async def _on_ws_text(
+        self, websocket: WebSocket, sender: _SocketSender, bound: dict[str, _RecentIds],
+        text: str,
+    ) -> bool:
+        """Handle one client packet; False once the socket was closed by the server."""
+        limit = self.settings.max_ws_message_bytes
+        if len(text) > limit // 4 and len(text.encode()) > limit:
+            logger.warning("websocket: dropped a %d-character message (over the limit)",
+                           len(text))
+            return True
+        try:
+            packet = _parse_json(text, "websocket message")
+        except MalformedRequest:
+            logger.warning("websocket: dropped a message that is not valid JSON")
+            return True
+        if not isinstance(packet, dict):
+            logger.warning("websocket: dropped a message that is not a JSON object")
+            return True
+        packet_type = packet.get("packet_type")
+        if packet_type == "heartbeat":
+            ts = packet.get("client_timestamp")
+            if isinstance(ts, bool) or not isinstance(ts, int | float) or not math.isfinite(ts):
+                ts = time.time()
+            await sender({"packet_type": "heartbeat",
+                          "data": {"last_mephisto_ping": round(ts * 1000)}})
+            return True
+        subject_id = packet.get("subject_id")
+        if packet_type == "mephisto_bound_live_update":
+            recent = bound.get(subject_id) if isinstance(subject_id, str) else None
+            if recent is None:
+                logger.warning("websocket: live update for agent %r on a socket that did not "
+                               "send `alive` for it; ignored", subject_id)
+                return True
+            data = packet.get("data")
+            if not isinstance(data, dict):
+                logger.warning("websocket: live update without a data object; ignored")
+                return True
+            if recent.seen(data.get("update_id")):
+                return True
+            try:
+                await self.backend.agent_packet(subject_id, packet)  # type: ignore[arg-type]
+            except RequestError as exc:
+                logger.warning("websocket: live update for agent %s refused: %s",
+                               subject_id, exc)
+            except Exception:
+                logger.exception("agent_packet(%s) failed", subject_id)
+            return True
+        if packet_type == "alive":
+            if not isinstance(subject_id, str) or not subject_id:
+                logger.warning("websocket: `alive` without a subject_id; ignored")
+                return True
+            try:
+                await self.backend.agent_alive(subject_id, sender)
+            except UnknownAgent:
+                await self._close(websocket, sender, WS_CLOSE_UNKNOWN_AGENT)
+                return False
+            except RequestError as exc:
+                await self._close(websocket, sender, 4000 + exc.status_code)
+                return False
+            except Exception:
+                logger.exception("agent_alive(%s) failed", subject_id)
+                await self._close(websocket, sender, 1011)
+                return False
+            bound.setdefault(subject_id, _RecentIds())
+            return True
+        logger.warning("websocket: dropped a packet of unknown type %r", packet_type)
+        return True
+
+    @staticmethod
+    async def _close(websocket: WebSocket, sender: _SocketSender, code: int) -> None:
+        async with sender.lock:
+            sender.closed = True
+            try:
+                await websocket.close(code)
+            except Exception:  # the client went away first
+                logger.debug("websocket close(%d): already closed", code, exc_info=True)
+
+
+class _ASGIEndpoint:
+    """An ASGI callable that is not a function, so `Route` leaves its methods open."""
+
+    __slots__ = ("app",)
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self.app(scope, receive, send)
+
+
+class _SocketSender:
+    """`send(packet)` for one websocket: JSON, one send at a time, no-op once closed.
+
+    The same object is given to `agent_alive` and `agent_socket_closed`, so a backend
+    can tell whether the socket closing is still the agent's current one.
+    """
+
+    __slots__ = ("closed", "lock", "websocket")
+
+    def __init__(self, websocket: WebSocket) -> None:
+        self.websocket = websocket
+        self.lock = asyncio.Lock()
+        self.closed = False
+
+    async def __call__(self, packet: dict[str, Any]) -> None:
+        if self.closed:
+            return
+        text = json.dumps(packet, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+        async with self.lock:
+            if self.closed:
+                return
+            try:
+                await self.websocket.send_text(text)
+            except Exception:
+                self.closed = True
+                logger.debug("websocket send failed: the socket is closed", exc_info=True)
+
+
+class _RecentIds:
+    """The last `RECENT_UPDATE_IDS` update ids seen (live updates are deduplicated)."""
+
+    __slots__ = ("_order", "_seen")
+
+    def __init__(self) -> None:
+        self._seen: set[Any] = set()
+        self._order: deque[Any] = deque()
+
+    def seen(self, update_id: Any) -> bool:
+        """True if `update_id` was seen before; records it otherwise. Ids that are not
+        strings or numbers are never deduplicated."""
+        if not isinstance(update_id, str | int | float):
+            return False
+        if update_id in self._seen:
+            return True
+        self._seen.add(update_id)
+        self._order.append(update_id)
+        if len(self._order) > RECENT_UPDATE_IDS:
+            self._seen.discard(self._order.popleft())
+        return False
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def _parse_json(raw: str | bytes, what: str) -> Any:
+    try:
+        return json.loads(raw, parse_constant=_reject_constant)
+    except (ValueError, RecursionError):  # includes JSONDecodeError, UnicodeDecodeError
+        raise MalformedRequest(f"{what} is not valid JSON") from None
+
+
+def _parse_json_object(raw: str | bytes, what: str) -> dict[str, Any]:
+    value = _parse_json(raw, what)
+    if not isinstance(value, dict):
+        raise MalformedRequest(f"{what} must be a JSON object")
+    return value
+
+
+_TYPE_NAMES: dict[type, str] = {dict: "an object", str: "a string", list: "an array"}
+
+
+def _field(body: dict[str, Any], name: str, kind: type) -> Any:
+    if name not in body:
+        raise MalformedRequest(f"missing field '{name}'")
+    value = body[name]
+    if not isinstance(value, kind):
+        raise MalformedRequest(f"field '{name}' must be {_TYPE_NAMES.get(kind, kind.__name__)}")
+    return value
+
+
+def _agent_id(body: dict[str, Any], label: str) -> str:
+    name = label.rpartition(".")[2]
+    if name not in body:
+        raise MalformedRequest(f"missing field '{label}'")
+    value = body[name]
+    if not isinstance(value, str) or not value:
+        raise MalformedRequest(f"field '{label}' must be a non-empty string")
+    return value
