@@ -217,6 +217,137 @@ def _show_results(db: Any, task_run_id: str, limit: int = 5) -> None:
     console.print(table)
 
 
+def _parse_levels(_ctx: Any, _param: Any, value: str) -> list[int]:
+    try:
+        levels = sorted({int(part) for part in value.split(",") if part.strip()})
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not a comma list of numbers, e.g. 5,10,25") from None
+    if not levels or levels[0] < 1:
+        raise click.BadParameter("give one or more concurrency levels, each at least 1")
+    return levels
+
+
+def _bench_load(url: str, workers: int, prefix: str) -> dict[str, Any]:
+    """Drive a run with `workers` simulated workers until no work is left (runs in the
+    load process; returns plain data so it pickles)."""
+    import asyncio
+
+    from mephisto.testing.worker import run_simulated_workers
+
+    stats = asyncio.run(run_simulated_workers(url, workers, worker_prefix=prefix))
+    return {"unit_latencies": stats.unit_latencies, "elapsed": stats.elapsed,
+            "errors": stats.errors}
+
+
+@cli.command()
+@click.option("--task-source", type=click.Path(exists=True, dir_okay=False),
+              help="HTML file of a static task (default: the demo task). Its ${text} is "
+                   "filled with a sentence.")
+@click.option("--threshold-ms", default=250.0, show_default=True,
+              help="Limit on the p95 latency of a unit (page, config, request_agent, submit).")
+@click.option("--levels", default="5,10,25,50,100,200", show_default=True, callback=_parse_levels,
+              help="Comma list of concurrent worker counts to try, in increasing order.")
+@click.option("--units-per-level", default=300, show_default=True,
+              help="Units in each level's run (several times the level gives steadier figures).")
+@click.option("--database", help="Database URL (default: a temporary SQLite file, deleted "
+                                 "afterwards; never your real database).")
+@_handle_errors
+def bench(task_source: str | None, threshold_ms: float, levels: list[int],
+          units_per_level: int, database: str | None) -> None:
+    """How many concurrent workers can my task take?
+
+    For each level, launches a fresh static run (local server on a free port, mock
+    provider) with --units-per-level units and has that many simulated workers complete
+    it over real sockets, each doing what a browser does for a unit. The workers run in a
+    separate process (spawned), so they do not share the operator's GIL, but they do
+    share this machine's cores. Stops at the first level whose p95 unit latency crosses
+    --threshold-ms (or whose requests fail) and recommends the highest level under it as
+    max_num_concurrent_units.
+    """
+    import multiprocessing
+    import tempfile
+    from concurrent.futures import ProcessPoolExecutor
+
+    from mephisto.testing.worker import RunStats
+    from mephisto.tools.demo import DEMO_HTML
+
+    setup_logging("warning")
+    if units_per_level < 1:
+        raise ConfigError("--units-per-level must be at least 1", key="units_per_level")
+    if units_per_level < levels[-1]:
+        err_console.print(f"[yellow]Note:[/] {units_per_level} units per level is fewer than "
+                          f"{levels[-1]} workers; the highest levels cannot all work at once.")
+    source = task_source or str(DEMO_HTML)
+    console.print(f"Benchmarking {source}: p95 unit latency limit {threshold_ms:g} ms, "
+                  f"{units_per_level} units per level, levels {', '.join(map(str, levels))}.")
+    passed: list[tuple[int, float]] = []  # (level, p95 ms)
+    with tempfile.TemporaryDirectory(prefix="mephisto-bench-") as tmp, ProcessPoolExecutor(
+        max_workers=1, mp_context=multiprocessing.get_context("spawn")
+    ) as load_process:
+        db = _open_db(database or f"sqlite:///{tmp}/bench.db")
+        try:
+            for level in levels:
+                row = _bench_level(db, source, level, units_per_level, load_process)
+                pct = {q: RunStats.percentile(row["unit_latencies"], q) * 1000 for q in (50, 95, 99)}
+                units_done = len(row["unit_latencies"])
+                rate = units_done / row["elapsed"] if row["elapsed"] > 0 else 0.0
+                failed = bool(row["errors"]) or units_done < units_per_level
+                ok = pct[95] <= threshold_ms and not failed
+                table = Table(title=f"{level} concurrent workers")
+                for col in ("workers", "units", "units/s", "p50 ms", "p95 ms", "p99 ms",
+                            "errors", "verdict"):
+                    table.add_column(col, justify="left" if col == "verdict" else "right")
+                verdict = ("[green]ok[/]" if ok else
+                           "[red]failed requests[/]" if failed else "[red]over limit[/]")
+                table.add_row(str(level), str(units_done), f"{rate:.1f}", f"{pct[50]:.1f}",
+                              f"{pct[95]:.1f}", f"{pct[99]:.1f}", str(len(row["errors"])), verdict)
+                console.print(table)
+                for error in row["errors"][:3]:
+                    err_console.print(f"  [red]{error}[/]")
+                if not ok:
+                    break
+                passed.append((level, pct[95]))
+        finally:
+            db.shutdown()
+    if passed:
+        level, p95 = passed[-1]
+        console.print(f"max_num_concurrent_units ≈ {level} (p95 {p95:.1f} ms at {level} workers)",
+                      soft_wrap=True)
+    else:
+        console.print(f"No level met the threshold: p95 above {threshold_ms:g} ms (or failed "
+                      f"requests) already at {levels[0]} workers.", soft_wrap=True)
+
+
+def _bench_level(db: Any, source: str, level: int, units: int, load_process: Any) -> dict[str, Any]:
+    """One level: a fresh run served by its own operator, completed by the load process."""
+    from mephisto.abstractions.blueprints.static_task import SharedStaticTaskState
+    from mephisto.operations.operator import Operator
+    from mephisto.tools.demo import demo_data
+
+    config = {
+        "blueprint": {"_blueprint_type": "static_task", "task_source": source},
+        "architect": {"_architect_type": "local", "port": "0", "hostname": "127.0.0.1"},
+        "provider": {"_provider_type": "mock"},
+        "task": {
+            "task_name": "mephisto-bench",
+            "task_title": "Benchmark task",
+            "task_description": "A run made by `mephisto bench`.",
+            "task_reward": 0.0,
+            "task_tags": "bench",
+        },
+    }
+    operator = Operator(db)
+    try:
+        run_id = operator.launch_task_run(config, SharedStaticTaskState(static_task_data=demo_data(units)))
+        url = operator.get_progress()[run_id]["url"]
+        row: dict[str, Any] = load_process.submit(_bench_load, url, level, f"bench-{run_id}").result()
+        if not row["errors"] and len(row["unit_latencies"]) == units:
+            operator.wait_for_runs_then_shutdown(skip_input=True)
+        return row
+    finally:
+        operator.shutdown()
+
+
 def main() -> None:  # pragma: no cover - console entry point
     cli()
 
