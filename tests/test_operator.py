@@ -296,8 +296,11 @@ _RUN_SCRIPT = textwrap.dedent(
         static_run_config(html, task_name="durable", resume_incomplete_run=True),
         SharedStaticTaskState(static_task_data=data),
     )
-    print(operator.get_running_task_runs()[run_id].url, flush=True)
-    operator.wait_for_runs_then_shutdown(skip_input=True)
+    try:
+        print(operator.get_running_task_runs()[run_id].url, flush=True)
+        operator.wait_for_runs_then_shutdown(skip_input=True)
+    except KeyboardInterrupt:  # Ctrl-C before the wait began (task_script does this too)
+        operator.shutdown()
     print("clean exit", flush=True)
     """
 )

@@ -726,13 +726,14 @@ class MephistoDB:
         provider_type: str,
         status: str = AgentState.NONE,
         state: Any = None,
+        agent_id: str | None = None,
     ) -> str:
         """Create an agent and assign its unit to it (LAUNCHED -> ASSIGNED), atomically.
 
         Raises `EntryAlreadyExists` if the worker already has an agent on this
         assignment, `InvalidTransition` if the unit is not open.
         """
-        agent_id = new_agent_id()
+        agent_id = agent_id or new_agent_id()
         with self.transaction():
             self._insert(
                 "agents",
@@ -761,6 +762,56 @@ class MephistoDB:
                     allow_same=False,
                 )
         return agent_id
+
+    def create_agents(self, agents: Sequence[Mapping[str, Any]]) -> None:
+        """Many `new_agent` calls in two statements: insert the agents, assign their units.
+
+        Each mapping has the arguments of `new_agent` (with `agent_id`). All or nothing:
+        if any unit is not LAUNCHED, raises `InvalidTransition` and changes nothing.
+        """
+        if not agents:
+            return
+        now = _now()
+        rows = [
+            {
+                "agent_id": a["agent_id"],
+                "worker_id": int(a["worker_id"]),
+                "unit_id": int(a["unit_id"]),
+                "task_id": int(a["task_id"]),
+                "task_run_id": int(a["task_run_id"]),
+                "assignment_id": int(a["assignment_id"]),
+                "task_type": a["task_type"],
+                "provider_type": a["provider_type"],
+                "status": str(AgentState(a.get("status", AgentState.NONE))),
+                "state": a.get("state"),
+                "creation_date": now,
+                "update_date": now,
+            }
+            for a in agents
+        ]
+        with self._tx.savepoint() as conn:
+            try:
+                conn.execute(s.agents.insert(), rows)
+            except sa.exc.IntegrityError as exc:
+                raise self._translate(exc, "agents", {}) from None
+            res = conn.execute(_ASSIGN_UNIT, rows)
+            if res.rowcount != len(rows):
+                raise InvalidTransition("unit", "(bulk)", "not launched", AssignmentState.ASSIGNED)
+
+    def complete_agents(self, submissions: Sequence[tuple[str, str, Any]]) -> None:
+        """Many submissions at once: `(agent_id, unit_id, state)` each. Every agent must
+        be active (else `InvalidTransition`, nothing changed); its unit, if still its
+        own, becomes COMPLETED. Two statements for the whole batch."""
+        if not submissions:
+            return
+        now = _now()
+        agent_rows = [{"agent_id": a, "state": st, "now": now} for a, _u, st in submissions]
+        unit_rows = [{"agent_id": a, "unit_id": int(u)} for a, u, _st in submissions]
+        with self._tx.savepoint() as conn:
+            res = conn.execute(_COMPLETE_AGENT, agent_rows)
+            if res.rowcount != len(agent_rows):
+                raise InvalidTransition("agent", "(bulk)", "not active", AgentState.COMPLETED)
+            conn.execute(_COMPLETE_UNIT, unit_rows)
 
     def get_agent(self, agent_id: str) -> dict[str, Any]:
         return self._get("agents", agent_id)
@@ -965,6 +1016,21 @@ class MephistoDB:
                     g.c.worker_id == self._key("workers", worker_id),
                 )
             )
+
+
+_ACTIVE_AGENT = ", ".join(f"'{x}'" for x in AgentState.active())
+_ASSIGN_UNIT = sa.text(
+    "UPDATE units SET status = 'assigned', agent_id = :agent_id, worker_id = :worker_id "
+    "WHERE unit_id = :unit_id AND status = 'launched'"
+)
+_COMPLETE_AGENT = sa.text(
+    "UPDATE agents SET status = 'completed', state = :state, update_date = :now "
+    f"WHERE agent_id = :agent_id AND status IN ({_ACTIVE_AGENT})"
+).bindparams(sa.bindparam("state", type_=sa.JSON))
+_COMPLETE_UNIT = sa.text(
+    "UPDATE units SET status = 'completed' "
+    "WHERE unit_id = :unit_id AND agent_id = :agent_id AND status IN ('assigned', 'expired')"
+)
 
 
 class LocalMephistoDB(MephistoDB):

@@ -6,6 +6,10 @@ in its own savepoint, so one failure does not undo the others) and committed onc
 then every caller is resumed with its result or exception. Under load many submits
 share one commit, and none is answered before its data is on disk.
 
+Hot writes can be batched: `await writer.run_batched(batch, item)` where `batch` has
+`run_many(db, items)` (one set-based call for every such item of the commit) and
+`run_one(db, item)` (used to isolate the failure when the set-based call fails).
+
 Reads that need no ordering with writes use `await writer.read(fn, *args)` (a thread
 pool), so the event loop never blocks on the database.
 """
@@ -19,7 +23,7 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from mephisto.errors import ShutdownError
 
@@ -29,16 +33,30 @@ T = TypeVar("T")
 _STOP = object()
 
 
+class Batch(Protocol):
+    """A kind of write that many callers' items can share one statement for."""
+
+    def run_many(self, db: Any, items: list[Any]) -> list[Any]: ...
+
+    def run_one(self, db: Any, item: Any) -> Any: ...
+
+
 class _Op:
-    __slots__ = ("fn", "args", "future", "loop")
+    __slots__ = ("fn", "args", "future", "loop", "batch")
 
     def __init__(
-        self, fn: Callable[..., Any], args: tuple[Any, ...], future: asyncio.Future[Any], loop: asyncio.AbstractEventLoop
+        self,
+        fn: Callable[..., Any] | None,
+        args: tuple[Any, ...],
+        future: Any,
+        loop: asyncio.AbstractEventLoop | None,
+        batch: Any = None,
     ) -> None:
         self.fn = fn
         self.args = args
         self.future = future
         self.loop = loop
+        self.batch = batch
 
 
 def _resolve(future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
@@ -77,6 +95,16 @@ class DBWriter:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
         self._queue.put(_Op(fn, args, future, loop))
+        return await future
+
+    async def run_batched(self, batch: Batch, item: Any) -> Any:
+        """Queue `item` for `batch`; return its result once committed."""
+        if self._closed:
+            raise ShutdownError("the database writer is closed")
+        self.start()
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Any] = loop.create_future()
+        self._queue.put(_Op(None, (item,), future, loop, batch))
         return await future
 
     async def read(self, fn: Callable[..., T], *args: Any) -> T:
@@ -121,23 +149,49 @@ class DBWriter:
             if stop_after:
                 return
 
+    def _one(self, fn: Callable[..., Any], *args: Any) -> tuple[Any, BaseException | None]:
+        try:
+            with self.db._tx.savepoint():
+                return fn(self.db, *args), None
+        except Exception as exc:  # reported to that caller only
+            return None, exc
+
+    def _run_group(self, ops: list[_Op]) -> list[tuple[Any, BaseException | None]]:
+        """Run consecutive ops: a plain op alone, a batch's items in one call."""
+        kind = ops[0].batch
+        if kind is None:
+            return [self._one(op.fn, *op.args) for op in ops]  # type: ignore[arg-type]
+        items = [op.args[0] for op in ops]
+        if len(items) > 1:
+            try:
+                with self.db._tx.savepoint():
+                    results = kind.run_many(self.db, items)
+                return [(r, None) for r in results]
+            except Exception:
+                pass  # find the culprit item by item
+        return [self._one(lambda db, it: kind.run_one(db, it), item) for item in items]
+
     def _commit(self, batch: list[_Op]) -> None:
         outcomes: list[tuple[Any, BaseException | None]] = []
         started = time.perf_counter()
         try:
             with self.db.transaction():
-                single = len(batch) == 1
-                for op in batch:
+                if len(batch) == 1 and batch[0].batch is None:
+                    op = batch[0]
                     try:
-                        if single:
-                            outcomes.append((op.fn(self.db, *op.args), None))
-                        else:
-                            with self.db._tx.savepoint():
-                                outcomes.append((op.fn(self.db, *op.args), None))
-                    except Exception as exc:  # reported to that caller only
+                        outcomes.append((op.fn(self.db, *op.args), None))  # type: ignore[misc]
+                    except Exception as exc:
                         outcomes.append((None, exc))
-                        if single:
-                            raise
+                        raise
+                else:
+                    i = 0
+                    while i < len(batch):
+                        j = i + 1
+                        if batch[i].batch is not None:
+                            while j < len(batch) and batch[j].batch is batch[i].batch:
+                                j += 1
+                        outcomes.extend(self._run_group(batch[i:j]))
+                        i = j
         except Exception as exc:
             if not (len(batch) == 1 and outcomes and outcomes[0][1] is exc):
                 logger.exception("group commit of %d operations failed", len(batch))

@@ -22,6 +22,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from mephisto.data_model.status import AgentState
+from mephisto.db.database import new_agent_id
 from mephisto.errors import (
     AlreadySubmitted,
     EntryAlreadyExists,
@@ -183,9 +184,20 @@ class WorkerPool:
             "provider_assignment_id": provider_assignment,
         }
         try:
-            agent_id = await run.writer.run(
-                _create_agent, worker.worker_id, unit, run.task_id, run.task_run_id,
-                run.task_type, run.provider_type, state,
+            agent_id = await run.writer.run_batched(
+                CREATE_AGENTS,
+                {
+                    "agent_id": new_agent_id(),
+                    "worker_id": worker.worker_id,
+                    "unit_id": unit.unit_id,
+                    "task_id": run.task_id,
+                    "task_run_id": run.task_run_id,
+                    "assignment_id": unit.assignment_id,
+                    "task_type": run.task_type,
+                    "provider_type": run.provider_type,
+                    "status": AgentState.IN_TASK,
+                    "state": state,
+                },
             )
         except (EntryAlreadyExists, InvalidTransition, EntryDoesNotExist):
             worker.active -= 1
@@ -377,14 +389,22 @@ def _worker_standing(db: Any, worker_id: str, requester_id: str) -> tuple[dict[s
     return granted, db.is_worker_blocked(worker_id, requester_id)
 
 
-def _create_agent(
-    db: Any, worker_id: str, unit: UnitInfo, task_id: str, task_run_id: str,
-    task_type: str, provider_type: str, state: dict[str, Any],
-) -> str:
-    return db.new_agent(
-        worker_id, unit.unit_id, task_id, task_run_id, unit.assignment_id, task_type,
-        provider_type, status=AgentState.IN_TASK, state=state,
-    )
+class _CreateAgents:
+    """Agent creation, batched: a commit's new agents in two statements."""
+
+    def run_many(self, db: Any, items: list[dict[str, Any]]) -> list[str]:
+        db.create_agents(items)
+        return [item["agent_id"] for item in items]
+
+    def run_one(self, db: Any, item: dict[str, Any]) -> str:
+        return db.new_agent(
+            item["worker_id"], item["unit_id"], item["task_id"], item["task_run_id"],
+            item["assignment_id"], item["task_type"], item["provider_type"],
+            status=item["status"], state=item["state"], agent_id=item["agent_id"],
+        )
+
+
+CREATE_AGENTS = _CreateAgents()
 
 
 def _create_onboarding_agent(

@@ -381,6 +381,52 @@ class MephistoDBContract:
         assert agent.get_status() == "completed"
         assert agent.state.outputs == {"a": 1}
 
+    def _agent_rows(self, db: Any, run: Run, units: list[str], names: list[str]) -> list[dict[str, Any]]:
+        from mephisto.db.database import new_agent_id
+
+        rows = []
+        for unit_id, name in zip(units, names, strict=True):
+            rows.append({
+                "agent_id": new_agent_id(), "worker_id": db.find_or_new_worker(name, "mock").db_id,
+                "unit_id": unit_id, "task_id": run.task_id, "task_run_id": run.task_run_id,
+                "assignment_id": db.get_unit(unit_id)["assignment_id"], "task_type": "mock",
+                "provider_type": "mock", "status": "in task", "state": {"inputs": {"u": unit_id}},
+            })
+        return rows
+
+    def test_bulk_create_and_complete_agents(self, db: Any, run: Run) -> None:
+        units = run.units(3)
+        rows = self._agent_rows(db, run, units, ["a", "b", "c"])
+        db.create_agents(rows)
+        for row in rows:
+            unit = db.get_unit(row["unit_id"])
+            assert (unit["status"], unit["agent_id"]) == ("assigned", row["agent_id"])
+            assert db.get_agent(row["agent_id"])["state"] == {"inputs": {"u": row["unit_id"]}}
+        db.complete_agents([(r["agent_id"], r["unit_id"], {"outputs": i}) for i, r in enumerate(rows)])
+        assert db.get_unit_status_counts(run.task_run_id) == {"completed": 3}
+        assert [db.get_agent(r["agent_id"])["state"] for r in rows] == [{"outputs": i} for i in range(3)]
+
+    def test_bulk_create_agents_all_or_nothing(self, db: Any, run: Run) -> None:
+        units = run.units(2)
+        db.update_unit(units[1], status="expired")
+        with pytest.raises(InvalidTransition):
+            db.create_agents(self._agent_rows(db, run, units, ["a", "b"]))
+        assert db.find_agents() == []
+        assert db.get_unit(units[0])["status"] == "launched"
+        rows = self._agent_rows(db, run, units[:1], ["a"])
+        db.create_agents(rows)
+        with pytest.raises(EntryAlreadyExists):  # same worker, same assignment
+            db.create_agents(self._agent_rows(db, run, units[:1], ["a"]))
+
+    def test_bulk_complete_refuses_inactive_agents(self, db: Any, run: Run) -> None:
+        u1, u2 = run.units(2)
+        a1, a2 = run.agent(u1, "a"), run.agent(u2, "b")
+        db.update_agent(a2, status="timeout")
+        with pytest.raises(InvalidTransition):
+            db.complete_agents([(a1, u1, {"x": 1}), (a2, u2, {"x": 2})])
+        assert db.get_agent(a1)["status"] == "in task"
+        assert db.get_unit(u1)["status"] == "assigned"
+
     # -- run progress --------------------------------------------------------------------
 
     def test_assignment_statuses(self, db: Any, run: Run) -> None:

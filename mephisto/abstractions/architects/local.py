@@ -4,6 +4,7 @@ loop, served by uvicorn at `hostname:port`. Port 0 picks a free port."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import socket
 from dataclasses import dataclass, field
@@ -53,7 +54,10 @@ class LocalArchitect(Architect):
         arch = self.args.architect
         host = str(arch.get("bind_host", "127.0.0.1"))
         port = int(arch.get("port", 3000))
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        # IPPROTO_TCP explicitly: asyncio sets TCP_NODELAY on accepted sockets only when the
+        # listening socket says TCP; without it every keep-alive response waits ~40 ms
+        # for the client's delayed ACK.
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((host, port))
@@ -78,7 +82,8 @@ class LocalArchitect(Architect):
             backlog=2048,
         )
         self._server = uvicorn.Server(config)
-        self._server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+        # Ctrl-C belongs to the run script (task_script / the operator), not uvicorn.
+        self._server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign]
         self._serve_task = asyncio.get_running_loop().create_task(
             self._server.serve(sockets=[sock]), name="mephisto-local-server"
         )
