@@ -4,7 +4,8 @@ PYTHON ?= $(shell command -v python3.11 >/dev/null 2>&1 && echo python3.11 || ec
 VENV := .venv
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
-DEMO_ARGS ?= --workers 10 --port 0
+WORKERS ?= 10
+PORT ?= 3000
 
 .PHONY: test demo bench clean
 
@@ -17,7 +18,8 @@ test: $(STAMP)
 	$(VENV)/bin/python -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
 
 demo: $(STAMP)
-	$(VENV)/bin/mephisto demo $(DEMO_ARGS)
+	MEPHISTO_SIMULATED_WORKERS=$(WORKERS) $(VENV)/bin/python examples/simple_static_task/run_task.py mephisto.architect.port=$(PORT)
+	$(VENV)/bin/mephisto runs
 
 bench: $(STAMP)
 	$(VENV)/bin/python benchmarks/bench_db.py

@@ -598,6 +598,30 @@ def test_simple_static_task_example_runs_to_completion(tmp_path: Path) -> None:
     db.shutdown()
 
 
+def test_simulated_workers_env_completes_the_example(tmp_path: Path) -> None:
+    """MEPHISTO_SIMULATED_WORKERS makes task_script drive each launched run (make demo)."""
+    import os
+
+    from mephisto.db import MephistoDB
+
+    result = subprocess.run(
+        [sys.executable, str(EXAMPLE_DIR / "run_task.py"), "mephisto.architect.port=0"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=60,
+        env={**os.environ, "MEPHISTO_SIMULATED_WORKERS": "4"},
+    )
+    assert result.returncode == 0, result.stderr
+    assert "4 simulated workers" in result.stderr + result.stdout
+    db = MephistoDB()
+    assert db.get_unit_status_counts(db.find_task_runs()[0].db_id) == {"completed": 10}
+    db.shutdown()
+    bad = subprocess.run(
+        [sys.executable, str(EXAMPLE_DIR / "run_task.py"), "mephisto.architect.port=0"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=60,
+        env={**os.environ, "MEPHISTO_SIMULATED_WORKERS": "many"},
+    )
+    assert bad.returncode == 2 and "MEPHISTO_SIMULATED_WORKERS" in bad.stderr
+
+
 # -- build_custom_bundle --------------------------------------------------------------------
 
 FAKE_NPM = """\

@@ -160,6 +160,8 @@ class Operator:
             raise
         self._runs[task_run.db_id] = run
         logger.info("task run %s (%s) is live at %s", task_run.db_id, task_name, run.url)
+        if cfg.provider._provider_type == "mock":
+            logger.info("work on it as a mock worker: %s?worker_id=alice&assignment_id=a1", run.url)
         return task_run.db_id
 
     validate_and_run_config = launch_task_run

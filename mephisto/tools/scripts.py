@@ -15,6 +15,10 @@ leaves logging alone (we configure mephisto's loggers from `mephisto.log_level`)
 configuration of every run is stored with the run in the database instead. The price:
 Hydra's own flags (`--multirun`, `--info`, tab completion) are not available; `--help`
 and `--cfg` (print the composed config and exit) are.
+
+`MEPHISTO_SIMULATED_WORKERS=N` in the environment makes every run the script launches
+be worked by N simulated workers (`mephisto.testing.worker`) over its real server: a
+way to try a run script end to end without opening a browser (`make demo` uses it).
 """
 
 from __future__ import annotations
@@ -150,6 +154,7 @@ def _run_with_operator(fn: TaskFunction, cfg: Any) -> int:
     try:
         db = MephistoDB()
         operator = Operator(db)
+        _simulate_if_asked(operator)
         fn(operator, cfg)
         return EXIT_OK
     except KeyboardInterrupt:
@@ -173,6 +178,40 @@ def _run_with_operator(fn: TaskFunction, cfg: Any) -> int:
                 pass
         if db is not None:
             db.shutdown()
+
+
+def _simulate_if_asked(operator: Any) -> None:
+    """With MEPHISTO_SIMULATED_WORKERS=N, have N simulated workers work each run
+    this operator launches (in a background thread, over the run's real server)."""
+    raw = os.environ.get("MEPHISTO_SIMULATED_WORKERS", "").strip()
+    if not raw or raw == "0":
+        return
+    try:
+        count = int(raw)
+    except ValueError:
+        raise ConfigError(
+            f"MEPHISTO_SIMULATED_WORKERS must be a number, got {raw!r}",
+            key="MEPHISTO_SIMULATED_WORKERS",
+        ) from None
+    import asyncio
+    import threading
+
+    from mephisto.testing.worker import run_simulated_workers
+
+    launch = operator.launch_task_run
+
+    def launch_and_simulate(*args: Any, **kwargs: Any) -> str:
+        task_run_id = launch(*args, **kwargs)
+        url = operator.get_running_task_runs()[task_run_id].url
+        logging.getLogger("mephisto").info("%d simulated workers are working on %s", count, url)
+        threading.Thread(
+            target=lambda: asyncio.run(run_simulated_workers(url, count)),
+            name="mephisto-simulated-workers",
+            daemon=True,
+        ).start()
+        return task_run_id
+
+    operator.launch_task_run = launch_and_simulate
 
 
 def _configure_logging(level: str) -> None:
