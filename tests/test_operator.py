@@ -147,6 +147,36 @@ async def test_timed_out_unit_goes_to_another_worker(launch_static_run: Any, mep
     assert statuses == {"slow": "timeout", "fast": "completed"}
 
 
+async def test_lifetime_closes_run_and_gives_agents_submission_timeout(
+    launch_static_run: Any, mephisto_db: MephistoDB
+) -> None:
+    run = launch_static_run(_data(3), task_lifetime_in_seconds=1, submission_timeout=30)
+    async with SimulatedWorker(run.url, "late") as late, SimulatedWorker(run.url, "newcomer") as new:
+        assert (await late.request_agent())["agent_id"]
+        await _until(lambda: run.unit_statuses().get("expired") == 2)
+        closed = await new.request_agent()
+        assert closed["agent_id"] is None and "closed" in closed["failure_reason"]
+        await late.submit({"answer": "still counts"})
+    assert run.wait(10)
+    assert run.unit_statuses() == {"completed": 1, "expired": 2}
+    assert mephisto_db.get_task_run(run.task_run_id)["is_completed"] is True
+
+
+async def test_submission_timeout_ends_agents_of_a_closed_run(launch_static_run: Any, mephisto_db: MephistoDB) -> None:
+    run = launch_static_run(_data(2), task_lifetime_in_seconds=1, submission_timeout=1)
+    async with SimulatedWorker(run.url, "idle") as idle:
+        assert (await idle.request_agent())["agent_id"]
+        assert await asyncio.get_running_loop().run_in_executor(None, run.wait, 10)
+    assert run.unit_statuses() == {"expired": 2}
+    assert [a.db_status for a in mephisto_db.find_agents()] == ["timeout"]
+
+
+def test_no_submission_patience_closes_an_idle_run(launch_static_run: Any, mephisto_db: MephistoDB) -> None:
+    run = launch_static_run(_data(4), no_submission_patience=1)
+    assert run.wait(10)
+    assert run.unit_statuses() == {"expired": 4}
+
+
 # -- bad input through the real operator -------------------------------------------------
 
 
@@ -374,3 +404,27 @@ def test_ctrl_c_shuts_down_cleanly(tmp_path: Path, task_html: Path) -> None:
     assert db.get_unit_status_counts(run.db_id) == {"expired": 5}
     assert run.is_completed is False  # resumable
     db.shutdown()
+
+
+async def test_mock_architect_serves_without_a_socket(operator: Operator, task_html: Path, mephisto_db: MephistoDB) -> None:
+    import httpx
+
+    config = static_run_config(task_html)
+    config["architect"] = {"_architect_type": "mock"}
+    task_run_id = operator.launch_task_run(config, SharedStaticTaskState(static_task_data=_data(1)))
+    live = operator.get_running_task_runs()[task_run_id]
+    app = live.architect.app
+    assert app is not None and live.url == "http://mock.invalid/"
+    # the app runs on the operator's loop: call it there
+    async def work() -> tuple[int, dict[str, Any]]:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://mock") as client:
+            registration = {"worker_name": "w", "assignment_id": "a", "provider_type": "mock"}
+            agent = (await client.post("/request_agent", json={"provider_data": registration})).json()["data"]
+            done = await client.post("/submit_task", json={"USED_AGENT_ID": agent["agent_id"], "final_data": {"x": 1}})
+            return done.status_code, agent
+
+    status, agent = asyncio.run_coroutine_threadsafe(work(), operator._loop).result(10)
+    assert status == 200 and agent["init_task_data"] == {"text": "item-0"}
+    assert live.done_sync.wait(10)
+    assert mephisto_db.get_unit_status_counts(task_run_id) == {"completed": 1}

@@ -2,7 +2,7 @@
 
 A run ends by itself when no unit is left open (every unit completed or expired);
 `task_lifetime_in_seconds` and `no_submission_patience` close it early (open units are
-expired, agents at work may still submit until their own time runs out); `shutdown()`
+expired; agents at work may still submit, for at most `submission_timeout` seconds); `shutdown()`
 closes it at once (Ctrl-C): open units are expired on the provider and in the database
 and active agents are marked expired. A closed run that did not finish stays
 incomplete in the database, so `resume_incomplete_run` can pick it up.
@@ -215,6 +215,11 @@ class LiveTaskRun:
             logger.info("task run %s closing: %s", self.task_run_id, reason)
         await self._expire_units(self.pool.open.drain(), launched=True)
         await self._expire_units(self.launcher.take_unlaunched(), launched=False)
+        grace = self.task_args.submission_timeout
+        if grace and not self.interrupted:
+            # agents at work get at most submission_timeout more seconds to submit
+            for agent in self.pool.active_agents():
+                self.pool.limit_deadline(agent, grace)
         self.check_done()
 
     async def _expire_units(self, units: list[UnitInfo], launched: bool) -> None:

@@ -314,6 +314,15 @@ class WorkerPool:
         loop = asyncio.get_running_loop()
         agent.timer = loop.call_later(remaining, lambda: self.run.spawn(self._time_out(agent)))
 
+    def limit_deadline(self, agent: AgentInfo, seconds: float) -> None:
+        """Bring an agent's deadline forward to at most `seconds` from now."""
+        duration = self.run.task_args.assignment_duration_in_seconds
+        remaining = agent.started + duration - time.time() if duration else seconds
+        self._cancel_timeout(agent)
+        loop = asyncio.get_running_loop()
+        wait = max(0.0, min(remaining, seconds))
+        agent.timer = loop.call_later(wait, lambda: self.run.spawn(self._time_out(agent)))
+
     def _cancel_timeout(self, agent: AgentInfo) -> None:
         if agent.timer is not None:
             agent.timer.cancel()
