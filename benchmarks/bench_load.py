@@ -110,6 +110,7 @@ def run_one(units: int, workers: int, db_url: str | None, tmp: Path) -> dict[str
         "peak_rss_mb": round(rss, 1),
         "load_results_seconds": round(load_seconds, 3),
         "latency_ms": {},
+        "errors": sorted({e.split(": ", 1)[-1][:200] for e in stats.errors})[:5],
     }
     series = {**{k: v for k, v in stats.latencies.items()}, "unit": stats.unit_latencies}
     for name, values in series.items():
@@ -130,6 +131,8 @@ def print_row(row: dict[str, Any]) -> None:
         f"{row['failed_requests']} failed requests, operator peak RSS {row['peak_rss_mb']:.0f} MB, "
         f"load results {row['load_results_seconds']:.2f} s"
     )
+    for error in row["errors"]:
+        print(f"  error: {error}")
     print(f"  {'latency (ms)':<16}{'p50':>9}{'p95':>9}{'p99':>9}")
     for name, lat in row["latency_ms"].items():
         print(f"  {name:<16}{lat['p50']:>9.2f}{lat['p95']:>9.2f}{lat['p99']:>9.2f}")

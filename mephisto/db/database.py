@@ -673,6 +673,30 @@ class MephistoDB:
             return self.find_workers(worker_name=worker_name, provider_type=provider_type)[0]
         return Worker(self, worker_id)
 
+    def find_or_new_workers(self, worker_names: Sequence[str], provider_type: str) -> dict[str, str]:
+        """Worker ids by name, creating the missing workers: three statements for any
+        number of names (race-safe: a concurrent creation is simply found)."""
+        names = sorted(set(worker_names))
+        if not names:
+            return {}
+        t = s.workers
+        dialect_insert = postgresql.insert if self.dialect == "postgresql" else sqlite.insert
+        query = sa.select(t.c.worker_name, t.c.worker_id).where(
+            t.c.provider_type == provider_type, t.c.worker_name.in_(names)
+        )
+        with self.transaction() as conn:
+            found = {n: str(i) for n, i in conn.execute(query)}
+            missing = [n for n in names if n not in found]
+            if missing:
+                now = _now()
+                conn.execute(
+                    dialect_insert(t).on_conflict_do_nothing(),
+                    [{"worker_name": n, "provider_type": provider_type, "creation_date": now}
+                     for n in missing],
+                )
+                found = {n: str(i) for n, i in conn.execute(query)}
+        return found
+
     def block_worker(self, worker_id: str, requester_id: str, reason: str) -> None:
         t = s.worker_blocks
         values = {

@@ -82,8 +82,8 @@ class WorkerPool:
         async with lock:
             worker = self.workers.get(name)
             if worker is None:
-                worker = await self.run.writer.run(
-                    _load_worker, name, self.run.provider_type, self.run.task_run_id, self.run.task_id
+                worker = await self.run.writer.run_batched(
+                    LOAD_WORKERS, (name, self.run.provider_type, self.run.task_run_id, self.run.task_id)
                 )
                 self.workers[name] = worker
         return worker
@@ -381,11 +381,37 @@ def _load_worker(db: Any, name: str, provider_type: str, task_run_id: str, task_
     worker = db.find_or_new_worker(name, provider_type)
     info = WorkerInfo(worker_id=worker.db_id, worker_name=name)
     for agent in db.find_agents(worker_id=worker.db_id, task_id=task_id):
-        if agent.task_run_id == task_run_id:
-            info.assignments.add(agent.assignment_id)
-        if agent.db_status not in _DROPPED:
-            info.task_units += 1
+        _count_agent(info, agent, task_run_id)
     return info
+
+
+class _LoadWorkers:
+    """Workers seen for the first time, batched: found or created together, and their
+    past agents on this task read in one query."""
+
+    def run_many(self, db: Any, items: list[tuple[str, str, str, str]]) -> list[WorkerInfo]:
+        _name, provider_type, task_run_id, task_id = items[0]
+        if any(item[1:] != (provider_type, task_run_id, task_id) for item in items):
+            return [self.run_one(db, item) for item in items]
+        ids = db.find_or_new_workers([item[0] for item in items], provider_type)
+        infos = {name: WorkerInfo(worker_id=ids[name], worker_name=name) for name in ids}
+        by_id = {info.worker_id: info for info in infos.values()}
+        for agent in db.find_agents(worker_id=list(by_id), task_id=task_id):
+            _count_agent(by_id[agent.worker_id], agent, task_run_id)
+        return [infos[item[0]] for item in items]
+
+    def run_one(self, db: Any, item: tuple[str, str, str, str]) -> WorkerInfo:
+        return _load_worker(db, *item)
+
+
+LOAD_WORKERS = _LoadWorkers()
+
+
+def _count_agent(info: WorkerInfo, agent: Any, task_run_id: str) -> None:
+    if agent.task_run_id == task_run_id:
+        info.assignments.add(agent.assignment_id)
+    if agent.db_status not in _DROPPED:
+        info.task_units += 1
 
 
 def _worker_standing(db: Any, worker_id: str, requester_id: str) -> tuple[dict[str, int], bool]:

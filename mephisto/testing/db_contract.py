@@ -191,6 +191,14 @@ class MephistoDBContract:
             db.new_worker("alice", "mock")
         assert db.find_or_new_worker("alice", "mock").db_id == db.find_workers("alice", "mock")[0].db_id
 
+    def test_find_or_new_workers_in_bulk(self, db: Any) -> None:
+        existing = db.new_worker("old", "mock")
+        ids = db.find_or_new_workers(["old", "new1", "new2", "new1"], "mock")
+        assert set(ids) == {"old", "new1", "new2"} and ids["old"] == existing
+        assert db.find_or_new_workers(["new2"], "mock") == {"new2": ids["new2"]}
+        assert len(db.find_workers(provider_type="mock")) == 3
+        assert db.find_or_new_workers([], "mock") == {}
+
     def test_duplicate_unit_index(self, db: Any, run: Run) -> None:
         unit = db.get_unit(run.units(1)[0])
         with pytest.raises(EntryAlreadyExists):
