@@ -680,7 +680,6 @@ class MephistoDB:
         if not names:
             return {}
         t = s.workers
-        dialect_insert = postgresql.insert if self.dialect == "postgresql" else sqlite.insert
         query = sa.select(t.c.worker_name, t.c.worker_id).where(
             t.c.provider_type == provider_type, t.c.worker_name.in_(names)
         )
@@ -690,7 +689,7 @@ class MephistoDB:
             if missing:
                 now = _now()
                 conn.execute(
-                    dialect_insert(t).on_conflict_do_nothing(),
+                    self._dialect_insert(t).on_conflict_do_nothing(),
                     [{"worker_name": n, "provider_type": provider_type, "creation_date": now}
                      for n in missing],
                 )
@@ -725,11 +724,14 @@ class MephistoDB:
         with self._read() as conn:
             return conn.execute(query.limit(1)).first() is not None
 
+    def _dialect_insert(self, table: sa.Table) -> Any:
+        """An INSERT with ON CONFLICT support for this database's dialect."""
+        return (postgresql.insert if self.dialect == "postgresql" else sqlite.insert)(table)
+
     def _upsert(
         self, table: sa.Table, values: dict[str, Any], keys: list[str], update: dict[str, Any]
     ) -> None:
-        dialect_insert = postgresql.insert if self.dialect == "postgresql" else sqlite.insert
-        stmt = dialect_insert(table).values(values)
+        stmt = self._dialect_insert(table).values(values)
         stmt = stmt.on_conflict_do_update(index_elements=keys, set_=update)
         try:
             with self._tx.savepoint() as conn:
@@ -1042,18 +1044,23 @@ class MephistoDB:
             )
 
 
-_ACTIVE_AGENT = ", ".join(f"'{x}'" for x in AgentState.active())
+def _sql_list(statuses: Iterable[str]) -> str:
+    return ", ".join(f"'{x}'" for x in statuses)
+
+
+# The bulk paths' allowed source statuses come from the same transition tables as the
+# single-row paths (new_agent takes only LAUNCHED units).
 _ASSIGN_UNIT = sa.text(
-    "UPDATE units SET status = 'assigned', agent_id = :agent_id, worker_id = :worker_id "
-    "WHERE unit_id = :unit_id AND status = 'launched'"
+    f"UPDATE units SET status = '{AssignmentState.ASSIGNED}', agent_id = :agent_id, "
+    f"worker_id = :worker_id WHERE unit_id = :unit_id AND status = '{AssignmentState.LAUNCHED}'"
 )
 _COMPLETE_AGENT = sa.text(
-    "UPDATE agents SET status = 'completed', state = :state, update_date = :now "
-    f"WHERE agent_id = :agent_id AND status IN ({_ACTIVE_AGENT})"
+    f"UPDATE agents SET status = '{AgentState.COMPLETED}', state = :state, update_date = :now "
+    f"WHERE agent_id = :agent_id AND status IN ({_sql_list(agent_sources(AgentState.COMPLETED))})"
 ).bindparams(sa.bindparam("state", type_=sa.JSON))
 _COMPLETE_UNIT = sa.text(
-    "UPDATE units SET status = 'completed' "
-    "WHERE unit_id = :unit_id AND agent_id = :agent_id AND status IN ('assigned', 'expired')"
+    f"UPDATE units SET status = '{AssignmentState.COMPLETED}' WHERE unit_id = :unit_id "
+    f"AND agent_id = :agent_id AND status IN ({_sql_list(unit_sources(AssignmentState.COMPLETED))})"
 )
 
 

@@ -435,6 +435,15 @@ class MephistoDBContract:
         assert db.get_agent(a1)["status"] == "in task"
         assert db.get_unit(u1)["status"] == "assigned"
 
+    def test_bulk_complete_follows_the_transition_table(self, db: Any, run: Run) -> None:
+        (unit_id,) = run.units(1)
+        agent_id = run.agent(unit_id, "a", status="none")  # none -> completed is not legal
+        with pytest.raises(InvalidTransition):
+            db.complete_agents([(agent_id, unit_id, {"x": 1})])
+        with pytest.raises(InvalidTransition):
+            db.update_agent(agent_id, status="completed")
+        assert db.get_agent(agent_id)["status"] == "none"
+
     # -- run progress --------------------------------------------------------------------
 
     def test_assignment_statuses(self, db: Any, run: Run) -> None:
