@@ -20,9 +20,8 @@ import asyncio
 import logging
 import queue
 import threading
-import time
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Protocol, TypeVar
 
 from mephisto.errors import ShutdownError
@@ -48,8 +47,8 @@ class _Op:
         self,
         fn: Callable[..., Any] | None,
         args: tuple[Any, ...],
-        future: Any,
-        loop: asyncio.AbstractEventLoop | None,
+        future: asyncio.Future[Any],
+        loop: asyncio.AbstractEventLoop,
         batch: Any = None,
     ) -> None:
         self.fn = fn
@@ -76,11 +75,6 @@ class DBWriter:
         self._thread: threading.Thread | None = None
         self._reads = ThreadPoolExecutor(max_workers=read_threads, thread_name_prefix="mephisto-read")
         self._closed = False
-        # figures for metrics: commits made and ops they carried, commit durations
-        self.commits = 0
-        self.ops = 0
-        self.last_commit_seconds = 0.0
-        self.commit_seconds_total = 0.0
 
     def start(self) -> None:
         if self._thread is None:
@@ -111,14 +105,6 @@ class DBWriter:
         """Run `fn(db, *args)` on a reader thread."""
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._reads, lambda: fn(self.db, *args))
-
-    def call_sync(self, fn: Callable[..., T], *args: Any) -> T:
-        """Run `fn(db, *args)` from a thread that is not the event loop, in order with
-        queued writes (used at shutdown, once the loop no longer writes)."""
-        future: Future[T] = Future()
-        self.start()
-        self._queue.put(_Op(fn, args, future, None))  # type: ignore[arg-type]
-        return future.result()
 
     def stop(self) -> None:
         """Finish queued work, then stop the thread."""
@@ -173,7 +159,6 @@ class DBWriter:
 
     def _commit(self, batch: list[_Op]) -> None:
         outcomes: list[tuple[Any, BaseException | None]] = []
-        started = time.perf_counter()
         try:
             with self.db.transaction():
                 if len(batch) == 1 and batch[0].batch is None:
@@ -196,16 +181,8 @@ class DBWriter:
             if not (len(batch) == 1 and outcomes and outcomes[0][1] is exc):
                 logger.exception("group commit of %d operations failed", len(batch))
             outcomes = [(None, exc)] * len(batch)
-        elapsed = time.perf_counter() - started
-        self.commits += 1
-        self.ops += len(batch)
-        self.last_commit_seconds = elapsed
-        self.commit_seconds_total += elapsed
         for op, (result, error) in zip(batch, outcomes, strict=True):
-            if op.loop is None:
-                _resolve(op.future, result, error)
-            else:
-                try:
-                    op.loop.call_soon_threadsafe(_resolve, op.future, result, error)
-                except RuntimeError:  # the loop is closed: nobody waits any more
-                    pass
+            try:
+                op.loop.call_soon_threadsafe(_resolve, op.future, result, error)
+            except RuntimeError:  # the loop is closed: nobody waits any more
+                pass

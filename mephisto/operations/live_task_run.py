@@ -133,7 +133,7 @@ class LiveTaskRun:
         active = sum(1 for a in self.pool.agents.values() if a.active and a.unit is not None)
         p = self.progress
         counts = {
-            "created": len(self.launcher._created),
+            "created": self.launcher.unlaunched,
             "launched": len(self.pool.open),
             "assigned": active,
             "completed": p.completed,

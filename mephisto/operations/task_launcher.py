@@ -62,6 +62,11 @@ class TaskLauncher:
         """Units remain to be launched and the concurrency cap has room for one."""
         return self.has_more() and (not self.max_concurrent or self.live < self.max_concurrent)
 
+    @property
+    def unlaunched(self) -> int:
+        """Units created but not launched yet."""
+        return len(self._created)
+
     def has_more(self) -> bool:
         """Units remain to be launched: created, still to come from the data, or being
         created/launched right now (a fill in progress)."""
