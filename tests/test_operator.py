@@ -71,6 +71,45 @@ def test_run_ends_by_itself_and_wait_returns(operator: Operator, task_html: Path
     assert operator.get_running_task_runs() == {}
 
 
+def test_finished_run_keeps_answering_workers_until_they_stop(operator: Operator, task_html: Path) -> None:
+    """Workers still asking for work as the run finishes get "no agent", not a closed
+    socket; the server closes once they have gone quiet."""
+    import threading
+
+    from mephisto.operations import live_task_run
+    from mephisto.testing.worker import complete_unit
+
+    task_run_id = operator.launch_task_run(
+        static_run_config(task_html), SharedStaticTaskState(static_task_data=_data(1))
+    )
+    url = operator.get_running_task_runs()[task_run_id].url
+    stopped = threading.Event()
+
+    async def work() -> list[str | None]:
+        reasons = []
+        async with SimulatedWorker(url, "late-worker") as worker:
+            await complete_unit(worker, {"x": 1})
+            waiter = threading.Thread(
+                target=lambda: (operator.wait_for_runs_then_shutdown(skip_input=True), stopped.set())
+            )
+            waiter.start()
+            # keep asking for more work for a while after the run has finished
+            for _ in range(8):
+                worker.new_assignment()
+                answer = await worker.request_agent()
+                reasons.append(answer.get("failure_reason"))
+                assert worker.agent_id is None
+                await asyncio.sleep(live_task_run.LINGER_QUIET / 3)
+            quiet_since = time.monotonic()
+            await asyncio.to_thread(stopped.wait, 10)
+            assert time.monotonic() - quiet_since < live_task_run.LINGER_QUIET + 2
+        return reasons
+
+    reasons = asyncio.run(work())
+    assert stopped.is_set()
+    assert all(reasons), reasons  # every late request was answered with a reason
+
+
 def test_units_per_assignment_never_twice_to_one_worker(launch_static_run: Any, mephisto_db: MephistoDB) -> None:
     run = launch_static_run(_data(5), blueprint__units_per_assignment=3)
     run.simulate(6)
@@ -428,3 +467,21 @@ async def test_mock_architect_serves_without_a_socket(operator: Operator, task_h
     assert status == 200 and agent["init_task_data"] == {"text": "item-0"}
     assert live.done_sync.wait(10)
     assert mephisto_db.get_unit_status_counts(task_run_id) == {"completed": 1}
+
+
+def test_live_run_freezes_the_launch_heap_and_releases_it_at_shutdown(task_html: Path, tmp_path: Path) -> None:
+    import gc
+
+    saved = gc.get_threshold()
+    gc.set_threshold(700, 10, 10)
+    gc.unfreeze()
+    try:
+        op = Operator(MephistoDB(f"sqlite:///{tmp_path / 'gc.db'}"))
+        op.launch_task_run(static_run_config(task_html), SharedStaticTaskState(static_task_data=_data(2)))
+        assert gc.get_freeze_count() > 0  # the long-lived heap is out of the collector's way
+        assert gc.get_threshold()[0] > 700
+        op.shutdown()
+        assert gc.get_freeze_count() == 0
+    finally:
+        gc.set_threshold(*saved)
+        gc.unfreeze()

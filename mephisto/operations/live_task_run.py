@@ -31,6 +31,13 @@ T = TypeVar("T")
 
 _DONE_UNIT = frozenset(str(s) for s in AssignmentState.completed())
 
+# After a run finishes by itself the server stays up while workers are still talking to
+# it, so their last "any more work?" is answered (no agent: the run is closed) instead
+# of meeting a closed socket: until no request came for LINGER_QUIET seconds, at most
+# LINGER_MAX seconds.
+LINGER_QUIET = 0.3
+LINGER_MAX = 5.0
+
 
 class LiveTaskRun:
     def __init__(
@@ -84,6 +91,7 @@ class LiveTaskRun:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._timers: list[asyncio.TimerHandle] = []
         self._finished = False
+        self.last_request_at = 0.0
 
     # -- one door to the rest of the world --------------------------------------------
 
@@ -109,7 +117,7 @@ class LiveTaskRun:
         from mephisto.server.app import create_app
         from mephisto.operations.metrics import REGISTRY
 
-        app = create_app(self.client_io, metrics_registry=REGISTRY, on_request=self.metrics.request)
+        app = create_app(self.client_io, metrics_registry=REGISTRY, on_request=self._on_request)
         self.url = await self.architect.deploy(app)
         LIVE_RUNS.sources[self.task_run_id] = self._gauges
         await self.in_thread(
@@ -128,6 +136,20 @@ class LiveTaskRun:
         if self.task_args.no_submission_patience:
             self._schedule_patience()
         self.check_done()
+
+    def _on_request(self, endpoint: str, seconds: float, status: int) -> None:
+        self.last_request_at = time.monotonic()
+        self.metrics.request(endpoint, seconds, status)
+
+    async def _linger(self) -> None:
+        """Keep serving while workers are still asking (see LINGER_QUIET)."""
+        deadline = time.monotonic() + LINGER_MAX
+        while True:
+            now = time.monotonic()
+            quiet_until = self.last_request_at + LINGER_QUIET
+            if now >= quiet_until or now >= deadline:
+                return
+            await asyncio.sleep(min(quiet_until, deadline) - now)
 
     def _gauges(self) -> tuple[dict[str, int], int]:
         active = sum(1 for a in self.pool.agents.values() if a.active and a.unit is not None)
@@ -245,6 +267,8 @@ class LiveTaskRun:
                 await self.pool.drop_agent(agent, AgentState.EXPIRED)
         if self._tasks:  # expiries and callbacks the drops started
             await asyncio.wait(list(self._tasks), timeout=30)
+        if not self.interrupted:
+            await self._linger()
         await self.architect.shutdown()
         await self.in_thread(self.provider.cleanup_resources_from_task_run, self.task_run, self.url)
         LIVE_RUNS.sources.pop(self.task_run_id, None)
