@@ -60,6 +60,15 @@ def _peak_rss_mb(pid: int) -> float:
     return float("nan")
 
 
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds a live process has used so far."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return float("nan")
+
+
 def _pct(values: list[float], p: float) -> float:
     if not values:
         return float("nan")
@@ -81,9 +90,13 @@ def run_one(units: int, workers: int, db_url: str | None, tmp: Path) -> dict[str
     )
     assert child.stdout is not None
     ready = json.loads(child.stdout.readline())
+    operator_cpu = _cpu_seconds(child.pid)
+    own_cpu = time.process_time()
     t = time.perf_counter()
     stats = asyncio.run(run_simulated_workers(ready["url"], workers))
     wall = time.perf_counter() - t
+    own_cpu = time.process_time() - own_cpu
+    operator_cpu = _cpu_seconds(child.pid) - operator_cpu
     rss = _peak_rss_mb(child.pid)
     child.stdout.readline()  # {"done": true}
     child.wait(120)
@@ -108,6 +121,9 @@ def run_one(units: int, workers: int, db_url: str | None, tmp: Path) -> dict[str
         "units_per_second": round(stats.units_completed / wall, 1) if wall else 0,
         "failed_requests": len(stats.errors),
         "peak_rss_mb": round(rss, 1),
+        # share of one core each side used while the workers ran
+        "operator_cpu_share": round(operator_cpu / wall, 2) if wall else None,
+        "load_generator_cpu_share": round(own_cpu / wall, 2) if wall else None,
         "load_results_seconds": round(load_seconds, 3),
         "latency_ms": {},
         "errors": sorted({e.split(": ", 1)[-1][:200] for e in stats.errors})[:5],
@@ -130,6 +146,10 @@ def print_row(row: dict[str, Any]) -> None:
         f"{row['units_per_second']:,.0f} units/s, {row['units_completed']:,} completed, "
         f"{row['failed_requests']} failed requests, operator peak RSS {row['peak_rss_mb']:.0f} MB, "
         f"load results {row['load_results_seconds']:.2f} s"
+    )
+    print(
+        f"  CPU while running (cores): operator {row['operator_cpu_share']}, "
+        f"load generator {row['load_generator_cpu_share']}"
     )
     for error in row["errors"]:
         print(f"  error: {error}")

@@ -17,6 +17,28 @@ from typing import Any
 from mephisto.data_model.status import AgentState
 
 
+class ArgsSnapshot(dict[str, Any]):
+    """A config section as a plain dict readable like the DictConfig it came from
+    (`args.task_reward`, `args.get("x")`). Reading a DictConfig costs microseconds per
+    key; the hot paths read these on every request."""
+
+    __slots__ = ()
+
+    @classmethod
+    def of(cls, section: Any) -> ArgsSnapshot:
+        from omegaconf import DictConfig, OmegaConf
+
+        if isinstance(section, DictConfig):
+            section = OmegaConf.to_container(section, resolve=True)
+        return cls(section or {})
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+
 @dataclass(slots=True)
 class UnitInfo:
     unit_id: str

@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 from mephisto.data_model.status import AgentState, AssignmentState
 from mephisto.operations.client_io_handler import ClientIOHandler
 from mephisto.operations.db_writer import DBWriter
-from mephisto.operations.live_run import AgentInfo, RunProgress, UnitInfo
+from mephisto.operations.live_run import AgentInfo, ArgsSnapshot, RunProgress, UnitInfo
 from mephisto.operations.metrics import LIVE_RUNS, RunMetrics
 from mephisto.operations.task_launcher import TaskLauncher, unit_init_data
 from mephisto.operations.worker_pool import WorkerPool
@@ -63,8 +63,8 @@ class LiveTaskRun:
         self.provider_type: str = task_run.provider_type
         self.task_name = task_name
         self.args = args
-        self.task_args = args.task
-        self.blueprint_args = args.blueprint
+        self.task_args = ArgsSnapshot.of(args.task)
+        self.blueprint_args = ArgsSnapshot.of(args.blueprint)
         self.blueprint = blueprint
         self.architect = architect
         self.provider = provider
@@ -77,6 +77,7 @@ class LiveTaskRun:
         self.onboarding_qualification: str | None = blueprint.args.blueprint.get(
             "onboarding_qualification"
         ) or (f"{task_name}-onboarding" if blueprint.use_onboarding else None)
+        self.use_onboarding = bool(blueprint.use_onboarding and self.onboarding_qualification)
         self.closing = False
         self.interrupted = False  # stopped by shutdown() before finishing: resumable
         self.url = ""

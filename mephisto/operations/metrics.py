@@ -59,6 +59,7 @@ class RunMetrics:
         self._commit = SUBMIT_COMMIT_SECONDS.labels(task_run_id)
         self._submit_errors = SUBMIT_ERRORS.labels(task_run_id)
         self._agents = AGENTS_STARTED.labels(task_run_id)
+        self._latency: dict[str, Any] = {}  # endpoint -> its bound histogram
 
     def agent_started(self) -> None:
         self._agents.inc()
@@ -70,7 +71,10 @@ class RunMetrics:
         self._submit_errors.inc()
 
     def request(self, endpoint: str, seconds: float, status: int) -> None:
-        REQUEST_SECONDS.labels(self.task_run_id, endpoint).observe(seconds)
+        histogram = self._latency.get(endpoint)
+        if histogram is None:
+            histogram = self._latency[endpoint] = REQUEST_SECONDS.labels(self.task_run_id, endpoint)
+        histogram.observe(seconds)
         if status >= 400:
             REQUEST_ERRORS.labels(self.task_run_id, endpoint, str(status)).inc()
 

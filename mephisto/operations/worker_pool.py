@@ -131,8 +131,7 @@ class WorkerPool:
             return _blocked(worker, RUN_CLOSED)
 
         await self._refresh_standing(worker)
-        onboarding = run.blueprint.use_onboarding and run.onboarding_qualification
-        if onboarding:
+        if run.use_onboarding:
             value = worker.granted.get(run.onboarding_qualification)
             if value is not None and not value:
                 return _blocked(worker, FAILED_ONBOARDING)
