@@ -15,7 +15,6 @@ Prints a table per run and writes every result to a JSON file (--out).
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
 import statistics
@@ -78,7 +77,7 @@ def _pct(values: list[float], p: float) -> float:
 
 
 def run_one(units: int, workers: int, db_url: str | None, tmp: Path) -> dict[str, Any]:
-    from mephisto.testing.worker import run_simulated_workers
+    from mephisto.testing.worker import run_simulated_workers_sync
 
     html = tmp / "task.html"
     html.write_text(HTML)
@@ -93,7 +92,7 @@ def run_one(units: int, workers: int, db_url: str | None, tmp: Path) -> dict[str
     operator_cpu = _cpu_seconds(child.pid)
     own_cpu = time.process_time()
     t = time.perf_counter()
-    stats = asyncio.run(run_simulated_workers(ready["url"], workers))
+    stats = run_simulated_workers_sync(ready["url"], workers)
     wall = time.perf_counter() - t
     own_cpu = time.process_time() - own_cpu
     operator_cpu = _cpu_seconds(child.pid) - operator_cpu

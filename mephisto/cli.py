@@ -185,17 +185,16 @@ def demo(num_workers: int, units: int, port: int, database: str | None) -> None:
 
 
 def _simulate(url: str, num_workers: int) -> None:
-    import asyncio
     import random
     import threading
 
-    from mephisto.testing.worker import run_simulated_workers
+    from mephisto.testing.worker import run_simulated_workers_sync
 
     def answer(_data: Any) -> dict[str, str]:
         return {"sentiment": random.choice(["positive", "neutral", "negative"]), "comment": ""}
 
     threading.Thread(
-        target=lambda: asyncio.run(run_simulated_workers(url, num_workers, answer_fn=answer)),
+        target=lambda: run_simulated_workers_sync(url, num_workers, answer_fn=answer),
         name="simulated-workers",
         daemon=True,
     ).start()
@@ -230,11 +229,10 @@ def _parse_levels(_ctx: Any, _param: Any, value: str) -> list[int]:
 def _bench_load(url: str, workers: int, prefix: str) -> dict[str, Any]:
     """Drive a run with `workers` simulated workers until no work is left (runs in the
     load process; returns plain data so it pickles)."""
-    import asyncio
 
-    from mephisto.testing.worker import run_simulated_workers
+    from mephisto.testing.worker import run_simulated_workers_sync
 
-    stats = asyncio.run(run_simulated_workers(url, workers, worker_prefix=prefix))
+    stats = run_simulated_workers_sync(url, workers, worker_prefix=prefix)
     return {"unit_latencies": stats.unit_latencies, "elapsed": stats.elapsed,
             "errors": stats.errors}
 
