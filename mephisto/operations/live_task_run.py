@@ -288,6 +288,9 @@ class LiveTaskRun:
         self.launcher = TaskLauncher(self, self.blueprint.get_initialization_data(), skip=len(assignments))
         to_launch: list[UnitInfo] = []
         by_unit_agent = {a["unit_id"]: a for a in agents}
+        # the workers holding agents, loaded together (one batched write, not one each)
+        names = sorted({a["worker_name"] for a in agents})
+        workers = dict(zip(names, await asyncio.gather(*map(self.pool.get_worker, names)), strict=True))
         for row in units:
             info = UnitInfo(
                 row["unit_id"], row["assignment_id"], row["unit_index"], row["pay_amount"],
@@ -306,7 +309,7 @@ class LiveTaskRun:
                 if agent_row is None:  # pragma: no cover - the unit would be inconsistent
                     to_launch.append(info)
                     continue
-                worker = await self.pool.get_worker(agent_row["worker_name"])
+                worker = workers[agent_row["worker_name"]]
                 state = agent_row.get("state") or {}
                 started = (state.get("times") or {}).get("task_start")
                 agent = AgentInfo(
