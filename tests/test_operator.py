@@ -268,6 +268,27 @@ def test_config_errors_launch_nothing(operator: Operator, task_html: Path, mephi
     assert mephisto_db.find_task_runs() == []
 
 
+def test_a_blueprint_failing_to_start_leaves_no_open_run(
+    operator: Operator, task_html: Path, mephisto_db: MephistoDB
+) -> None:
+    from mephisto.abstractions.blueprints.static_task import StaticTaskBlueprint
+    from mephisto.operations.registry import register_mephisto_abstraction
+
+    @register_mephisto_abstraction()
+    class FailingBlueprint(StaticTaskBlueprint):
+        BLUEPRINT_TYPE = "failing_in_init"
+
+        def __init__(self, *args: Any) -> None:
+            raise ConfigError("cannot copy the task's files", key="mephisto.blueprint.extra_source_dir")
+
+    config = static_run_config(task_html)
+    config["blueprint"]["_blueprint_type"] = "failing_in_init"
+    with pytest.raises(ConfigError, match="cannot copy"):
+        operator.launch_task_run(config, SharedStaticTaskState(static_task_data=_data(1)))
+    runs = mephisto_db.find_task_runs()
+    assert len(runs) == 1 and runs[0].is_completed is True  # closed, not left open
+
+
 # -- who may work -----------------------------------------------------------------------------
 
 

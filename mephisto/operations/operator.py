@@ -159,10 +159,8 @@ class Operator:
         provider = classes["provider"](self.db, cfg)
         requester = provider.get_requester(self.db, cfg)
         task_run, resume = self._get_task_run(cfg, task_name, task_type, requester)
-        blueprint = blueprint_cls(task_run, cfg, shared_state)
-        architect = classes["architect"](cfg)
 
-        async def start() -> LiveTaskRun:
+        async def start(blueprint: Any, architect: Any) -> LiveTaskRun:
             self.writer.start()
             run = LiveTaskRun(
                 db=self.db, writer=self.writer, task_run=task_run, task_name=task_name, args=cfg,
@@ -171,8 +169,10 @@ class Operator:
             await run.start(resume=resume)
             return run
 
-        try:
-            run = self._call(start())
+        try:  # whatever fails from here on closes the new run
+            blueprint = blueprint_cls(task_run, cfg, shared_state)
+            architect = classes["architect"](cfg)
+            run = self._call(start(blueprint, architect))
         except BaseException:
             if not resume:
                 self.db.update_task_run(task_run.db_id, is_completed=True)
