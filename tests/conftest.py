@@ -7,9 +7,11 @@ folder, so no test reads or writes the user's `~/.mephisto`.
 from __future__ import annotations
 
 import os
+import shutil
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -55,3 +57,79 @@ def postgres_url() -> Iterator[str]:
         with admin.connect() as conn:
             conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
         admin.dispose()
+
+
+# -- real Chromium (tests marked `browser`) ----------------------------------------------
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
+    "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic",
+]
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    """Chromium (the Debian package) driven by Playwright, one per test module.
+
+    Module scope, not session: Playwright's sync API keeps an event loop marked as
+    running in this thread while it is open, so `asyncio.run` (simulated workers) fails
+    until it closes. Keep browser tests in modules of their own.
+
+    Without Chromium the test is skipped, unless MEPHISTO_REQUIRE_BROWSER=1 (set by CI),
+    which turns the skip into a failure."""
+    if not (os.path.exists(CHROMIUM) or shutil.which("chromium")):
+        reason = f"no Chromium at {CHROMIUM}: apt-get install chromium"
+        if os.environ.get("MEPHISTO_REQUIRE_BROWSER") == "1":
+            pytest.fail(reason + " (MEPHISTO_REQUIRE_BROWSER=1)")
+        pytest.skip(reason)
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        yield b
+        b.close()
+
+
+@pytest.fixture
+def page(browser: Any) -> Iterator[Any]:
+    """A page in a fresh browser context; uncaught page errors collect in `page.js_errors`."""
+    context = browser.new_context()
+    pg = context.new_page()
+    pg.set_default_timeout(15_000)  # fail in seconds, not Playwright's 30 s per wait
+    errors: list[str] = []
+    pg.on("pageerror", lambda exc: errors.append(str(exc)))
+    pg.js_errors = errors  # type: ignore[attr-defined]
+    yield pg
+    context.close()
+
+
+# -- npm and the React example (examples/static_react_task) -----------------------------
+
+REACT_EXAMPLE_DIR = Path(__file__).resolve().parent.parent / "examples" / "static_react_task"
+
+
+@pytest.fixture(scope="session")
+def npm() -> str:
+    """The npm executable. Without it the test is skipped, unless CI is set or
+    MEPHISTO_REQUIRE_NPM=1, which turns the skip into a failure."""
+    found = shutil.which("npm")
+    if found is None:
+        reason = "npm is not installed (apt-get install npm): cannot build React front-ends"
+        if os.environ.get("MEPHISTO_REQUIRE_NPM") == "1" or os.environ.get("CI"):
+            pytest.fail(reason + " (CI or MEPHISTO_REQUIRE_NPM=1)")
+        pytest.skip(reason)
+    return found
+
+
+@pytest.fixture(scope="session")
+def react_example_bundle(npm: str) -> Path:
+    """examples/static_react_task/webapp built once per session, where its users build
+    it (npm install only when its node_modules is missing or older than package.json).
+    Always rebuilt (~0.1 s): the mephisto-task it links from packages/ may have changed."""
+    from mephisto.tools.scripts import build_custom_bundle
+
+    build_custom_bundle(REACT_EXAMPLE_DIR, force_rebuild=True)
+    bundle = REACT_EXAMPLE_DIR / "webapp" / "build" / "bundle.js"
+    assert bundle.is_file()
+    return bundle

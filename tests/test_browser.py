@@ -1,11 +1,9 @@
 """A person's view: real Chromium (Debian package, driven by Playwright) works a static
-HTML task served by a live run; the submitted values must be in the database."""
+HTML task served by a live run; the submitted values must be in the database.
+The `browser` and `page` fixtures live in conftest.py."""
 
 from __future__ import annotations
 
-import os
-import shutil
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -14,12 +12,6 @@ import pytest
 from mephisto.tools.data_browser import DataBrowser
 
 pytestmark = pytest.mark.browser
-
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
-    "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic",
-]
 
 TASK_HTML = """
 <h1 id="prompt">Rate: ${text}</h1>
@@ -30,32 +22,6 @@ TASK_HTML = """
 <textarea name="comment"></textarea>
 <button type="submit">Send</button>
 """
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    if not (os.path.exists(CHROMIUM) or shutil.which("chromium")):
-        reason = f"no Chromium at {CHROMIUM}: apt-get install chromium"
-        if os.environ.get("MEPHISTO_REQUIRE_BROWSER") == "1":
-            pytest.fail(reason + " (MEPHISTO_REQUIRE_BROWSER=1)")
-        pytest.skip(reason)
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
-        yield b
-        b.close()
-
-
-@pytest.fixture
-def page(browser: Any) -> Iterator[Any]:
-    context = browser.new_context()
-    pg = context.new_page()
-    errors: list[str] = []
-    pg.on("pageerror", lambda exc: errors.append(str(exc)))
-    pg.js_errors = errors  # type: ignore[attr-defined]
-    yield pg
-    context.close()
 
 
 @pytest.fixture

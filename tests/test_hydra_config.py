@@ -102,6 +102,7 @@ def config_error(root: Path, overrides: list[str] | None = None, **kw: Any) -> C
     ("group", "name", "type_key"),
     [
         ("blueprint", "static_task", "_blueprint_type"),
+        ("blueprint", "static_react_task", "_blueprint_type"),
         ("blueprint", "mock", "_blueprint_type"),
         ("architect", "local", "_architect_type"),
         ("architect", "mock", "_architect_type"),
@@ -559,38 +560,16 @@ def test_example_config_checks(tmp_path: Path) -> None:
 def test_simple_static_task_example_runs_to_completion(tmp_path: Path) -> None:
     """The example run script, run as written, completes with simulated workers."""
     import asyncio
-    import re
-    import threading
 
     from mephisto.db import MephistoDB
+    from mephisto.testing.scripts import running_script
     from mephisto.testing.worker import run_simulated_workers
 
-    proc = subprocess.Popen(
-        [sys.executable, str(EXAMPLE_DIR / "run_task.py"), "mephisto.architect.port=0"],
-        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )
-    assert proc.stdout is not None
-    lines: list[str] = []
-    url = None
-    timer = threading.Timer(60, proc.kill)  # never hang the suite
-    timer.start()
-    try:
-        for line in proc.stdout:
-            lines.append(line)
-            found = re.search(r"is live at (http://\S+)", line)
-            if found:
-                url = found.group(1)
-                break
-        assert url, "".join(lines)
-        stats = asyncio.run(run_simulated_workers(url, 3))
+    with running_script(EXAMPLE_DIR / "run_task.py", cwd=tmp_path) as script:
+        assert script.url is not None
+        stats = asyncio.run(run_simulated_workers(script.url, 3))
         assert stats.units_completed == 10, stats.errors
-        lines.extend(proc.stdout)
-        assert proc.wait() == 0, "".join(lines)
-    finally:
-        timer.cancel()
-        if proc.poll() is None:
-            proc.kill()
-        proc.communicate()
+        assert script.wait() == 0, script.output
     db = MephistoDB()
     (run,) = db.find_task_runs()
     assert db.get_unit_status_counts(run.db_id) == {"completed": 10}
@@ -702,6 +681,71 @@ def test_build_custom_bundle_falls_back_to_dev_and_runs_post_install(
     assert npm_calls(fake_npm) == ["install", "post-install", "run dev"]
     with pytest.raises(BuildError, match="post_install_script not found"):
         build_custom_bundle(task_dir, force_rebuild=True, post_install_script="nope.sh")
+
+
+def test_build_custom_bundle_takes_force_rebuild_and_post_install_from_the_run_config(
+    tmp_path: Path, fake_npm: Path
+) -> None:
+    """A run script calling build_custom_bundle(cfg.task_dir) (as the seed's does) gets
+    mephisto.task.force_rebuild / post_install_script of its config; explicit arguments
+    still win, and outside the script the defaults apply again."""
+    task_dir = write_script_dir(tmp_path / "task")
+    webapp = make_webapp(task_dir)
+    (webapp / "link.sh").write_text('echo "$PWD|post-install" >> "$NPM_LOG"\n')
+    build_custom_bundle(task_dir)
+    assert npm_calls(fake_npm) == ["install", "run build"]  # now up to date
+
+    def run(argv: list[str], **kwargs: Any) -> None:
+        def main(operator: Any, cfg: DictConfig) -> None:
+            build_and_return_custom_bundle(cfg.task_dir, **kwargs)
+
+        code = scripts.run_task_script(
+            main, build_default_task_config("example"), task_dir / "hydra_configs", task_dir, argv
+        )
+        assert code == scripts.EXIT_OK
+
+    run([])  # defaults of example.yaml: up to date, nothing runs
+    assert npm_calls(fake_npm)[2:] == []
+    run(["mephisto.task.force_rebuild=true", "mephisto.task.post_install_script=link.sh"])
+    assert npm_calls(fake_npm)[2:] == ["post-install", "run build"]
+    run(["mephisto.task.force_rebuild=true"], force_rebuild=False)  # the argument wins
+    assert npm_calls(fake_npm)[4:] == []
+    build_custom_bundle(task_dir)  # outside a script: defaults, up to date
+    assert npm_calls(fake_npm)[4:] == []
+
+    # a missing script is refused before npm runs at all, naming the setting
+    with pytest.raises(BuildError, match="mephisto.task.post_install_script"):
+        build_custom_bundle(task_dir, force_rebuild=True, post_install_script="nope.sh")
+    assert npm_calls(fake_npm)[4:] == []
+
+
+def test_str_field_with_a_bool_default_is_warned_about(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The seed's `am_qualifiying_new_workers: str = False` composes to the string
+    "False", which is truthy: say so, once per field, in one line."""
+
+    @dataclass
+    class SeedConfig(build_default_task_config("example")):  # type: ignore[misc]
+        am_qualifiying_new_workers: str = False  # type: ignore[assignment]
+        allowlist_qualification: str = "my-allowlist-qual"
+        really_a_flag: bool = False
+
+    root = write_script_dir(tmp_path)
+    with caplog.at_level("WARNING", logger="mephisto.operations.hydra_config"):
+        cfg = compose(root, config=SeedConfig)
+    assert cfg.am_qualifiying_new_workers == "False"  # what the warning is about
+    (record,) = [r for r in caplog.records if "annotated `str`" in r.getMessage()]
+    message = record.getMessage()
+    assert "\n" not in message and record.levelname == "WARNING"
+    assert "am_qualifiying_new_workers" in message and "'False'" in message
+    assert "annotate it `bool`" in message
+
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="mephisto.operations.hydra_config"):
+        compose(root, ["am_qualifiying_new_workers=''"], config=SeedConfig)
+        compose(root)  # no such field: no warning
+    assert len([r for r in caplog.records if "annotated `str`" in r.getMessage()]) == 1
 
 
 def test_build_custom_bundle_failure_shows_the_output_tail(

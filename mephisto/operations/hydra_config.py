@@ -178,6 +178,7 @@ def compose_run_config(
 
     if not (isinstance(config, type) and is_dataclass(config)):
         raise ConfigError(f"a run config must be a dataclass type, got {config!r}")
+    warn_str_fields_with_bool_defaults(config)
     from hydra.core.config_store import ConfigStore
     from omegaconf import OmegaConf
 
@@ -204,6 +205,23 @@ def compose_run_config(
     except yaml.YAMLError as exc:
         raise ConfigError(f"cannot read a YAML config file: {_one_line(str(exc))}") from None
     return cfg
+
+
+def warn_str_fields_with_bool_defaults(config: type) -> list[str]:
+    """Log a warning for each field of a run config annotated `str` whose default is a
+    bool: OmegaConf turns `flag: str = False` into the string "False", which is true in
+    `if cfg.flag:`. Returns the names of such fields."""
+    found = []
+    for f in fields(config):  # type: ignore[arg-type]
+        if f.type in (str, "str") and isinstance(f.default, bool):
+            found.append(f.name)
+            logger.warning(
+                "run config field %s is annotated `str` but defaults to %r: its value will be "
+                "the string %r, which is true in `if cfg.%s:`; annotate it `bool` (or give "
+                "it a str default)",
+                f.name, f.default, str(f.default), f.name,
+            )
+    return found
 
 
 def _causes(exc: BaseException) -> list[BaseException]:

@@ -32,6 +32,9 @@ Kind = Literal["blueprint", "architect", "provider"]
 
 BUILTIN_BLUEPRINTS: dict[str, str] = {
     "static_task": "mephisto.abstractions.blueprints.static_task:StaticTaskBlueprint",
+    "static_react_task": (
+        "mephisto.abstractions.blueprints.static_react_task:StaticReactTaskBlueprint"
+    ),
     "mock": "mephisto.abstractions.blueprints.mock:MockBlueprint",
 }
 BUILTIN_ARCHITECTS: dict[str, str] = {

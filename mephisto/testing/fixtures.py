@@ -26,10 +26,13 @@ DEFAULT_HTML = """<p>${text}</p>
 """
 
 
-def static_run_config(task_source: str | Path, **task: Any) -> dict[str, Any]:
-    """A run configuration for a static task on the local architect and mock provider."""
+def static_run_config(
+    task_source: str | Path, blueprint_type: str = "static_task", **task: Any
+) -> dict[str, Any]:
+    """A run configuration for a static task (`static_task`, or `static_react_task` with
+    a bundle as `task_source`) on the local architect and mock provider."""
     architect = {"_architect_type": "local", "port": "0", "hostname": "127.0.0.1"}
-    blueprint = {"_blueprint_type": "static_task", "task_source": str(task_source)}
+    blueprint = {"_blueprint_type": blueprint_type, "task_source": str(task_source)}
     for key in list(task):
         if key.startswith("blueprint__"):
             blueprint[key.removeprefix("blueprint__")] = task.pop(key)

@@ -23,6 +23,7 @@ way to try a run script end to end without opening a browser (`make demo` uses i
 
 from __future__ import annotations
 
+import contextvars
 import functools
 import inspect
 import json
@@ -48,6 +49,11 @@ logger = logging.getLogger(__name__)
 EXIT_OK = 0
 EXIT_ERROR = 1
 EXIT_CONFIG_ERROR = 2
+
+# The composed config of the run script being run, for build_custom_bundle's defaults.
+_script_config: contextvars.ContextVar[Any] = contextvars.ContextVar(
+    "mephisto_script_config", default=None
+)
 
 TaskFunction = Callable[[Any, Any], Any]
 
@@ -155,7 +161,11 @@ def _run_with_operator(fn: TaskFunction, cfg: Any) -> int:
         db = MephistoDB()
         operator = Operator(db)
         _simulate_if_asked(operator)
-        fn(operator, cfg)
+        token = _script_config.set(cfg)
+        try:
+            fn(operator, cfg)
+        finally:
+            _script_config.reset(token)
         return EXIT_OK
     except KeyboardInterrupt:
         print(
@@ -193,10 +203,9 @@ def _simulate_if_asked(operator: Any) -> None:
             f"MEPHISTO_SIMULATED_WORKERS must be a number, got {raw!r}",
             key="MEPHISTO_SIMULATED_WORKERS",
         ) from None
-    import asyncio
     import threading
 
-    from mephisto.testing.worker import run_simulated_workers
+    from mephisto.testing.worker import run_simulated_workers_sync
 
     launch = operator.launch_task_run
 
@@ -205,7 +214,7 @@ def _simulate_if_asked(operator: Any) -> None:
         url = operator.get_running_task_runs()[task_run_id].url
         logging.getLogger("mephisto").info("%d simulated workers are working on %s", count, url)
         threading.Thread(
-            target=lambda: asyncio.run(run_simulated_workers(url, count)),
+            target=lambda: run_simulated_workers_sync(url, count),
             name="mephisto-simulated-workers",
             daemon=True,
         ).start()
@@ -295,10 +304,21 @@ def _build_script(package_json: Path) -> str:
     )
 
 
+def _task_arg(name: str, default: Any) -> Any:
+    """`mephisto.task.<name>` of the run script's config, when called under task_script."""
+    cfg = _script_config.get()
+    if cfg is None:
+        return default
+    from omegaconf import OmegaConf
+
+    value = OmegaConf.select(cfg, f"mephisto.task.{name}", default=None)
+    return default if value is None else value
+
+
 def build_custom_bundle(
     task_dir: str | os.PathLike[str],
-    force_rebuild: bool = False,
-    post_install_script: str = "",
+    force_rebuild: bool | None = None,
+    post_install_script: str | None = None,
 ) -> str:
     """Build the React front-end in `<task_dir>/webapp` with npm; return `webapp/build`.
 
@@ -308,7 +328,16 @@ def build_custom_bundle(
     `npm run build` (or `npm run dev` when there is no build script). The build is
     skipped when `webapp/build/` is newer than every source file, unless
     `force_rebuild`. Raises `BuildError` (with the tail of npm's output) on failure.
+
+    `force_rebuild` and `post_install_script` left at None take
+    `mephisto.task.force_rebuild` / `mephisto.task.post_install_script` from the config
+    of the `task_script` being run, when called from the script's thread (so
+    `build_custom_bundle(cfg.task_dir)` honours them), else False / no script.
     """
+    if force_rebuild is None:
+        force_rebuild = bool(_task_arg("force_rebuild", False))
+    if post_install_script is None:
+        post_install_script = str(_task_arg("post_install_script", "") or "")
     webapp = Path(task_dir).resolve() / "webapp"
     package_json = webapp / "package.json"
     if not package_json.is_file():
@@ -327,15 +356,18 @@ def build_custom_bundle(
             f"npm is not installed (or not on PATH); it is needed to build {webapp}. "
             "Install Node.js 18 or newer, which includes npm."
         )
+    script = (webapp / post_install_script).resolve() if post_install_script else None
+    if script is not None and not script.is_file():
+        raise BuildError(
+            f"post_install_script not found: {script} (mephisto.task.post_install_script "
+            f"names a shell script in {webapp})"
+        )
+    script_name = _build_script(package_json)
     if _needs_install(webapp):
         _run([npm, "install"], webapp, "npm install")
-    if post_install_script:
-        script = (webapp / post_install_script).resolve()
-        if not script.is_file():
-            raise BuildError(f"post_install_script not found: {script}")
+    if script is not None:
         shell = shutil.which("bash") or "sh"
         _run([shell, str(script)], webapp, f"{Path(shell).name} {post_install_script}")
-    script_name = _build_script(package_json)
     _run([npm, "run", script_name], webapp, f"npm run {script_name}")
     if not build_dir.is_dir():
         raise BuildError(f"`npm run {script_name}` succeeded but did not create {build_dir}")

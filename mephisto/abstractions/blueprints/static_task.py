@@ -1,4 +1,5 @@
-"""`static_task`: a task written as one static HTML file with a form.
+"""`static_task`: a task written as one static HTML file with a form; and `StaticBlueprint`,
+the base every "one data item per assignment" blueprint shares (`static_react_task` too).
 
 The author gives `task_source` (an HTML file) and data (`static_task_data` in the shared
 state, or a `data_json` / `data_jsonl` / `data_csv` file): one assignment per data item.
@@ -12,10 +13,10 @@ from __future__ import annotations
 import csv
 import html
 import json
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from mephisto.abstractions.blueprint import Blueprint, BlueprintArgs, SharedTaskState
 from mephisto.data_model.agent import SavedAgentState, register_agent_state_class
@@ -73,10 +74,14 @@ class StaticAgentState(SavedAgentState):
 register_agent_state_class(BLUEPRINT_TYPE_STATIC, StaticAgentState)
 
 
-def _read_path(path: str, what: str) -> Path:
+def require_file(path: str, what: str, hint: str = "") -> Path:
+    """`mephisto.blueprint.<what>` as a path; `ConfigError` naming it (then `hint`) when
+    it is not a file."""
     p = Path(path).expanduser()
     if not p.is_file():
-        raise ConfigError(f"{what} file not found: {p}", key=f"mephisto.blueprint.{what}")
+        raise ConfigError(
+            f"mephisto.blueprint.{what}: file not found: {p}{hint}", key=f"mephisto.blueprint.{what}"
+        )
     return p
 
 
@@ -84,24 +89,36 @@ def load_data_file(args: Any) -> list[dict[str, Any]] | None:
     """Task data from the blueprint's data_json / data_jsonl / data_csv, if one is set."""
     bp = args.blueprint
     if bp.get("data_json"):
-        items = json.loads(_read_path(bp.data_json, "data_json").read_text())
+        items = json.loads(require_file(bp.data_json, "data_json").read_text())
         if not isinstance(items, list):
             raise ConfigError("data_json must hold a JSON list", key="mephisto.blueprint.data_json")
         return items
     if bp.get("data_jsonl"):
-        lines = _read_path(bp.data_jsonl, "data_jsonl").read_text().splitlines()
+        lines = require_file(bp.data_jsonl, "data_jsonl").read_text().splitlines()
         return [json.loads(line) for line in lines if line.strip()]
     if bp.get("data_csv"):
-        with _read_path(bp.data_csv, "data_csv").open(newline="") as f:
+        with require_file(bp.data_csv, "data_csv").open(newline="") as f:
             return list(csv.DictReader(f))
     return None
 
 
-class StaticTaskBlueprint(Blueprint):
-    BLUEPRINT_TYPE = BLUEPRINT_TYPE_STATIC
-    ArgsClass = StaticHTMLBlueprintArgs
+class StaticBlueprint(Blueprint):
+    """Base of blueprints whose assignments are the items of a data list, each shown by a
+    page made from `task_source` (`static_task`: HTML; `static_react_task`: a bundle).
+
+    It checks the common arguments and makes the assignments; a subclass says what its
+    `task_source` is (`TASK_SOURCE_HELP`, `check_task_source`) and serves the page.
+    """
+
+    ArgsClass = StaticBlueprintArgs
     SharedStateClass = SharedStaticTaskState
     AgentStateClass = StaticAgentState
+    TASK_SOURCE_HELP: ClassVar[str] = "the path of the task's source file"
+
+    @classmethod
+    def check_task_source(cls, source: str) -> Path:
+        """The task source file; `ConfigError` naming `task_source` when it is missing."""
+        return require_file(source, "task_source")
 
     @classmethod
     def assert_task_args(cls, args: Any, shared_state: SharedTaskState) -> None:
@@ -110,24 +127,24 @@ class StaticTaskBlueprint(Blueprint):
         source = bp.get("task_source")
         if not source or source == "???":
             raise ConfigError(
-                "mephisto.blueprint.task_source is required: the path of the task's HTML file",
+                f"mephisto.blueprint.task_source is required: {cls.TASK_SOURCE_HELP}",
                 key="mephisto.blueprint.task_source",
             )
-        _read_path(source, "task_source")
-        for optional in ("preview_source", "onboarding_source"):
-            if bp.get(optional):
-                _read_path(bp.get(optional), optional)
+        cls.check_task_source(str(source))
         if bp.get("units_per_assignment", 1) < 1:
             raise ConfigError(
                 "mephisto.blueprint.units_per_assignment must be >= 1",
                 key="mephisto.blueprint.units_per_assignment",
             )
-        if bp.get("extra_source_dir") and not Path(bp.extra_source_dir).is_dir():
+        if bp.get("extra_source_dir") and not Path(bp.extra_source_dir).expanduser().is_dir():
             raise ConfigError(
                 f"extra_source_dir is not a directory: {bp.extra_source_dir}",
                 key="mephisto.blueprint.extra_source_dir",
             )
-        has_file = any(bp.get(k) for k in ("data_json", "data_jsonl", "data_csv"))
+        data_files = [k for k in ("data_json", "data_jsonl", "data_csv") if bp.get(k)]
+        for key in data_files:
+            require_file(str(bp.get(key)), key)
+        has_file = bool(data_files)
         has_data = getattr(shared_state, "static_task_data", None)
         if not has_file and not has_data:
             raise ConfigError(
@@ -135,19 +152,39 @@ class StaticTaskBlueprint(Blueprint):
                 "mephisto.blueprint.data_json / data_jsonl / data_csv",
                 key="mephisto.blueprint.data_json",
             )
+
+    def get_initialization_data(self) -> Iterable[InitializationData]:
+        from_file = load_data_file(self.args)
+        data: Iterable[Any] = (
+            from_file if from_file is not None else self.shared_state.static_task_data  # type: ignore[attr-defined]
+        )
+        units = int(self.args.blueprint.get("units_per_assignment", 1))
+        assignments = _as_init_data(data, units)
+        # a list stays a list, so the launcher can create it all up front
+        return list(assignments) if hasattr(data, "__len__") else assignments
+
+    @property
+    def page_title(self) -> str:
+        return str(self.args.task.get("task_title") or "Task")
+
+
+class StaticTaskBlueprint(StaticBlueprint):
+    BLUEPRINT_TYPE = BLUEPRINT_TYPE_STATIC
+    ArgsClass = StaticHTMLBlueprintArgs
+    TASK_SOURCE_HELP = "the path of the task's HTML file"
+
+    @classmethod
+    def assert_task_args(cls, args: Any, shared_state: SharedTaskState) -> None:
+        super().assert_task_args(args, shared_state)
+        bp = args.blueprint
+        for optional in ("preview_source", "onboarding_source"):
+            if bp.get(optional):
+                require_file(bp.get(optional), optional)
         if bp.get("onboarding_qualification") and not bp.get("onboarding_source"):
             raise ConfigError(
                 "onboarding_qualification is set but onboarding_source (its HTML) is not",
                 key="mephisto.blueprint.onboarding_source",
             )
-
-    def get_initialization_data(self) -> Iterable[InitializationData]:
-        items = load_data_file(self.args)
-        data: Iterable[Any] = items if items is not None else self.shared_state.static_task_data  # type: ignore[attr-defined]
-        units = int(self.args.blueprint.get("units_per_assignment", 1))
-        items = _as_init_data(data, units)
-        # a list stays a list, so the launcher can create it all up front
-        return list(items) if hasattr(data, "__len__") else items
 
     def task_page(self) -> str:
         bp = self.args.blueprint
@@ -156,7 +193,7 @@ class StaticTaskBlueprint(Blueprint):
             parts.append(_template("mephisto-onboarding-html", Path(bp.onboarding_source).read_text()))
         if bp.get("preview_source"):
             parts.append(_template("mephisto-preview-html", Path(bp.preview_source).read_text()))
-        return wrapper_page(str(self.args.task.get("task_title") or "Task"), "\n".join(parts))
+        return wrapper_page(self.page_title, "\n".join(parts))
 
     def static_dir(self) -> Path | None:
         extra = self.args.blueprint.get("extra_source_dir")
@@ -176,7 +213,19 @@ def _template(template_id: str, body: str) -> str:
     return f'<template id="{template_id}">{safe}</template>'
 
 
-def wrapper_page(title: str, templates: str) -> str:
+STATIC_TASK_SCRIPT = "/_mephisto/static-task.js"
+
+
+def wrapper_page(
+    title: str,
+    body: str,
+    *,
+    root_id: str = "mephisto-root",
+    scripts: Sequence[str] = (STATIC_TASK_SCRIPT,),
+) -> str:
+    """The task page: `body`, the element the client renders into (`root_id`), then the
+    provider shim `/wrap_crowd_source.js` and `scripts`, in that order."""
+    tags = "\n".join(f'<script src="{html.escape(src)}"></script>' for src in scripts)
     return f"""<!doctype html>
 <html lang="en">
 <head>
@@ -185,10 +234,10 @@ def wrapper_page(title: str, templates: str) -> str:
 <title>{html.escape(title)}</title>
 </head>
 <body>
-{templates}
-<div id="mephisto-root"></div>
+{body}
+<div id="{html.escape(root_id)}"></div>
 <script src="/wrap_crowd_source.js"></script>
-<script src="/_mephisto/static-task.js"></script>
+{tags}
 </body>
 </html>
 """
