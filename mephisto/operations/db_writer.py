@@ -161,10 +161,13 @@ class DBWriter:
         outcomes: list[tuple[Any, BaseException | None]] = []
         try:
             with self.db.transaction():
-                if len(batch) == 1 and batch[0].batch is None:
+                if len(batch) == 1:  # alone in its commit: no savepoint needed
                     op = batch[0]
                     try:
-                        outcomes.append((op.fn(self.db, *op.args), None))  # type: ignore[misc]
+                        if op.batch is None:
+                            outcomes.append((op.fn(self.db, *op.args), None))  # type: ignore[misc]
+                        else:
+                            outcomes.append((op.batch.run_one(self.db, op.args[0]), None))
                     except Exception as exc:
                         outcomes.append((None, exc))
                         raise
