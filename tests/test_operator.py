@@ -292,6 +292,40 @@ def test_a_blueprint_failing_to_start_leaves_no_open_run(
 # -- who may work -----------------------------------------------------------------------------
 
 
+async def test_standing_is_reread_for_workers_together(
+    launch_static_run: Any, mephisto_db: MephistoDB, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Blocks made during a run take effect at the next re-read of a worker's standing;
+    the workers due at once are read in one call."""
+    from mephisto.operations import worker_pool
+
+    run = launch_static_run(_data(6))
+    url = run.operator.get_running_task_runs()[run.task_run_id].url
+    calls: list[list[str]] = []
+    real = worker_pool.workers_standing
+
+    def counting(db: Any, worker_ids: list[str], requester_id: str) -> Any:
+        calls.append(sorted(worker_ids))
+        return real(db, worker_ids, requester_id)
+
+    monkeypatch.setattr(worker_pool, "workers_standing", counting)
+    async with SimulatedWorker(url, "good") as good, SimulatedWorker(url, "spammer") as spammer:
+        from mephisto.testing.worker import complete_unit
+
+        await asyncio.gather(complete_unit(good, {"x": 1}), complete_unit(spammer, {"x": 2}))
+        loaded = len(calls)  # first sight: standing loaded with the worker, not re-read
+        spammer_id = mephisto_db.find_workers(worker_name="spammer")[0].db_id
+        requester_id = mephisto_db.find_requesters()[0].db_id
+        mephisto_db.block_worker(spammer_id, requester_id, "spam")
+        monkeypatch.setattr(worker_pool, "STANDING_TTL", 0.0)
+        good.new_assignment()
+        spammer.new_assignment()
+        await asyncio.gather(good.request_agent(), spammer.request_agent())
+        assert good.agent_id is not None
+        assert spammer.agent_id is None and spammer.failure_reason == worker_pool.BLOCKED
+    assert len(calls) == loaded + 1 and len(calls[-1]) == 2
+
+
 async def test_maximum_units_per_worker_across_runs(launch_static_run: Any) -> None:
     run = launch_static_run(_data(5), maximum_units_per_worker=2)
     async with SimulatedWorker(run.url, "eager") as w:

@@ -724,6 +724,20 @@ class MephistoDB:
         with self._read() as conn:
             return conn.execute(query.limit(1)).first() is not None
 
+    def find_blocked_workers(
+        self, worker_ids: Sequence[str], requester_id: str | None = None
+    ) -> set[str]:
+        """Which of `worker_ids` are blocked (by `requester_id`, or by any requester)."""
+        if not worker_ids:
+            return set()
+        t = s.worker_blocks
+        keys = [self._key("workers", w) for w in worker_ids]
+        query = sa.select(t.c.worker_id).where(t.c.worker_id.in_(keys)).distinct()
+        if requester_id is not None:
+            query = query.where(t.c.requester_id == self._key("requesters", requester_id))
+        with self._read() as conn:
+            return {str(row[0]) for row in conn.execute(query)}
+
     def _dialect_insert(self, table: sa.Table) -> Any:
         """An INSERT with ON CONFLICT support for this database's dialect."""
         return (postgresql.insert if self.dialect == "postgresql" else sqlite.insert)(table)

@@ -71,6 +71,8 @@ class WorkerPool:
         self._by_provider_assignment: dict[tuple[str, str], AgentInfo] = {}
         self._onboarding_by_worker: dict[str, AgentInfo] = {}
         self._worker_locks: dict[str, asyncio.Lock] = {}
+        # workers whose standing is being re-read, by id: (worker, read done)
+        self._standing_due: dict[str, tuple[WorkerInfo, asyncio.Future[None]]] = {}
 
     # -- workers -------------------------------------------------------------------
 
@@ -83,19 +85,40 @@ class WorkerPool:
             worker = self.workers.get(name)
             if worker is None:
                 worker = await self.run.writer.run_batched(
-                    LOAD_WORKERS, (name, self.run.provider_type, self.run.task_run_id, self.run.task_id)
+                    LOAD_WORKERS,
+                    (name, self.run.provider_type, self.run.task_run_id, self.run.task_id,
+                     self.run.requester_id),
                 )
                 self.workers[name] = worker
         return worker
 
     async def _refresh_standing(self, worker: WorkerInfo) -> None:
+        """Re-read a worker's qualifications and block once they are STANDING_TTL old.
+        The workers due in one turn of the loop are read together, in one query set."""
         if time.monotonic() - worker.standing_at < STANDING_TTL:
             return
-        granted, blocked = await self.run.writer.read(
-            _worker_standing, worker.worker_id, self.run.requester_id
-        )
-        worker.granted, worker.blocked = granted, blocked
-        worker.standing_at = time.monotonic()
+        waiting = self._standing_due.get(worker.worker_id)
+        if waiting is None:
+            if not self._standing_due:
+                self.run.loop.call_soon(lambda: self.run.spawn(self._read_standing()))
+            waiting = self._standing_due[worker.worker_id] = (worker, self.run.loop.create_future())
+        await asyncio.shield(waiting[1])
+
+    async def _read_standing(self) -> None:
+        due, self._standing_due = self._standing_due, {}
+        try:
+            standing = await self.run.writer.read(
+                workers_standing, list(due), self.run.requester_id
+            )
+        except Exception as exc:
+            for _worker, future in due.values():
+                if not future.done():
+                    future.set_exception(exc)
+            return
+        for worker_id, (worker, future) in due.items():
+            _set_standing(worker, *standing[worker_id])
+            if not future.done():
+                future.set_result(None)
 
     def _refusal(self, worker: WorkerInfo) -> str | None:
         """Why this worker may not take a unit now (None: they may)."""
@@ -376,31 +399,29 @@ _DROPPED = frozenset(str(s) for s in AgentState.dropped())
 # -- database operations (run on the writer thread) ------------------------------------
 
 
-def _load_worker(db: Any, name: str, provider_type: str, task_run_id: str, task_id: str) -> WorkerInfo:
-    worker = db.find_or_new_worker(name, provider_type)
-    info = WorkerInfo(worker_id=worker.db_id, worker_name=name)
-    for agent in db.find_agents(worker_id=worker.db_id, task_id=task_id):
-        _count_agent(info, agent, task_run_id)
-    return info
+_LoadItem = tuple[str, str, str, str, str]  # name, provider type, task run, task, requester
 
 
 class _LoadWorkers:
-    """Workers seen for the first time, batched: found or created together, and their
-    past agents on this task read in one query."""
+    """Workers seen for the first time, batched: found or created together; their past
+    agents on this task, qualifications and blocks read with one query each."""
 
-    def run_many(self, db: Any, items: list[tuple[str, str, str, str]]) -> list[WorkerInfo]:
-        _name, provider_type, task_run_id, task_id = items[0]
-        if any(item[1:] != (provider_type, task_run_id, task_id) for item in items):
+    def run_many(self, db: Any, items: list[_LoadItem]) -> list[WorkerInfo]:
+        context = items[0][1:]
+        if any(item[1:] != context for item in items):
             return [self.run_one(db, item) for item in items]
+        provider_type, task_run_id, task_id, requester_id = context
         ids = db.find_or_new_workers([item[0] for item in items], provider_type)
         infos = {name: WorkerInfo(worker_id=ids[name], worker_name=name) for name in ids}
         by_id = {info.worker_id: info for info in infos.values()}
         for agent in db.find_agents(worker_id=list(by_id), task_id=task_id):
             _count_agent(by_id[agent.worker_id], agent, task_run_id)
+        for worker_id, standing in workers_standing(db, list(by_id), requester_id).items():
+            _set_standing(by_id[worker_id], *standing)
         return [infos[item[0]] for item in items]
 
-    def run_one(self, db: Any, item: tuple[str, str, str, str]) -> WorkerInfo:
-        return _load_worker(db, *item)
+    def run_one(self, db: Any, item: _LoadItem) -> WorkerInfo:
+        return self.run_many(db, [item])[0]
 
 
 LOAD_WORKERS = _LoadWorkers()
@@ -413,14 +434,23 @@ def _count_agent(info: WorkerInfo, agent: Any, task_run_id: str) -> None:
         info.task_units += 1
 
 
-def _worker_standing(db: Any, worker_id: str, requester_id: str) -> tuple[dict[str, int], bool]:
+def workers_standing(
+    db: Any, worker_ids: list[str], requester_id: str
+) -> dict[str, tuple[dict[str, int], bool]]:
+    """Each worker's granted qualifications (name -> value) and whether this requester
+    blocked them: three queries whatever the number of workers."""
     names = {q.db_id: q.qualification_name for q in db.find_qualifications()}
-    granted = {
-        names[g.qualification_id]: g.value
-        for g in db.check_granted_qualifications(worker_id=worker_id)
-        if g.qualification_id in names
-    }
-    return granted, db.is_worker_blocked(worker_id, requester_id)
+    granted: dict[str, dict[str, int]] = {worker_id: {} for worker_id in worker_ids}
+    for g in db.check_granted_qualifications(worker_id=worker_ids):
+        if g.qualification_id in names and g.worker_id in granted:
+            granted[g.worker_id][names[g.qualification_id]] = g.value
+    blocked = db.find_blocked_workers(worker_ids, requester_id)
+    return {worker_id: (granted[worker_id], worker_id in blocked) for worker_id in worker_ids}
+
+
+def _set_standing(worker: WorkerInfo, granted: dict[str, int], blocked: bool) -> None:
+    worker.granted, worker.blocked = granted, blocked
+    worker.standing_at = time.monotonic()
 
 
 class _CreateAgents:

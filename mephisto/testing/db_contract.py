@@ -562,3 +562,17 @@ class MephistoDBContract:
         assert not worker.is_blocked(other)
         worker.unblock_worker("ok now", requester)
         assert not worker.is_blocked(requester)
+
+    def test_find_blocked_workers(self, db: Any, run: Run) -> None:
+        requester = db.find_requesters()[0]
+        other = db.new_requester("other", "mock")
+        a, b, c = (db.find_or_new_worker(n, "mock") for n in ("a", "b", "c"))
+        db.block_worker(a.db_id, requester.db_id, "spam")
+        db.block_worker(b.db_id, requester.db_id, "spam")
+        db.block_worker(b.db_id, other, "spam")
+        ids = [a.db_id, b.db_id, c.db_id]
+        assert db.find_blocked_workers(ids, requester.db_id) == {a.db_id, b.db_id}
+        assert db.find_blocked_workers(ids, other) == {b.db_id}
+        assert db.find_blocked_workers(ids) == {a.db_id, b.db_id}
+        assert db.find_blocked_workers([c.db_id]) == set()
+        assert db.find_blocked_workers([]) == set()
