@@ -18,12 +18,15 @@ import json
 import math
 import time
 import uuid
+from urllib.parse import urlencode, urlsplit
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Self
 
 import aiohttp
+
+from mephisto.testing.http_client import HTTPClient
 
 __all__ = [
     "CLIENT_VERSION",
@@ -81,12 +84,19 @@ class SimulatedWorker:
         worker_id: str,
         assignment_id: str | None = None,
         session: aiohttp.ClientSession | None = None,
+        http: HTTPClient | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.worker_id = worker_id
         self.assignment_id = assignment_id if assignment_id is not None else f"mock-{worker_id}"
         self._session = session
         self._owns_session = session is None
+        # plain-HTTP requests use the light keep-alive client (shared when given)
+        self._owns_http = http is None
+        if http is None and base_url.startswith("http://"):
+            http = HTTPClient(base_url)
+        self._http = http
+        self._base_path = (urlsplit(base_url).path.rstrip("/") or "") + "/"
         self.agent_id: str | None = None
         self.mephisto_worker_id: str | None = None
         self.init_data: Any = None
@@ -149,17 +159,20 @@ class SimulatedWorker:
         parse: bool = True,
     ) -> Any:
         query = {**params, **self.provider_params()} if params else self.provider_params()
-        data: Any = form
-        headers = None
-        if body is not None:
-            data = json.dumps(body, separators=(",", ":"))
-            headers = {"Content-Type": "application/json"}
+        payload = None if body is None else json.dumps(body, separators=(",", ":")).encode()
         start = time.perf_counter()
-        async with self.session.request(
-            method, self.base_url + path, params=query, data=data, headers=headers
-        ) as response:
-            raw = await response.read()
-            status = response.status
+        if form is None and self._http is not None:
+            status, raw = await self._http.request(
+                method, f"{self._base_path}{path.lstrip('/')}?{urlencode(query)}", payload
+            )
+        else:  # multipart bodies (and https) go through aiohttp
+            headers = None if payload is None else {"Content-Type": "application/json"}
+            async with self.session.request(
+                method, self.base_url + path, params=query, data=form if form else payload,
+                headers=headers,
+            ) as response:
+                raw = await response.read()
+                status = response.status
         self.timings.setdefault(kind, []).append(time.perf_counter() - start)
         text = raw.decode("utf-8", "replace")
         if not 200 <= status < 300:
@@ -375,6 +388,8 @@ class SimulatedWorker:
         if self._owns_session and self._session is not None:
             await self._session.close()
             self._session = None
+        if self._owns_http and self._http is not None:
+            await self._http.close()
 
 
 def _resolve(answer: Answer, worker: SimulatedWorker) -> Any:
@@ -469,7 +484,9 @@ async def run_simulated_workers(
 
     async def work(index: int, session: aiohttp.ClientSession) -> None:
         async with limit:
-            worker = SimulatedWorker(base_url, f"{worker_prefix}-{index}", session=session)
+            worker = SimulatedWorker(
+                base_url, f"{worker_prefix}-{index}", session=session, http=http
+            )
             try:
                 while units_per_worker is None or worker.units_completed < units_per_worker:
                     worker.new_assignment()
@@ -485,9 +502,14 @@ async def run_simulated_workers(
                     stats.latencies.setdefault(kind, []).extend(values)
                 await worker.close()
 
+    http = HTTPClient(base_url) if base_url.startswith("http://") else None
     start = time.perf_counter()
-    async with aiohttp.ClientSession(connector=connector) as session:
-        await asyncio.gather(*(work(i, session) for i in range(num_workers)))
+    try:
+        async with aiohttp.ClientSession(connector=connector) as session:
+            await asyncio.gather(*(work(i, session) for i in range(num_workers)))
+    finally:
+        if http is not None:
+            await http.close()
     stats.elapsed = time.perf_counter() - start
     return stats
 
