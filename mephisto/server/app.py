@@ -62,34 +62,56 @@ def create_app(
     *,
     metrics_registry: Any = None,
     on_request: OnRequest | None = None,
-) -> Starlette:
-    """The task server for one backend.
+) -> ASGIApp:
+    """The task server for one backend (an ASGI app).
 
     `metrics_registry` (a prometheus_client registry) adds `GET /metrics`.
     `on_request(endpoint, seconds, status)` is called after each worker request.
     """
     server = _TaskServer(backend, settings or ServerSettings(), on_request)
     ep = server.endpoint
-    routes: list[Any] = [
-        Route("/", ep("task_page", _GET, server.task_page)),
-        WebSocketRoute("/", server.websocket),
-        Route("/task_config.json", ep("task_config", _GET, server.task_config)),
-        Route("/request_agent", ep("request_agent", _POST, server.request_agent, True)),
-        Route(
-            "/submit_onboarding", ep("submit_onboarding", _POST, server.submit_onboarding, True)
-        ),
-        Route("/submit_task", ep("submit_task", _POST, server.submit_task)),
-        Route("/submit_metadata", ep("submit_metadata", _POST, server.submit_metadata)),
-        Route("/log_error", ep("log_error", _POST, server.log_error)),
-        Route("/wrap_crowd_source.js", ep("provider_script", _GET, server.provider_script)),
-        Route("/_mephisto/static-task.js", ep("static", _GET, server.static_task_js)),
-        Route("/healthz", ep(None, _GET, server.healthz)),
-    ]
+    # HTTP endpoints by exact path: dispatched straight to our endpoint wrapper (which
+    # checks the method, maps errors and times the request), not through Starlette's
+    # router and middleware, which cost a tenth of the server's CPU per request.
+    exact: dict[str, ASGIApp] = {
+        "/": ep("task_page", _GET, server.task_page),
+        "/task_config.json": ep("task_config", _GET, server.task_config),
+        "/request_agent": ep("request_agent", _POST, server.request_agent, True),
+        "/submit_onboarding": ep("submit_onboarding", _POST, server.submit_onboarding, True),
+        "/submit_task": ep("submit_task", _POST, server.submit_task),
+        "/submit_metadata": ep("submit_metadata", _POST, server.submit_metadata),
+        "/log_error": ep("log_error", _POST, server.log_error),
+        "/wrap_crowd_source.js": ep("provider_script", _GET, server.provider_script),
+        "/_mephisto/static-task.js": ep("static", _GET, server.static_task_js),
+        "/healthz": ep(None, _GET, server.healthz),
+    }
     if metrics_registry is not None:
-        routes.append(Route("/metrics", ep(None, _GET, server.metrics(metrics_registry))))
-    # Last: any other path is a file of the backend's static directory (or 404).
-    routes.append(Route("/{path:path}", ep("static", _GET, server.static_file)))
-    return Starlette(routes=routes)
+        exact["/metrics"] = ep(None, _GET, server.metrics(metrics_registry))
+    # Starlette serves the rest: the websocket at "/" and any other path as a file of
+    # the backend's static directory (or 404).
+    rest = Starlette(routes=[
+        WebSocketRoute("/", server.websocket),
+        Route("/{path:path}", ep("static", _GET, server.static_file)),
+    ])
+    return _Dispatch(exact, rest)
+
+
+class _Dispatch:
+    """The task server's ASGI app: exact HTTP paths first, then the Starlette app."""
+
+    __slots__ = ("exact", "rest")
+
+    def __init__(self, exact: dict[str, ASGIApp], rest: Starlette) -> None:
+        self.exact = exact
+        self.rest = rest
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            app = self.exact.get(scope["path"])
+            if app is not None:
+                await app(scope, receive, send)
+                return
+        await self.rest(scope, receive, send)
 
 
 class _TaskServer:

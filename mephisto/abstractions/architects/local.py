@@ -74,6 +74,7 @@ class LocalArchitect(Architect):
         bound_port = sock.getsockname()[1]
         config = uvicorn.Config(
             app,
+            proxy_headers=False,  # workers reach this server directly, not via a proxy
             log_level="warning",
             access_log=False,
             lifespan="off",
