@@ -117,13 +117,15 @@ async def test_a_failing_batch_is_retried_item_by_item(writer: DBWriter, db_url:
     assert _project_names(db_url) == {"dup", "a", "b"}
 
 
-async def test_a_lone_batched_item_runs_alone(writer: DBWriter, db_url: str) -> None:
+async def test_a_lone_batched_item_takes_the_set_based_call(writer: DBWriter, db_url: str) -> None:
     batch = _Names()
     assert await writer.run_batched(batch, "solo")
-    assert batch.one_calls == ["solo"] and batch.many_calls == []
-    await writer.run(lambda db: db.new_project("other"))
+    assert batch.many_calls == [["solo"]] and batch.one_calls == []
+    # when that fails, run_one (in a fresh transaction) gives the precise outcome
     with pytest.raises(EntryAlreadyExists):
         await writer.run_batched(batch, "solo")
+    assert batch.many_calls == [["solo"], ["solo"]] and batch.one_calls == ["solo"]
+    await writer.run(lambda db: db.new_project("other"))
     assert _project_names(db_url) == {"solo", "other"}
 
 

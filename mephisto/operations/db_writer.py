@@ -135,6 +135,47 @@ class DBWriter:
             if stop_after:
                 return
 
+    def _commit_lone_item(self, kind: Batch, item: Any) -> list[tuple[Any, BaseException | None]]:
+        """A batched item alone in its commit: the set-based call (fewer statements),
+        in a transaction of its own; if that fails, `run_one` in a new transaction says
+        what exactly is wrong (or succeeds)."""
+        try:
+            with self.db.transaction():
+                return [(kind.run_many(self.db, [item])[0], None)]
+        except Exception:  # noqa: BLE001 - retried below for the precise outcome
+            pass
+        try:
+            with self.db.transaction():
+                return [(kind.run_one(self.db, item), None)]
+        except Exception as exc:  # reported to that caller only
+            return [(None, exc)]
+
+    def _commit_group(self, batch: list[_Op]) -> list[tuple[Any, BaseException | None]]:
+        outcomes: list[tuple[Any, BaseException | None]] = []
+        try:
+            with self.db.transaction():
+                if len(batch) == 1:  # alone in its commit: no savepoint needed
+                    op = batch[0]
+                    try:
+                        outcomes.append((op.fn(self.db, *op.args), None))  # type: ignore[misc]
+                    except Exception as exc:
+                        outcomes.append((None, exc))
+                        raise
+                else:
+                    i = 0
+                    while i < len(batch):
+                        j = i + 1
+                        if batch[i].batch is not None:
+                            while j < len(batch) and batch[j].batch is batch[i].batch:
+                                j += 1
+                        outcomes.extend(self._run_group(batch[i:j]))
+                        i = j
+        except Exception as exc:
+            if not (len(batch) == 1 and outcomes and outcomes[0][1] is exc):
+                logger.exception("group commit of %d operations failed", len(batch))
+            outcomes = [(None, exc)] * len(batch)
+        return outcomes
+
     def _one(self, fn: Callable[..., Any], *args: Any) -> tuple[Any, BaseException | None]:
         try:
             with self.db._tx.savepoint():
@@ -158,32 +199,10 @@ class DBWriter:
         return [self._one(lambda db, it: kind.run_one(db, it), item) for item in items]
 
     def _commit(self, batch: list[_Op]) -> None:
-        outcomes: list[tuple[Any, BaseException | None]] = []
-        try:
-            with self.db.transaction():
-                if len(batch) == 1:  # alone in its commit: no savepoint needed
-                    op = batch[0]
-                    try:
-                        if op.batch is None:
-                            outcomes.append((op.fn(self.db, *op.args), None))  # type: ignore[misc]
-                        else:
-                            outcomes.append((op.batch.run_one(self.db, op.args[0]), None))
-                    except Exception as exc:
-                        outcomes.append((None, exc))
-                        raise
-                else:
-                    i = 0
-                    while i < len(batch):
-                        j = i + 1
-                        if batch[i].batch is not None:
-                            while j < len(batch) and batch[j].batch is batch[i].batch:
-                                j += 1
-                        outcomes.extend(self._run_group(batch[i:j]))
-                        i = j
-        except Exception as exc:
-            if not (len(batch) == 1 and outcomes and outcomes[0][1] is exc):
-                logger.exception("group commit of %d operations failed", len(batch))
-            outcomes = [(None, exc)] * len(batch)
+        if len(batch) == 1 and batch[0].batch is not None:
+            outcomes = self._commit_lone_item(batch[0].batch, batch[0].args[0])
+        else:
+            outcomes = self._commit_group(batch)
         for op, (result, error) in zip(batch, outcomes, strict=True):
             try:
                 op.loop.call_soon_threadsafe(_resolve, op.future, result, error)
