@@ -7,6 +7,8 @@ one query.
 
 from __future__ import annotations
 
+import gc
+
 from collections.abc import Iterable
 from typing import Any
 
@@ -83,16 +85,23 @@ class DataBrowser:
             query = query.where(u.c.task_run_id == int(task_run_id))
         if task_name is not None:
             query = query.where(u.c.task_id == int(self._task_id(task_name)))
-        with self.db.engine.connect() as conn:
-            rows = conn.execute(query).all()
-        results = []
-        for row in rows:
-            state = row.state or {}
-            data = {"inputs": state.get("inputs"), "outputs": state.get("outputs"),
-                    "times": state.get("times", {})}
-            results.append(_result(str(row.unit_id), str(row.assignment_id), row.status,
-                                   str(row.worker_id), row.worker_name, row.agent_id,
-                                   row.agent_status, data))
+        # Building 100,000 results makes millions of objects that all survive: the cyclic
+        # GC would rescan them again and again (a third of the time). Pause it.
+        gc_was_enabled = gc.isenabled()
+        gc.disable()
+        try:
+            with self.db.engine.connect() as conn:
+                rows = conn.execute(query).all()
+            results = []
+            for unit_id, assignment_id, status, worker_id, worker_name, agent_id, agent_status, state in rows:
+                state = state or {}
+                data = {"inputs": state.get("inputs"), "outputs": state.get("outputs"),
+                        "times": state.get("times", {})}
+                results.append(_result(str(unit_id), str(assignment_id), status, str(worker_id),
+                                       worker_name, agent_id, agent_status, data))
+        finally:
+            if gc_was_enabled:
+                gc.enable()
         return results
 
 
