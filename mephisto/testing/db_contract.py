@@ -300,6 +300,13 @@ class MephistoDBContract:
         assert db.update_units_status(units, "expired") == 3
         assert db.get_unit(units[0])["status"] == "completed"
 
+    def test_bulk_status_changes_exactly_the_units_named(self, db: Any, run: Run) -> None:
+        units = run.units(1200, status="created")
+        chosen = units[3:900:7] + units[900:1100] + [units[0], units[-1], units[5]]
+        assert db.update_units_status(chosen, "launched") == len(set(chosen))
+        statuses = {u.db_id: u.db_status for u in db.find_units(task_run_id=run.task_run_id)}
+        assert {u for u, st in statuses.items() if st == "launched"} == set(chosen)
+
     # -- agents move their units ----------------------------------------------------------
 
     def test_new_agent_assigns_unit(self, db: Any, run: Run) -> None:
