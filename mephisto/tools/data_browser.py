@@ -8,7 +8,6 @@ one query.
 from __future__ import annotations
 
 import gc
-
 from collections.abc import Iterable
 from typing import Any
 
