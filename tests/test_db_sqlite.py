@@ -8,8 +8,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from mephisto.db import LocalMephistoDB, MephistoDB
-from mephisto.db import migrate
+from mephisto.db import LocalMephistoDB, MephistoDB, migrate
 from mephisto.errors import ConfigError
 from mephisto.testing.db_contract import MephistoDBContract
 

@@ -31,10 +31,10 @@ class InitializationData:
         return cls(shared=data.get("shared") or {}, unit_data=data.get("unit_data") or [{}])
 
     # Mephisto's names
-    def dumpJSON(self) -> dict[str, Any]:  # noqa: N802
+    def dumpJSON(self) -> dict[str, Any]:
         return self.to_dict()
 
-    loadFromJSON = from_dict  # noqa: N815
+    loadFromJSON = from_dict
 
 
 class Assignment(Entity):

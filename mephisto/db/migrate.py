@@ -50,17 +50,16 @@ def upgrade(engine: sa.Engine) -> None:
             return
     from alembic import command
 
-    with engine.connect().execution_options(sqlite_immediate=True) as conn:
-        with conn.begin():
-            if conn.dialect.name == "postgresql":
-                conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_LOCK_KEY})
-            if current_revision(conn) == head_revision():
-                return  # another process migrated while we waited for the lock
-            cfg = _alembic_config()
-            cfg.attributes["connection"] = conn
-            try:
-                command.upgrade(cfg, "head")
-            except Exception as exc:
-                raise MigrationError(f"could not migrate the database: {exc}") from exc
-            finally:
-                cfg.attributes.pop("connection", None)
+    with engine.connect().execution_options(sqlite_immediate=True) as conn, conn.begin():
+        if conn.dialect.name == "postgresql":
+            conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_LOCK_KEY})
+        if current_revision(conn) == head_revision():
+            return  # another process migrated while we waited for the lock
+        cfg = _alembic_config()
+        cfg.attributes["connection"] = conn
+        try:
+            command.upgrade(cfg, "head")
+        except Exception as exc:
+            raise MigrationError(f"could not migrate the database: {exc}") from exc
+        finally:
+            cfg.attributes.pop("connection", None)

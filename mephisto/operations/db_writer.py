@@ -41,7 +41,7 @@ class Batch(Protocol):
 
 
 class _Op:
-    __slots__ = ("fn", "args", "future", "loop", "batch")
+    __slots__ = ("args", "batch", "fn", "future", "loop")
 
     def __init__(
         self,

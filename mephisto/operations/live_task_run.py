@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
+from mephisto.data_model.assignment import InitializationData
 from mephisto.data_model.status import AgentState, AssignmentState
 from mephisto.operations.client_io_handler import ClientIOHandler
 from mephisto.operations.db_writer import DBWriter
@@ -24,7 +25,6 @@ from mephisto.operations.live_run import AgentInfo, ArgsSnapshot, RunProgress, U
 from mephisto.operations.metrics import LIVE_RUNS, RunMetrics
 from mephisto.operations.task_launcher import TaskLauncher, unit_init_data
 from mephisto.operations.worker_pool import WorkerPool
-from mephisto.data_model.assignment import InitializationData
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -115,8 +115,8 @@ class LiveTaskRun:
     # -- start ------------------------------------------------------------------------
 
     async def start(self, resume: bool) -> None:
-        from mephisto.server.app import create_app
         from mephisto.operations.metrics import REGISTRY
+        from mephisto.server.app import create_app
 
         app = create_app(self.client_io, metrics_registry=REGISTRY, on_request=self._on_request)
         self.url = await self.architect.deploy(app)

@@ -316,5 +316,5 @@ class Operator:
     def __enter__(self) -> Operator:
         return self
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.shutdown()

@@ -479,11 +479,10 @@ class MephistoDBContract:
     # -- transactions ---------------------------------------------------------------------
 
     def test_transaction_rolls_back(self, db: Any, run: Run) -> None:
-        with pytest.raises(RuntimeError):
-            with db.transaction():
-                db.new_task("inside", "mock")
-                db.new_worker("inside", "mock")
-                raise RuntimeError("boom")
+        with pytest.raises(RuntimeError), db.transaction():
+            db.new_task("inside", "mock")
+            db.new_worker("inside", "mock")
+            raise RuntimeError("boom")
         assert db.find_tasks(task_name="inside") == []
         assert db.find_workers(worker_name="inside") == []
 

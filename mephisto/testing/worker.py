@@ -18,11 +18,11 @@ import json
 import math
 import time
 import uuid
-from urllib.parse import urlencode, urlsplit
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Self
+from urllib.parse import urlencode, urlsplit
 
 import aiohttp
 

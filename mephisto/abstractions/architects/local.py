@@ -100,7 +100,7 @@ class LocalArchitect(Architect):
         if self._serve_task is not None:
             try:
                 await asyncio.wait_for(self._serve_task, timeout=10)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 self._server.force_exit = True
                 self._serve_task.cancel()
         if self._sock is not None:
