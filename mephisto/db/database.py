@@ -751,12 +751,7 @@ class MephistoDB:
             )
 
     def is_worker_blocked(self, worker_id: str, requester_id: str | None = None) -> bool:
-        t = s.worker_blocks
-        query = sa.select(t.c.worker_id).where(t.c.worker_id == self._key("workers", worker_id))
-        if requester_id is not None:
-            query = query.where(t.c.requester_id == self._key("requesters", requester_id))
-        with self._read() as conn:
-            return conn.execute(query.limit(1)).first() is not None
+        return bool(self.find_blocked_workers([worker_id], requester_id))
 
     def find_blocked_workers(
         self, worker_ids: Sequence[str], requester_id: str | None = None

@@ -189,13 +189,12 @@ class DBWriter:
         if kind is None:
             return [self._one(op.fn, *op.args) for op in ops]  # type: ignore[arg-type]
         items = [op.args[0] for op in ops]
-        if len(items) > 1:
-            try:
-                with self.db._tx.savepoint():
-                    results = kind.run_many(self.db, items)
-                return [(r, None) for r in results]
-            except Exception:
-                pass  # find the culprit item by item
+        try:
+            with self.db._tx.savepoint():
+                results = kind.run_many(self.db, items)
+            return [(r, None) for r in results]
+        except Exception:
+            pass  # find the culprit item by item
         return [self._one(lambda db, it: kind.run_one(db, it), item) for item in items]
 
     def _commit(self, batch: list[_Op]) -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import gc
 import logging
 import threading
 import time
@@ -26,6 +27,7 @@ from mephisto.operations.registry import (
     get_blueprint_from_type,
     get_crowd_provider_from_type,
 )
+from mephisto.utils.memory import gc_paused
 
 logger = logging.getLogger(__name__)
 
@@ -51,8 +53,6 @@ def _tune_gc_for_serving() -> None:
     latency tail. Freeze what exists after a launch (it is never collected, so never
     scanned) and collect the young generation less often. A process that set its own
     thresholds keeps them."""
-    import gc
-
     if gc.get_threshold() == _DEFAULT_GC_THRESHOLDS:
         gc.set_threshold(*_SERVING_GC_THRESHOLDS)
     gc.freeze()
@@ -169,23 +169,15 @@ class Operator:
             await run.start(resume=resume)
             return run
 
-        import gc
-
-        # a launch makes a few objects per unit, all long-lived: the cyclic GC would
-        # rescan them over and over (a fifth of a 100,000-unit launch); pause it
-        gc_was_enabled = gc.isenabled()
-        gc.disable()
         try:  # whatever fails from here on closes the new run
-            blueprint = blueprint_cls(task_run, cfg, shared_state)
-            architect = classes["architect"](cfg)
-            run = self._call(start(blueprint, architect))
+            with gc_paused():  # a launch makes a few long-lived objects per unit
+                blueprint = blueprint_cls(task_run, cfg, shared_state)
+                architect = classes["architect"](cfg)
+                run = self._call(start(blueprint, architect))
         except BaseException:
             if not resume:
                 self.db.update_task_run(task_run.db_id, is_completed=True)
             raise
-        finally:
-            if gc_was_enabled:
-                gc.enable()
         self._runs[task_run.db_id] = run
         _tune_gc_for_serving()
         logger.info("task run %s (%s) is live at %s", task_run.db_id, task_name, run.url)
@@ -309,8 +301,6 @@ class Operator:
             self._thread.join(timeout=10)
             if not self._thread.is_alive():
                 self._loop.close()
-            import gc
-
             gc.unfreeze()  # what the runs left behind can be collected again
 
     def __enter__(self) -> Operator:

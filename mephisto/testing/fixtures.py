@@ -13,7 +13,6 @@ a fresh SQLite file; the operator is shut down after the test.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -63,9 +62,9 @@ class LaunchedRun:
 
     def simulate(self, workers: int, **kwargs: Any) -> Any:
         """Complete the run with simulated workers over real sockets (blocking)."""
-        from mephisto.testing.worker import run_simulated_workers
+        from mephisto.testing.worker import run_simulated_workers_sync
 
-        return asyncio.run(run_simulated_workers(self.url, workers, **kwargs))
+        return run_simulated_workers_sync(self.url, workers, **kwargs)
 
     def wait(self, timeout: float = 30.0) -> bool:
         """Wait until the run has finished by itself."""

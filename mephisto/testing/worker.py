@@ -96,7 +96,7 @@ class SimulatedWorker:
         if http is None and base_url.startswith("http://"):
             http = HTTPClient(base_url)
         self._http = http
-        self._base_path = (urlsplit(base_url).path.rstrip("/") or "") + "/"
+        self._base_path = urlsplit(base_url).path.rstrip("/") + "/"
         self.agent_id: str | None = None
         self.mephisto_worker_id: str | None = None
         self.init_data: Any = None

@@ -7,7 +7,6 @@ one query.
 
 from __future__ import annotations
 
-import gc
 from collections.abc import Iterable
 from typing import Any
 
@@ -17,6 +16,7 @@ from mephisto.data_model.status import AssignmentState
 from mephisto.data_model.unit import Unit
 from mephisto.db import schema as s
 from mephisto.errors import EntryDoesNotExist
+from mephisto.utils.memory import gc_paused
 
 _WITH_WORK = [str(x) for x in AssignmentState.completed()]
 
@@ -84,11 +84,7 @@ class DataBrowser:
             query = query.where(u.c.task_run_id == int(task_run_id))
         if task_name is not None:
             query = query.where(u.c.task_id == int(self._task_id(task_name)))
-        # Building 100,000 results makes millions of objects that all survive: the cyclic
-        # GC would rescan them again and again (a third of the time). Pause it.
-        gc_was_enabled = gc.isenabled()
-        gc.disable()
-        try:
+        with gc_paused():  # 100,000 results are millions of long-lived objects
             with self.db.engine.connect() as conn:
                 rows = conn.execute(query).all()
             results = []
@@ -98,9 +94,6 @@ class DataBrowser:
                         "times": state.get("times", {})}
                 results.append(_result(str(unit_id), str(assignment_id), status, str(worker_id),
                                        worker_name, agent_id, agent_status, data))
-        finally:
-            if gc_was_enabled:
-                gc.enable()
         return results
 
 
