@@ -6,7 +6,8 @@
     ├── DatabaseError
     │   ├── EntryDoesNotExist        (alias EntryDoesNotExistException)
     │   ├── EntryAlreadyExists       (alias EntryAlreadyExistsException)
-    │   └── MigrationError
+    │   ├── MigrationError
+    │   └── DatabaseUnavailable      cannot reach or write the database right now (HTTP 503)
     ├── InvalidTransition            a status change the transition table forbids
     ├── RequestError                 bad input from a worker's browser (HTTP 4xx)
     │   ├── MalformedRequest         400: not JSON, missing or wrong-typed fields
@@ -55,6 +56,14 @@ class EntryAlreadyExists(DatabaseError):
 
 class MigrationError(DatabaseError):
     """The schema could not be brought up to date."""
+
+
+class DatabaseUnavailable(DatabaseError):
+    """The database cannot be reached or written right now (connection lost, server
+    restarting, disk full). Nothing was committed: the same call may be retried later.
+    The task server answers it with 503 and `Retry-After`."""
+
+    retry_after = 5  # seconds a client is asked to wait before retrying
 
 
 # Mephisto's names, kept so review scripts written for it keep working.

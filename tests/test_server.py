@@ -15,7 +15,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from mephisto.errors import NotEligible
+from mephisto.errors import DatabaseUnavailable, NotEligible
 from mephisto.server.app import create_app
 from mephisto.server.backend import ServerSettings
 from mephisto.testing.fake_backend import FakeBackend
@@ -230,6 +230,21 @@ async def test_unexpected_backend_error_is_500_and_logged(
     assert info.value.status == 500
     assert info.value.body == {"error": "internal server error"}  # no detail leaks
     assert "database on fire" in caplog.text and "Traceback" in caplog.text
+
+
+async def test_database_unavailable_is_503_with_retry_after(
+    url: str, backend: FakeBackend, session: aiohttp.ClientSession
+) -> None:
+    backend.raise_on["submit_task"] = DatabaseUnavailable("connection lost")
+    async with SimulatedWorker(url, "w1") as worker:
+        await worker.request_agent()
+        async with session.post(f"{url}/submit_task", json={
+            "USED_AGENT_ID": worker.agent_id, "final_data": {"a": 1},
+        }) as response:
+            assert response.status == 503
+            assert response.headers["Retry-After"] == "5"
+            body = await response.json()
+    assert "try again" in body["error"] and "connection lost" not in body["error"]
 
 
 # -- bad input: a clear 4xx and nothing reaches the backend ----------------------------

@@ -31,6 +31,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.websockets import WebSocket
 
 from mephisto.errors import (
+    DatabaseUnavailable,
     MalformedRequest,
     NotEligible,
     PayloadTooLarge,
@@ -161,6 +162,13 @@ class _TaskServer:
                     response = await handler(request)
                 except RequestError as exc:
                     response = self.error(exc.status_code, str(exc))
+                except DatabaseUnavailable as exc:
+                    logger.warning("%s %s: database unavailable: %s", request.method,
+                                   request.url.path, exc)
+                    response = self.error(
+                        503, "the server cannot save work right now; try again shortly",
+                        {"Retry-After": str(exc.retry_after)},
+                    )
                 except (NotEligible, ShutdownError) as exc:
                     reason = (exc.reason if isinstance(exc, NotEligible)
                               else "This task is no longer accepting work.")
