@@ -74,8 +74,11 @@ EntryAlreadyExistsException = EntryAlreadyExists
 class InvalidTransition(MephistoError):
     """A status change that the transition table does not allow."""
 
-    def __init__(self, kind: str, entity_id: str, old: str, new: str) -> None:
-        super().__init__(f"{kind} {entity_id}: cannot go from status '{old}' to '{new}'")
+    def __init__(
+        self, kind: str, entity_id: str, old: str, new: str, detail: str | None = None
+    ) -> None:
+        message = f"{kind} {entity_id}: cannot go from status '{old}' to '{new}'"
+        super().__init__(f"{kind} {entity_id}: {detail}" if detail else message)
         self.kind = kind
         self.entity_id = entity_id
         self.old = old

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from mephisto.data_model.entity import Entity
 from mephisto.data_model.status import AgentState
+from mephisto.errors import InvalidTransition
 
 if TYPE_CHECKING:
     from mephisto.data_model.assignment import Assignment
@@ -20,6 +21,35 @@ if TYPE_CHECKING:
     from mephisto.data_model.task_run import TaskRun
     from mephisto.data_model.unit import Unit
     from mephisto.data_model.worker import Worker
+
+
+def merge_agent_state(agent_id: str, stored: Any, update: Any) -> Any:
+    """What an agent's saved state becomes when `update` is written over `stored`.
+
+    Nothing stored is lost: keys only in `stored` stay (metadata a worker sent before
+    submitting survives the submit), object values present in both (`metadata`,
+    `times`) are merged key by key, and submitted `outputs` are never replaced by other
+    outputs (`InvalidTransition`). Every write of an agent's state, single or bulk, goes
+    through here.
+    """
+    if not stored:
+        return update
+    if not isinstance(stored, dict) or not isinstance(update, dict):
+        raise InvalidTransition(
+            "agent", agent_id, "", "", detail="its saved state is a JSON object: "
+            f"cannot merge {type(update).__name__} into {type(stored).__name__}",
+        )
+    merged = dict(stored)
+    for key, value in update.items():
+        old = merged.get(key)
+        if key == "outputs" and old is not None and value != old:
+            raise InvalidTransition(
+                "agent", agent_id, "", "",
+                detail="its submitted outputs are saved and are never rewritten",
+            )
+        merged[key] = {**old, **value} if isinstance(old, dict) and isinstance(value, dict) \
+            else value
+    return merged
 
 
 class SavedAgentState:
@@ -54,12 +84,13 @@ class SavedAgentState:
         return self._data.get("times", {}).get("task_end")
 
     def set_data(self, data: dict[str, Any]) -> None:
-        """Replace and save the whole state."""
+        """Save `data` as the state. It is merged into what is stored
+        (`merge_agent_state`): stored keys are kept and submitted outputs stay."""
         self._data = dict(data)
         self.agent._save_state(self._data)
 
     def update_data(self, **fields: Any) -> None:
-        self._data.update(fields)
+        self._data = merge_agent_state(self.agent.db_id, self._data, fields)
         self.agent._save_state(self._data)
 
 
@@ -87,7 +118,7 @@ class _AgentBase(Entity):
 
     def _save_state(self, data: dict[str, Any]) -> None:
         getattr(self.db, self._updater)(self.db_id, state=data)
-        self._row = {**self._row, "state": data}
+        self.refresh()  # the stored state is the merge of what was there and `data`
 
     def get_status(self) -> AgentState:
         """The stored status, read fresh from the database."""
@@ -145,8 +176,7 @@ class Agent(_AgentBase):
             data["outputs"] = outputs
         data.setdefault("times", {})["task_end"] = time.time()
         self.db.update_agent(self.db_id, status=AgentState.COMPLETED, state=data)
-        self.db_status = str(AgentState.COMPLETED)
-        self._row = {**self._row, "state": data}
+        self.refresh()
 
     # Review (the provider-side effects -- payment, rejection notices -- are the
     # provider's; these record the decision).

@@ -1,9 +1,10 @@
 """Statuses of units, assignments and agents, and the transitions between them.
 
-Values are Mephisto's stored strings, so data moves between the two systems. Every
-status change goes through `check_unit_transition` / `check_agent_transition` (the
-database enforces the same tables in its UPDATE statements), and an illegal change
-raises `InvalidTransition`.
+Values are Mephisto's stored strings, so data moves between the two systems. The
+tables below are the one rule for status changes: the database takes the allowed
+current statuses of every status-changing UPDATE from `unit_update_sources` /
+`agent_update_sources`, bulk statements included, and an illegal change raises
+`InvalidTransition`.
 """
 
 from __future__ import annotations
@@ -212,15 +213,30 @@ def agent_sources(target: AgentState) -> list[AgentState]:
     return [s for s, targets in AGENT_TRANSITIONS.items() if target in targets]
 
 
+def unit_update_sources(target: AssignmentState) -> list[AssignmentState]:
+    """Unit statuses from which an update setting `target` is accepted: the legal
+    sources, plus `target` itself (setting the status a unit has is a no-op)."""
+    return [*unit_sources(target), target]
+
+
+def agent_update_sources(target: AgentState) -> list[AgentState]:
+    """Agent statuses from which an update setting `target` is accepted: the legal
+    sources, plus `target` itself while it is an active status (an agent at work may be
+    refreshed). A final status is never set again, so a stored completion is never
+    rewritten. Every agent status change, single or bulk, takes its sources from here."""
+    same = [target] if target in AgentState.active() else []
+    return [*agent_sources(target), *same]
+
+
 def check_unit_transition(unit_id: str, old: str, new: str) -> None:
     old_s, new_s = AssignmentState(old), AssignmentState(new)
-    if old_s != new_s and new_s not in UNIT_TRANSITIONS[old_s]:
+    if old_s not in unit_update_sources(new_s):
         raise InvalidTransition("unit", unit_id, old_s, new_s)
 
 
 def check_agent_transition(agent_id: str, old: str, new: str) -> None:
     old_s, new_s = AgentState(old), AgentState(new)
-    if old_s != new_s and new_s not in AGENT_TRANSITIONS[old_s]:
+    if old_s not in agent_update_sources(new_s):
         raise InvalidTransition("agent", agent_id, old_s, new_s)
 
 

@@ -25,7 +25,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
-from mephisto.data_model.agent import Agent, OnboardingAgent
+from mephisto.data_model.agent import Agent, OnboardingAgent, merge_agent_state
 from mephisto.data_model.assignment import Assignment
 from mephisto.data_model.project import Project
 from mephisto.data_model.qualification import GrantedQualification, Qualification
@@ -35,9 +35,10 @@ from mephisto.data_model.status import (
     UNIT_TRANSITIONS,
     AgentState,
     AssignmentState,
-    agent_sources,
+    agent_update_sources,
     derive_assignment_status,
     unit_sources,
+    unit_update_sources,
 )
 from mephisto.data_model.task import Task
 from mephisto.data_model.task_run import TaskRun
@@ -255,15 +256,12 @@ class MephistoDB:
         new: str,
         sources: Iterable[str],
         extra: Mapping[str, Any] | None = None,
-        allow_same: bool = True,
     ) -> Any:
-        """Set a status if the table allows it from the current one; returns the row.
-
-        `allow_same` lets a change to the status already held pass as a no-op.
-        """
+        """Set a status if the current one is among `sources` (from the transition
+        tables: `unit_update_sources` / `agent_update_sources`); returns the row."""
         t, pk = s.TABLES[table]
         key = self._key(table, entity_id)
-        allowed = {str(x) for x in sources} | ({str(new)} if allow_same else set())
+        allowed = {str(x) for x in sources}
         res = conn.execute(
             t.update()
             .where(t.c[pk] == key, t.c.status.in_(allowed))
@@ -608,7 +606,9 @@ class MephistoDB:
             if status is not None:
                 target = AssignmentState(status)
                 extra = {"agent_id": agent_id} if agent_id is not None else None
-                self._set_status(conn, "units", unit_id, target, unit_sources(target), extra)
+                self._set_status(
+                    conn, "units", unit_id, target, unit_update_sources(target), extra
+                )
             elif agent_id is not None:
                 self._update("units", unit_id, {"agent_id": agent_id})
 
@@ -647,7 +647,7 @@ class MephistoDB:
                 "units",
                 unit_id,
                 AssignmentState.LAUNCHED,
-                unit_sources(AssignmentState.LAUNCHED),
+                unit_update_sources(AssignmentState.LAUNCHED),
                 {"agent_id": None, "worker_id": None},
             )
 
@@ -828,7 +828,6 @@ class MephistoDB:
                     AssignmentState.ASSIGNED,
                     [AssignmentState.LAUNCHED],
                     {"agent_id": agent_id, "worker_id": int(worker_id)},
-                    allow_same=False,
                 )
         return agent_id
 
@@ -874,9 +873,13 @@ class MephistoDB:
         if not submissions:
             return
         now = _now()
-        agent_rows = [{"agent_id": a, "state": st, "now": now} for a, _u, st in submissions]
         unit_rows = [{"agent_id": a, "unit_id": int(u)} for a, u, _st in submissions]
         with self._tx.savepoint() as conn:
+            stored = self._stored_states(conn, "agents", [a for a, _u, _st in submissions])
+            agent_rows = [
+                {"agent_id": a, "state": merge_agent_state(a, stored.get(a), st), "now": now}
+                for a, _u, st in submissions
+            ]
             res = conn.execute(_COMPLETE_AGENT, agent_rows)
             if res.rowcount != len(agent_rows):
                 raise InvalidTransition("agent", "(bulk)", "not active", AgentState.COMPLETED)
@@ -911,18 +914,38 @@ class MephistoDB:
 
     def update_agent(self, agent_id: str, status: str | None = None, state: Any = None) -> None:
         """Change an agent's status and/or saved state; its unit follows in the same
-        transaction (e.g. COMPLETED -> unit COMPLETED, TIMEOUT -> unit freed)."""
+        transaction (e.g. COMPLETED -> unit COMPLETED, TIMEOUT -> unit freed).
+
+        The status change follows `agent_update_sources` (a completed agent is never
+        completed again); `state` is merged into the stored state (`merge_agent_state`).
+        """
         with self.transaction() as conn:
-            if status is None:
-                if state is not None:
-                    self._update("agents", agent_id, {"state": state, "update_date": _now()})
-                return
-            target = AgentState(status)
-            extra: dict[str, Any] = {"update_date": _now()}
+            row = self._update_agent_row(conn, "agents", agent_id, status, state)
+            if row is not None:
+                self._move_unit_with_agent(conn, row.unit_id, agent_id, AgentState(status))
+
+    def _stored_states(self, conn: sa.Connection, table: str, ids: list[str]) -> dict[str, Any]:
+        t, pk = s.TABLES[table]
+        query = sa.select(t.c[pk], t.c.state).where(t.c[pk].in_(ids))
+        return {row[0]: row[1] for row in conn.execute(query)}
+
+    def _update_agent_row(
+        self, conn: sa.Connection, table: str, agent_id: str, status: str | None, state: Any
+    ) -> Any:
+        """The one path that changes an agent or onboarding agent row: the status by the
+        transition table, the state merged. Returns the row if the status changed."""
+        values: dict[str, Any] = {"update_date": _now()}
+        if state is not None:
+            stored = self._stored_states(conn, table, [str(agent_id)])
+            if str(agent_id) not in stored:
+                raise EntryDoesNotExist(f"{_ENTITY_NAMES[table]} {agent_id} does not exist")
+            values["state"] = merge_agent_state(str(agent_id), stored[str(agent_id)], state)
+        if status is None:
             if state is not None:
-                extra["state"] = state
-            row = self._set_status(conn, "agents", agent_id, target, agent_sources(target), extra)
-            self._move_unit_with_agent(conn, row.unit_id, agent_id, target)
+                self._update(table, agent_id, values)
+            return None
+        target = AgentState(status)
+        return self._set_status(conn, table, agent_id, target, agent_update_sources(target), values)
 
     def _move_unit_with_agent(
         self, conn: sa.Connection, unit_key: int, agent_id: str, agent_status: AgentState
@@ -993,22 +1016,9 @@ class MephistoDB:
     def update_onboarding_agent(
         self, onboarding_agent_id: str, status: str | None = None, state: Any = None
     ) -> None:
+        """As `update_agent`, for an onboarding agent (no unit to move)."""
         with self.transaction() as conn:
-            if status is None:
-                if state is not None:
-                    self._update(
-                        "onboarding_agents",
-                        onboarding_agent_id,
-                        {"state": state, "update_date": _now()},
-                    )
-                return
-            target = AgentState(status)
-            extra: dict[str, Any] = {"update_date": _now()}
-            if state is not None:
-                extra["state"] = state
-            self._set_status(
-                conn, "onboarding_agents", onboarding_agent_id, target, agent_sources(target), extra
-            )
+            self._update_agent_row(conn, "onboarding_agents", onboarding_agent_id, status, state)
 
     # -- qualifications ------------------------------------------------------------------
 
@@ -1099,7 +1109,8 @@ _ASSIGN_UNIT = sa.text(
 )
 _COMPLETE_AGENT = sa.text(
     f"UPDATE agents SET status = '{AgentState.COMPLETED}', state = :state, update_date = :now "
-    f"WHERE agent_id = :agent_id AND status IN ({_sql_list(agent_sources(AgentState.COMPLETED))})"
+    f"WHERE agent_id = :agent_id "
+    f"AND status IN ({_sql_list(agent_update_sources(AgentState.COMPLETED))})"
 ).bindparams(sa.bindparam("state", type_=sa.JSON))
 _COMPLETE_UNIT = sa.text(
     f"UPDATE units SET status = '{AssignmentState.COMPLETED}' WHERE unit_id = :unit_id "

@@ -419,7 +419,9 @@ class MephistoDBContract:
             assert db.get_agent(row["agent_id"])["state"] == {"inputs": {"u": row["unit_id"]}}
         db.complete_agents([(r["agent_id"], r["unit_id"], {"outputs": i}) for i, r in enumerate(rows)])
         assert db.get_unit_status_counts(run.task_run_id) == {"completed": 3}
-        assert [db.get_agent(r["agent_id"])["state"] for r in rows] == [{"outputs": i} for i in range(3)]
+        assert [db.get_agent(r["agent_id"])["state"] for r in rows] == [
+            {"inputs": {"u": r["unit_id"]}, "outputs": i} for i, r in enumerate(rows)
+        ]
 
     def test_bulk_create_agents_all_or_nothing(self, db: Any, run: Run) -> None:
         units = run.units(2)
@@ -450,6 +452,67 @@ class MephistoDBContract:
         with pytest.raises(InvalidTransition):
             db.update_agent(agent_id, status="completed")
         assert db.get_agent(agent_id)["status"] == "none"
+
+    # -- one completion rule, single and bulk; saved state is merged, never overwritten --
+
+    @pytest.mark.parametrize("path", ["single", "bulk"])
+    def test_a_completion_is_never_rewritten(self, db: Any, run: Run, path: str) -> None:
+        (unit_id,) = run.units(1)
+        agent_id = run.agent(unit_id)
+        db.complete_agents([(agent_id, unit_id, {"outputs": {"answer": 1}})])
+        before = db.get_agent(agent_id)
+        with pytest.raises(InvalidTransition):
+            if path == "single":
+                db.update_agent(agent_id, status="completed", state={"outputs": {"answer": 2}})
+            else:
+                db.complete_agents([(agent_id, unit_id, {"outputs": {"answer": 2}})])
+        with pytest.raises(InvalidTransition):
+            db.update_agent(agent_id, status="completed")
+        with pytest.raises(InvalidTransition):  # a state write cannot replace the outputs
+            db.update_agent(agent_id, state={"outputs": {"answer": 3}})
+        after = db.get_agent(agent_id)
+        assert (after["status"], after["state"]) == (before["status"], before["state"])
+        assert db.get_unit(unit_id)["status"] == "completed"
+
+    @pytest.mark.parametrize("path", ["single", "bulk"])
+    def test_metadata_saved_before_the_submit_is_kept(self, db: Any, run: Run, path: str) -> None:
+        (unit_id,) = run.units(1)
+        agent_id = run.agent(unit_id)
+        db.update_agent(agent_id, state={"metadata": {"feedback": "fine"}})
+        db.update_agent(agent_id, state={"metadata": {"time": 3}})
+        submitted = {"outputs": {"answer": 1}, "times": {"task_end": 2.0}}
+        if path == "single":
+            db.update_agent(agent_id, status="completed", state=submitted)
+        else:
+            db.complete_agents([(agent_id, unit_id, submitted)])
+        state = db.get_agent(agent_id)["state"]
+        assert state["metadata"] == {"feedback": "fine", "time": 3}
+        assert state["outputs"] == {"answer": 1} and state["times"]["task_end"] == 2.0
+        db.update_agent(agent_id, state={"metadata": {"after": True}})  # feedback after submit
+        assert db.get_agent(agent_id)["state"]["metadata"] == {
+            "feedback": "fine", "time": 3, "after": True,
+        }
+
+    def test_an_active_agent_may_be_set_to_its_status_again(self, db: Any, run: Run) -> None:
+        (unit_id,) = run.units(1)
+        agent_id = run.agent(unit_id)
+        db.update_agent(agent_id, status="in task", state={"x": 1})
+        assert db.get_agent(agent_id)["state"]["x"] == 1
+        db.update_agent(agent_id, status="timeout")
+        with pytest.raises(InvalidTransition):
+            db.update_agent(agent_id, status="timeout")
+
+    def test_onboarding_completion_is_never_rewritten(self, db: Any, run: Run) -> None:
+        worker = db.find_or_new_worker("w", "mock")
+        oid = db.new_onboarding_agent(worker.db_id, run.task_id, run.task_run_id, "mock",
+                                      status="onboarding")
+        db.update_onboarding_agent(oid, state={"metadata": {"m": 1}})
+        db.update_onboarding_agent(oid, status="rejected", state={"outputs": {"a": 1}})
+        with pytest.raises(InvalidTransition):
+            db.update_onboarding_agent(oid, status="approved", state={"outputs": {"a": 2}})
+        row = db.get_onboarding_agent(oid)
+        assert row["status"] == "rejected"
+        assert row["state"] == {"metadata": {"m": 1}, "outputs": {"a": 1}}
 
     # -- run progress --------------------------------------------------------------------
 
