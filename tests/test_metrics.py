@@ -20,8 +20,10 @@ from mephisto.testing.worker import SimulatedWorker, SimulatedWorkerError, run_s
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
 
-async def _scrape(url: str) -> Samples:
-    async with aiohttp.ClientSession() as session, session.get(url + "metrics") as response:
+async def _scrape(url: str, token: str) -> Samples:
+    headers = {"Authorization": f"Bearer {token}"}
+    async with aiohttp.ClientSession() as session, \
+            session.get(url + "metrics", headers=headers) as response:
         assert response.status == 200
         assert response.headers["Content-Type"].startswith("text/plain")
         text = await response.text()
@@ -56,7 +58,7 @@ async def test_metrics_follow_a_live_run(launch_static_run: Any) -> None:
     rid = run.task_run_id
     hist = "mephisto_request_seconds_count"
 
-    before = await _scrape(run.url)
+    before = await _scrape(run.url, run.live.metrics_token)
     assert _units(before, rid, "completed") == 0
     assert _units(before, rid, "launched") == 10
     assert _value(before, "mephisto_active_agents", task_run_id=rid) == 0
@@ -67,7 +69,7 @@ async def test_metrics_follow_a_live_run(launch_static_run: Any) -> None:
         run.url, 3, units_per_worker=1, answer_fn=_answer, worker_prefix="first"
     )
     assert stats.errors == [] and stats.units_completed == 3
-    after_three = await _scrape(run.url)
+    after_three = await _scrape(run.url, run.live.metrics_token)
     assert _units(after_three, rid, "completed") == 3
     assert _value(after_three, "mephisto_active_agents", task_run_id=rid) == 0
     assert _delta(after_three, before, hist, task_run_id=rid, endpoint="request_agent") == 3
@@ -81,7 +83,7 @@ async def test_metrics_follow_a_live_run(launch_static_run: Any) -> None:
         # assigned.
         taken = await idle.request_agent()
         assert taken["agent_id"]
-        holding = await _scrape(run.url)
+        holding = await _scrape(run.url, run.live.metrics_token)
         assert _value(holding, "mephisto_active_agents", task_run_id=rid) == 1
         assert _units(holding, rid, "assigned") == 1
         assert _units(holding, rid, "completed") == 3
@@ -91,7 +93,7 @@ async def test_metrics_follow_a_live_run(launch_static_run: Any) -> None:
         with pytest.raises(SimulatedWorkerError) as unknown:
             await bad.submit({"answer": "x"})
         assert unknown.value.status == 404
-        after_bad = await _scrape(run.url)
+        after_bad = await _scrape(run.url, run.live.metrics_token)
         assert _delta(after_bad, holding, "mephisto_request_errors_total", **errors_404) == 1
         assert _delta(after_bad, before, "mephisto_request_errors_total", **errors_404) == 1
         # It was answered (so timed) but committed nothing.
@@ -104,14 +106,14 @@ async def test_metrics_follow_a_live_run(launch_static_run: Any) -> None:
             run.url, 4, units_per_worker=1, answer_fn=_answer, worker_prefix="second"
         )
         assert stats.errors == [] and stats.units_completed == 4
-        later = await _scrape(run.url)
+        later = await _scrape(run.url, run.live.metrics_token)
         assert _units(later, rid, "completed") == 7
         assert _value(later, "mephisto_active_agents", task_run_id=rid) == 1
         assert _delta(later, before, "mephisto_submit_commit_seconds_count", task_run_id=rid) == 7
 
         # The idle worker submits at last.
         await idle.submit({"answer": "late but fine"})
-        done = await _scrape(run.url)
+        done = await _scrape(run.url, run.live.metrics_token)
         assert _units(done, rid, "completed") == 8
         assert _value(done, "mephisto_active_agents", task_run_id=rid) == 0
 

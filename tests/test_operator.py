@@ -292,15 +292,16 @@ def test_a_blueprint_failing_to_start_leaves_no_open_run(
 # -- who may work -----------------------------------------------------------------------------
 
 
-async def test_standing_is_reread_for_workers_together(
+def test_standing_is_reread_for_workers_together(
     launch_static_run: Any, mephisto_db: MephistoDB, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Blocks made during a run take effect at the next re-read of a worker's standing;
-    the workers due at once are read in one call."""
+    the workers due at once are read in one call. The requests are made on the run's
+    loop in one turn (over sockets they may land in different turns)."""
     from mephisto.operations import worker_pool
 
     run = launch_static_run(_data(6))
-    url = run.operator.get_running_task_runs()[run.task_run_id].url
+    pool, loop = run.live.pool, run.operator._loop
     calls: list[list[str]] = []
     real = worker_pool.workers_standing
 
@@ -308,22 +309,26 @@ async def test_standing_is_reread_for_workers_together(
         calls.append(sorted(worker_ids))
         return real(db, worker_ids, requester_id)
 
-    monkeypatch.setattr(worker_pool, "workers_standing", counting)
-    async with SimulatedWorker(url, "good") as good, SimulatedWorker(url, "spammer") as spammer:
-        from mephisto.testing.worker import complete_unit
+    def request_both(hit: str) -> list[Any]:
+        async def both() -> list[Any]:
+            return await asyncio.gather(*(
+                pool.request_agent({"worker_name": name, "assignment_id": hit}, {})
+                for name in ("good", "spammer")
+            ))
+        return asyncio.run_coroutine_threadsafe(both(), loop).result(10)
 
-        await asyncio.gather(complete_unit(good, {"x": 1}), complete_unit(spammer, {"x": 2}))
-        loaded = len(calls)  # first sight: standing loaded with the worker, not re-read
-        spammer_id = mephisto_db.find_workers(worker_name="spammer")[0].db_id
-        requester_id = mephisto_db.find_requesters()[0].db_id
-        mephisto_db.block_worker(spammer_id, requester_id, "spam")
-        monkeypatch.setattr(worker_pool, "STANDING_TTL", 0.0)
-        good.new_assignment()
-        spammer.new_assignment()
-        await asyncio.gather(good.request_agent(), spammer.request_agent())
-        assert good.agent_id is not None
-        assert spammer.agent_id is None and spammer.failure_reason == worker_pool.BLOCKED
-    assert len(calls) == loaded + 1 and len(calls[-1]) == 2
+    monkeypatch.setattr(worker_pool, "workers_standing", counting)
+    first = request_both("hit-1")
+    assert all(answer["agent_id"] for answer in first)
+    assert len(calls) == 1 and len(calls[0]) == 2  # first sight: loaded together
+    spammer_id = mephisto_db.find_workers(worker_name="spammer")[0].db_id
+    requester_id = mephisto_db.find_requesters()[0].db_id
+    mephisto_db.block_worker(spammer_id, requester_id, "spam")
+    monkeypatch.setattr(worker_pool, "STANDING_TTL", 0.0)
+    good, spammer = request_both("hit-2")
+    assert good["agent_id"] is not None
+    assert spammer["agent_id"] is None and spammer["failure_reason"] == worker_pool.BLOCKED
+    assert len(calls) == 2 and len(calls[-1]) == 2  # re-read together
 
 
 async def test_maximum_units_per_worker_across_runs(launch_static_run: Any) -> None:

@@ -7,6 +7,7 @@ import asyncio
 import json
 import logging
 import os
+import tempfile
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -23,11 +24,13 @@ from mephisto.testing.server import running_server
 from mephisto.testing.worker import SimulatedWorker, SimulatedWorkerError
 
 SECRET = "TOP SECRET: outside the static directory"
+UPLOADS = Path(tempfile.mkdtemp(prefix="mephisto-test-uploads-"))
 SETTINGS = ServerSettings(
     max_body_bytes=4096,
     max_upload_bytes=64 * 1024,
     max_ws_message_bytes=2048,
     extra_headers={"X-Content-Type-Options": "nosniff"},
+    upload_dir=UPLOADS,
 )
 
 
@@ -183,9 +186,53 @@ async def test_multipart_submit_with_files(url: str, backend: FakeBackend) -> No
     assert answer == {"status": "Submitted"}
     ((agent_id, final_data, files),) = backend.submissions
     assert agent_id == worker.agent_id and final_data["name"] == "x"
-    assert [(f.field_name, f.filename, f.data) for f in files] == [
+    assert [(name, filename, data) for name, filename, _t, data in files] == [
         ("photo", "p.png", b"\x89PNG"), ("notes", "notes.txt", b"some notes")]
-    assert files[0].content_type == "application/octet-stream"
+    assert files[0][2] == "application/octet-stream"
+    assert list(UPLOADS.iterdir()) == []  # the temporary files are gone once answered
+
+
+def _multipart(parts: list[tuple[str, str | None, bytes]]) -> tuple[bytes, str]:
+    """A multipart/form-data body of (field name, file name or None, data) parts."""
+    boundary = "----fuzzboundary7MA4YWxkTrZu0gW"
+    out = bytearray()
+    for name, filename, data in parts:
+        out += f"--{boundary}\r\n".encode()
+        disposition = f'form-data; name="{name}"'
+        if filename is not None:
+            disposition += f'; filename="{filename}"'
+        out += f"Content-Disposition: {disposition}\r\n".encode()
+        if filename is not None:
+            out += b"Content-Type: application/octet-stream\r\n"
+        out += b"\r\n" + data + b"\r\n"
+    out += f"--{boundary}--\r\n".encode()
+    return bytes(out), f"multipart/form-data; boundary={boundary}"
+
+
+@pytest.mark.parametrize("agent_first", [True, False])
+async def test_upload_for_an_unknown_agent_is_refused_and_nothing_is_kept(
+    url: str, backend: FakeBackend, session: aiohttp.ClientSession, agent_first: bool
+) -> None:
+    agent = ("USED_AGENT_ID", None, b"not-an-agent")
+    upload = ("photo", "p.bin", b"x" * 40_000)
+    final = ("final_string_data", None, b"{}")
+    body, ctype = _multipart([agent, upload, final] if agent_first else [upload, agent, final])
+    async with session.post(url + "/submit_task", data=body,
+                            headers={"Content-Type": ctype}) as response:
+        assert response.status == 404
+    assert [name for name, _args in backend.calls] == ["check_submit"]
+    assert backend.submissions == []
+    assert not UPLOADS.exists() or list(UPLOADS.iterdir()) == []
+
+
+async def test_upload_with_a_300_character_file_name(
+    url: str, backend: FakeBackend, session: aiohttp.ClientSession
+) -> None:
+    async with SimulatedWorker(url, "w1") as worker:
+        await worker.request_agent()
+        await worker.submit_multipart({"a": 1}, {"f": ("n" * 300 + ".txt", b"data")})
+    ((_agent, _data, files),) = backend.submissions
+    assert files[0][1] == ("n" * 300 + ".txt")[:255] and files[0][3] == b"data"
 
 
 async def test_onboarding_flow(static_dir: Path) -> None:
@@ -357,11 +404,14 @@ async def test_oversize_multipart_is_413(url: str, backend: FakeBackend) -> None
 async def test_malformed_multipart_is_400(
     url: str, session: aiohttp.ClientSession, backend: FakeBackend
 ) -> None:
+    async with SimulatedWorker(url, "w1") as worker:
+        agent_id = (await worker.request_agent())["agent_id"]
     cases: list[tuple[dict[str, str], str]] = [
         ({"final_string_data": "{}"}, "missing field 'USED_AGENT_ID'"),
-        ({"USED_AGENT_ID": "a"}, "missing field 'final_string_data'"),
-        ({"USED_AGENT_ID": "a", "final_string_data": "{oops"},
+        ({"USED_AGENT_ID": agent_id}, "missing field 'final_string_data'"),
+        ({"USED_AGENT_ID": agent_id, "final_string_data": "{oops"},
          "'final_string_data' is not valid JSON"),
+        ({"USED_AGENT_ID": "", "final_string_data": "{}"}, "'USED_AGENT_ID' must be a non"),
     ]
     for fields, message in cases:
         form = aiohttp.FormData()
@@ -370,7 +420,9 @@ async def test_malformed_multipart_is_400(
         form.add_field("file", b"data", filename="f.txt")
         status, body = await call(session, "POST", url + "/submit_task", data=form)
         assert status == 400 and message in body["error"], (fields, body)
-    assert backend.calls == []
+    # the agent was checked before its files were read; nothing was submitted
+    assert {name for name, _args in backend.calls} == {"request_agent", "check_submit"}
+    assert backend.submissions == [] and list(UPLOADS.iterdir()) == []
 
 
 async def test_broken_multipart_is_400(
@@ -424,19 +476,53 @@ async def test_double_submit_is_409_and_keeps_the_first(url: str, backend: FakeB
     assert backend.submissions == [(worker.agent_id, {"first": True}, [])]
 
 
-async def test_acting_on_an_agent_that_is_not_yours_gets_the_backends_error(
+async def test_submitting_for_an_agent_that_ended_gets_the_backends_error(
     url: str, backend: FakeBackend
 ) -> None:
-    async with SimulatedWorker(url, "owner") as owner, SimulatedWorker(url, "other") as other:
+    async with SimulatedWorker(url, "owner") as owner:
         await owner.request_agent()
         assert owner.agent_id is not None
         backend.agents[owner.agent_id].status = "returned"
-        other.agent_id = owner.agent_id
         with pytest.raises(SimulatedWorkerError) as info:
-            await other.submit({"stolen": True})
+            await owner.submit({"late": True})
     assert info.value.status == 403 and "returned" in (info.value.error or "")
     assert backend.submissions == []
     assert backend.agents[owner.agent_id].final_data is None
+
+
+async def test_the_callers_identity_reaches_the_backend(url: str, backend: FakeBackend) -> None:
+    async with SimulatedWorker(url, "owner") as owner, SimulatedWorker(url, "other") as other:
+        await owner.request_agent()
+        other.agent_id = owner.agent_id
+        for action in (other.submit({"stolen": True}), other.submit_metadata({"x": {}})):
+            with pytest.raises(SimulatedWorkerError) as info:
+                await action
+            assert info.value.status == 403 and "another worker" in (info.value.error or "")
+    assert backend.submissions == [] and backend.agents[owner.agent_id].metadata == {}
+
+
+async def test_ids_longer_than_the_limit_are_400(url: str, backend: FakeBackend) -> None:
+    async with SimulatedWorker(url, "w1") as worker:
+        worker.agent_id = "a" * 129
+        for action in (worker.submit({}), worker.submit_metadata({}), worker.log_error("x")):
+            with pytest.raises(SimulatedWorkerError) as info:
+                await action
+            assert info.value.status == 400 and "longer than 128" in (info.value.error or "")
+        worker.worker_id = "w" * 129
+        with pytest.raises(SimulatedWorkerError) as info:
+            await worker.request_agent()
+        assert info.value.status == 400 and "provider_data.worker_name" in (info.value.error or "")
+    assert backend.calls == []
+
+
+async def test_the_same_submit_again_is_answered_and_changes_nothing(
+    url: str, backend: FakeBackend
+) -> None:
+    async with SimulatedWorker(url, "w1") as worker:
+        await worker.request_agent()
+        await worker.submit({"answer": 1})
+        assert await worker.submit({"answer": 1}) == {"status": "Submitted"}
+    assert backend.submissions == [(worker.agent_id, {"answer": 1}, [])]
 
 
 # -- static files ---------------------------------------------------------------------
@@ -481,9 +567,20 @@ async def test_metrics_endpoint(session: aiohttp.ClientSession) -> None:
 
     registry = CollectorRegistry()
     Counter("fake_total", "a counter", registry=registry).inc()
+    settings = ServerSettings(metrics_token="s3cret")
+    app = create_app(FakeBackend(), settings, metrics_registry=registry)
+    async with running_server(app) as url:
+        good = {"Authorization": "Bearer s3cret"}
+        async with session.get(url + "/metrics", headers=good) as response:
+            assert response.status == 200 and "fake_total 1.0" in await response.text()
+        for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": "s3cret"}):
+            async with session.get(url + "/metrics", headers=headers) as response:
+                assert response.status == 401 and response.headers["WWW-Authenticate"]
+                assert "fake_total" not in await response.text()
+    # without a token, workers' port does not serve metrics at all
     async with running_server(create_app(FakeBackend(), metrics_registry=registry)) as url:
         status, body = await call(session, "GET", url + "/metrics")
-    assert status == 200 and "fake_total 1.0" in body
+    assert status == 404
 
 
 # -- websocket ----------------------------------------------------------------------------

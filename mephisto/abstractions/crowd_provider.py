@@ -13,6 +13,9 @@ per unit. To implement one, override:
 - `launch_units(units, server_url)` / `expire_units(units)`: publish and withdraw work.
 - `worker_name_from_registration(provider_data)`: the provider's id of the worker in a
   `/request_agent` body, or raise `MalformedRequest`.
+- `worker_name_from_request(caller)`: the provider's id of the worker that a request's
+  query parameters name (what the page shim adds to every request), or None. The
+  operator refuses a request naming one worker to act on another worker's agent.
 - `wrap_crowd_source_js()`: the script served as `/wrap_crowd_source.js`.
 - `approve_work`, `reject_work`, `soft_reject_work`, `pay_bonus`, `block_worker`,
   `unblock_worker`, `grant_qualification`, `revoke_qualification`: the provider-side
@@ -21,6 +24,7 @@ per unit. To implement one, override:
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -64,6 +68,10 @@ class CrowdProvider:
 
     def worker_name_from_registration(self, provider_data: dict[str, Any]) -> str:
         raise NotImplementedError
+
+    def worker_name_from_request(self, caller: Mapping[str, str]) -> str | None:
+        """The worker a request says it comes from (None: it names none)."""
+        return None
 
     def wrap_crowd_source_js(self) -> str:
         raise NotImplementedError

@@ -1,24 +1,38 @@
 """Route what browsers send (through the server) to the live run, and back.
 
 Implements `mephisto.server.backend.TaskBackend` for one live task run. A submit is
-checked against the agent's in-memory state (exists, belongs to a unit, still working,
-not already submitting), then committed through the group-commit writer, and only then
-answered.
+checked against the agent's in-memory state (exists, is the caller's, belongs to a unit,
+still working), then committed through the group-commit writer, and only then answered.
+
+Submits are idempotent: the same data for an agent that already submitted is answered
+with success again and changes nothing (a browser retrying a submit whose answer it
+never got, also after the operator restarted: stored submits are looked up in the
+database then); different data is `AlreadySubmitted`. A submit arriving while another
+for the same agent is being saved waits for that one's outcome.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import os
 import re
 import time
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from mephisto.data_model.agent import OnboardingAgent
 from mephisto.data_model.status import AgentState
-from mephisto.errors import AlreadySubmitted, ForbiddenAction, UnknownAgent
-from mephisto.server.backend import AgentResponse, SendPacket, UploadedFile
+from mephisto.errors import (
+    AlreadySubmitted,
+    EntryDoesNotExist,
+    ForbiddenAction,
+    InvalidTransition,
+    UnknownAgent,
+)
+from mephisto.server.backend import AgentResponse, Caller, SendPacket, UploadedFile
 from mephisto.utils.dirs import get_run_dir
 
 if TYPE_CHECKING:
@@ -27,15 +41,22 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-_REVIEWED = frozenset(str(s) for s in (AgentState.COMPLETED, *AgentState.reviewed()))
+_SUBMITTED = frozenset(str(s) for s in (AgentState.COMPLETED, *AgentState.reviewed()))
 _SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
+MAX_SAVED_NAME = 100  # characters of an uploaded file's name kept in the saved file's name
 MAX_LOGGED_ERRORS_PER_AGENT = 20
+# browser errors from no agent (or an unknown one) share one budget per minute
+MAX_LOGGED_ANONYMOUS_ERRORS_PER_MINUTE = 30
+NOT_YOURS = "this agent belongs to another worker"
+_CHECK_ONLY = object()
+ONBOARDING_SUBMIT = "this agent is doing onboarding: submit through /submit_onboarding"
 
 
 class ClientIOHandler:
     def __init__(self, run: LiveTaskRun) -> None:
         self.run = run
-        self._errors_logged: dict[str | None, int] = {}
+        self._errors_logged: dict[str, int] = {}  # by known agent id
+        self._anonymous_errors = (0.0, 0)  # (minute started at, errors logged in it)
 
     # -- static parts, computed once ----------------------------------------------------
 
@@ -65,75 +86,137 @@ class ClientIOHandler:
 
     # -- agents --------------------------------------------------------------------------
 
-    async def request_agent(self, provider_data: dict[str, Any]) -> AgentResponse:
-        return await self.run.pool.request_agent(provider_data)
+    async def request_agent(self, provider_data: dict[str, Any], caller: Caller) -> AgentResponse:
+        return await self.run.pool.request_agent(provider_data, caller)
 
-    async def submit_onboarding(self, agent_id: str, onboarding_data: Any) -> AgentResponse:
-        return await self.run.pool.submit_onboarding(agent_id, onboarding_data)
+    async def submit_onboarding(
+        self, agent_id: str, onboarding_data: Any, caller: Caller
+    ) -> AgentResponse:
+        return await self.run.pool.submit_onboarding(agent_id, onboarding_data, caller)
 
-    def _agent(self, agent_id: str) -> AgentInfo:
+    def _check_caller(self, worker_name: str, caller: Caller) -> None:
+        if caller:
+            claimed = self.run.provider.worker_name_from_request(caller)
+            if claimed is not None and claimed != worker_name:
+                raise ForbiddenAction(NOT_YOURS)
+
+    def _agent(self, agent_id: str, caller: Caller) -> AgentInfo | None:
+        """The live agent (None when it is not in memory: it may be stored, from before
+        a restart), once the caller is known to be its worker."""
         agent = self.run.pool.agents.get(agent_id)
-        if agent is None:
-            raise UnknownAgent("unknown agent id: request an agent first")
+        if agent is not None:
+            self._check_caller(agent.worker.worker_name, caller)
         return agent
 
-    async def submit_task(self, agent_id: str, final_data: Any, files: list[UploadedFile]) -> None:
-        run = self.run
-        agent = self._agent(agent_id)
+    async def _stored(self, agent_id: str, caller: Caller) -> dict[str, Any]:
+        """An agent of this run read from the database (`UnknownAgent` if none), once
+        the caller is known to be its worker."""
+        row = await self.run.writer.read(_stored_agent, agent_id, self.run.task_run_id)
+        if row is None:
+            raise UnknownAgent("unknown agent id: request an agent first")
+        self._check_caller(row["worker_name"], caller)
+        return row
+
+    async def check_submit(self, agent_id: str, caller: Caller) -> None:
+        agent = self._agent(agent_id, caller)
+        if agent is None:
+            _check_resubmission(await self._stored(agent_id, caller), _CHECK_ONLY)
+            return
         if agent.unit is None:
-            raise ForbiddenAction("this agent is doing onboarding: submit through /submit_onboarding")
-        if agent.status in _REVIEWED:
-            raise AlreadySubmitted("this unit was already submitted")
-        if agent.busy:
-            raise AlreadySubmitted("a submission for this unit is already being saved")
+            raise ForbiddenAction(ONBOARDING_SUBMIT)
+        if not agent.active and agent.status not in _SUBMITTED:
+            raise ForbiddenAction(f"this unit can no longer be submitted (status: {agent.status})")
+
+    async def submit_task(
+        self, agent_id: str, final_data: Any, files: list[UploadedFile], caller: Caller
+    ) -> None:
+        run = self.run
+        agent = self._agent(agent_id, caller)
+        if agent is None:  # submitted before a restart, maybe: a retry is answered again
+            _check_resubmission(await self._stored(agent_id, caller), final_data)
+            return
+        if agent.unit is None:
+            raise ForbiddenAction(ONBOARDING_SUBMIT)
+        while agent.pending is not None:  # another submit for it is being saved
+            await agent.pending
+        if agent.status in _SUBMITTED:
+            _check_resubmission(await self._stored(agent_id, caller), final_data)
+            return
         if not agent.active:
             raise ForbiddenAction(f"this unit can no longer be submitted (status: {agent.status})")
-        agent.busy = True
         started = time.perf_counter()
-        try:
-            run.blueprint.validate_submission(final_data)
-            if files:
-                saved = await run.writer.read(_save_files, run.task_run_id, agent_id, files)
-                final_data = {**final_data, "files": saved} if isinstance(final_data, dict) else {
-                    "data": final_data, "files": saved}
-            state = {
-                "inputs": agent.unit.init_data,
-                "outputs": final_data,
-                "times": {"task_start": agent.started, "task_end": time.time()},
-                "provider_assignment_id": agent.provider_assignment,
-            }
-            await run.writer.run_batched(COMPLETE_AGENTS, (agent_id, agent.unit.unit_id, state))
-        except Exception:
-            run.metrics.submit_failed()
-            raise
-        finally:
-            agent.busy = False
+        with agent.saving():
+            try:
+                run.blueprint.validate_submission(final_data)
+                if files:
+                    saved = await run.writer.read(_save_files, run.task_run_id, agent_id, files)
+                    final_data = {**final_data, "files": saved} if isinstance(final_data, dict) \
+                        else {"data": final_data, "files": saved}
+                state = {
+                    "inputs": agent.unit.init_data,
+                    "outputs": final_data,
+                    "times": {"task_start": agent.started, "task_end": time.time()},
+                    "provider_assignment_id": agent.provider_assignment,
+                }
+                await run.writer.run_batched(COMPLETE_AGENTS, (agent_id, agent.unit.unit_id, state))
+            except InvalidTransition:
+                # the database says this agent is no longer at work: an earlier commit
+                # whose answer was lost (connection dropped at COMMIT) may have stored it
+                row = await self._stored(agent_id, caller)
+                if row["status"] not in _SUBMITTED:
+                    run.metrics.submit_failed()
+                    raise
+                self._finished(agent)
+                _check_resubmission(row, final_data)
+                return
+            except Exception:
+                run.metrics.submit_failed()
+                raise
         run.metrics.submit_committed(time.perf_counter() - started)
-        run.pool.agent_finished(agent, str(AgentState.COMPLETED))
-        run.unit_completed(agent)
+        self._finished(agent)
 
-    async def submit_metadata(self, agent_id: str, metadata: dict[str, Any]) -> dict[str, Any]:
-        agent = self._agent(agent_id)
-        await self.run.writer.run(_merge_metadata, agent.agent_id, agent.is_onboarding, metadata)
+    def _finished(self, agent: AgentInfo) -> None:
+        self.run.pool.agent_finished(agent, str(AgentState.COMPLETED))
+        self.run.unit_completed(agent)
+
+    async def submit_metadata(
+        self, agent_id: str, metadata: dict[str, Any], caller: Caller
+    ) -> dict[str, Any]:
+        if self._agent(agent_id, caller) is None:
+            await self._stored(agent_id, caller)  # an agent of this run, from before a restart
+        await self.run.writer.run(_merge_metadata, agent_id, metadata)
         return {"status": "Metadata received", "agent_id": agent_id}
 
     async def log_error(self, agent_id: str | None, error_data: Any) -> None:
-        count = self._errors_logged.get(agent_id, 0)
-        if count >= MAX_LOGGED_ERRORS_PER_AGENT:
-            return
-        self._errors_logged[agent_id] = count + 1
-        text = json.dumps(error_data)[:2000]
-        logger.warning("browser error (agent %s): %s", agent_id, text)
+        if agent_id is not None and agent_id in self.run.pool.agents:
+            count = self._errors_logged.get(agent_id, 0)
+            if count >= MAX_LOGGED_ERRORS_PER_AGENT:
+                return
+            self._errors_logged[agent_id] = count + 1
+        else:  # no agent, or one we do not know: one shared budget
+            minute, count = self._anonymous_errors
+            now = time.monotonic()
+            if now - minute >= 60:
+                minute, count = now, 0
+            if count >= MAX_LOGGED_ANONYMOUS_ERRORS_PER_MINUTE:
+                return
+            self._anonymous_errors = (minute, count + 1)
+        # JSON escapes control characters: nothing a browser sends can forge a log line
+        text = json.dumps(error_data, ensure_ascii=True)[:2000]
+        logger.warning("browser error (agent %s): %s", json.dumps(agent_id)[:200], text)
 
     # -- websockets ---------------------------------------------------------------------
 
-    async def agent_alive(self, agent_id: str, send: SendPacket) -> None:
-        agent = self._agent(agent_id)
+    async def agent_alive(self, agent_id: str, send: SendPacket, caller: Caller) -> None:
+        agent = self._agent(agent_id, caller)
+        if agent is None:
+            raise UnknownAgent("unknown agent id: request an agent first")
         agent.send = send
         await self.run.pool.notify_status(agent)
 
     async def agent_packet(self, agent_id: str, packet: dict[str, Any]) -> None:
-        self._agent(agent_id)
+        if agent_id not in self.run.pool.agents:
+            raise UnknownAgent("unknown agent id: request an agent first")
         handler = getattr(self.run.blueprint, "on_live_update", None)
         if handler is not None:
             await self.run.in_thread(handler, agent_id, packet.get("data"))
@@ -144,44 +227,92 @@ class ClientIOHandler:
             agent.send = None
 
 
+def _check_resubmission(stored: dict[str, Any], final_data: Any) -> None:
+    """Answer a submit for an agent whose submission is stored: the same data again is a
+    retry (success, nothing changes); anything else is refused. With `_CHECK_ONLY`, only
+    the agent is checked (before a multipart submit's files are read)."""
+    if stored["onboarding"]:
+        raise ForbiddenAction(ONBOARDING_SUBMIT)
+    if stored["status"] not in _SUBMITTED:
+        raise ForbiddenAction(f"this unit can no longer be submitted (status: {stored['status']})")
+    if final_data is not _CHECK_ONLY and not _same_submission(stored["outputs"], final_data):
+        raise AlreadySubmitted("this unit was already submitted")
+
+
+def _same_submission(stored: Any, final_data: Any) -> bool:
+    """Whether `final_data` is what was stored as a submission's outputs (a multipart
+    submit's outputs also list the files saved with it)."""
+    if stored == final_data:
+        return True
+    if isinstance(stored, dict) and "files" in stored:
+        rest = {k: v for k, v in stored.items() if k != "files"}
+        return rest == final_data or rest == {"data": final_data}
+    return False
+
+
 # -- database operations (run on the writer thread) ------------------------------------
 
 
 class _CompleteAgents:
-    """Submissions, batched: a commit's submits in two statements."""
+    """Submissions, batched: a commit's submits in a few statements. One item alone
+    takes the same path: there is one rule for a completion (`MephistoDB.complete_agents`)."""
 
     def run_many(self, db: Any, items: list[tuple[str, str, Any]]) -> list[None]:
         db.complete_agents(items)
         return [None] * len(items)
 
     def run_one(self, db: Any, item: tuple[str, str, Any]) -> None:
-        agent_id, _unit_id, state = item
-        db.update_agent(agent_id, status=AgentState.COMPLETED, state=state)
+        db.complete_agents([item])
 
 
 COMPLETE_AGENTS = _CompleteAgents()
 
 
-def _merge_metadata(db: Any, agent_id: str, onboarding: bool, metadata: dict[str, Any]) -> None:
-    row = db.get_onboarding_agent(agent_id) if onboarding else db.get_agent(agent_id)
-    state = dict(row.get("state") or {})
-    state["metadata"] = {**state.get("metadata", {}), **metadata}
-    if onboarding:
-        db.update_onboarding_agent(agent_id, state=state)
+def _stored_agent(db: Any, agent_id: str, task_run_id: str) -> dict[str, Any] | None:
+    """An agent (or onboarding agent) of this run as stored: its worker's name, status
+    and outputs; None if it is not one of this run's."""
+    onboarding = OnboardingAgent.is_onboarding_id(agent_id)
+    try:
+        row = db.get_onboarding_agent(agent_id) if onboarding else db.get_agent(agent_id)
+    except EntryDoesNotExist:
+        return None
+    if row["task_run_id"] != task_run_id:
+        return None
+    state = row.get("state") or {}
+    return {
+        "onboarding": onboarding,
+        "status": row["status"],
+        "worker_name": db.get_worker(row["worker_id"])["worker_name"],
+        "outputs": state.get("outputs") if isinstance(state, dict) else None,
+    }
+
+
+def _merge_metadata(db: Any, agent_id: str, metadata: dict[str, Any]) -> None:
+    if OnboardingAgent.is_onboarding_id(agent_id):
+        db.update_onboarding_agent(agent_id, state={"metadata": metadata})
     else:
-        db.update_agent(agent_id, state=state)
+        db.update_agent(agent_id, state={"metadata": metadata})
 
 
 def _save_files(db: Any, task_run_id: str, agent_id: str, files: list[UploadedFile]) -> list[dict[str, Any]]:
+    """Move a submit's uploaded files into the agent's folder of the run directory."""
     folder = get_run_dir(task_run_id) / agent_id
     folder.mkdir(parents=True, exist_ok=True)
     saved = []
-    for i, f in enumerate(files):
-        name = _SAFE_NAME.sub("_", Path(f.filename).name).strip("._") or f"file{i}"
-        target = folder / f"{i}-{name}"
-        target.write_bytes(f.data)
-        saved.append(
-            {"field": f.field_name, "filename": f.filename, "content_type": f.content_type,
-             "size": len(f.data), "path": str(target)}
-        )
+    try:
+        for i, f in enumerate(files):
+            name = _SAFE_NAME.sub("_", Path(f.filename).name).strip("._")[:MAX_SAVED_NAME]
+            target = folder / f"{i}-{name or f'file{i}'}"
+            os.replace(f.path, target)
+            saved.append(
+                {"field": f.field_name, "filename": f.filename, "content_type": f.content_type,
+                 "size": f.size, "path": str(target)}
+            )
+    except BaseException:
+        for entry in saved:
+            with contextlib.suppress(OSError):
+                os.unlink(entry["path"])
+        with contextlib.suppress(OSError):
+            folder.rmdir()  # only if nothing else is in it
+        raise
     return saved

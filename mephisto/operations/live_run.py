@@ -9,8 +9,10 @@ request be served without reading the database.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import heapq
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -62,6 +64,9 @@ class WorkerInfo:
     granted: dict[str, int] = field(default_factory=dict)
     blocked: bool = False
     standing_at: float = 0.0  # when `granted`/`blocked` were read
+    # one decision at a time per worker (request_agent, onboarding): parallel requests
+    # of one worker see each other's agents instead of each making one
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
 
 @dataclass(slots=True)
@@ -73,12 +78,29 @@ class AgentInfo:
     started: float
     provider_assignment: str | None = None
     timer: asyncio.TimerHandle | None = None
-    busy: bool = False  # a submit for it is being committed
+    # set while a write for it (submit, drop) is being committed; resolved when done
+    pending: asyncio.Future[None] | None = None
     send: Any = None  # websocket send function, when one is bound
 
     @property
     def is_onboarding(self) -> bool:
         return self.unit is None
+
+    @property
+    def busy(self) -> bool:
+        """A write for this agent is being committed."""
+        return self.pending is not None
+
+    @contextlib.contextmanager
+    def saving(self) -> Iterator[None]:
+        """Mark the agent busy while a write for it is committed; whoever waits on
+        `pending` is woken when it is over, whatever the outcome."""
+        future = self.pending = asyncio.get_running_loop().create_future()
+        try:
+            yield
+        finally:
+            self.pending = None
+            future.set_result(None)
 
     @property
     def active(self) -> bool:

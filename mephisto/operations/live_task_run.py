@@ -12,8 +12,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import secrets
 import threading
 import time
+from pathlib import Path
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
@@ -25,6 +28,7 @@ from mephisto.operations.live_run import AgentInfo, ArgsSnapshot, RunProgress, U
 from mephisto.operations.metrics import LIVE_RUNS, RunMetrics
 from mephisto.operations.task_launcher import TaskLauncher, unit_init_data
 from mephisto.operations.worker_pool import WorkerPool
+from mephisto.utils.dirs import get_run_dir
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -93,6 +97,8 @@ class LiveTaskRun:
         self._timers: list[asyncio.TimerHandle] = []
         self._finished = False
         self.last_request_at = 0.0
+        self.metrics_token = ""
+        self.metrics_token_file: Path | None = None
 
     # -- one door to the rest of the world --------------------------------------------
 
@@ -117,8 +123,14 @@ class LiveTaskRun:
     async def start(self, resume: bool) -> None:
         from mephisto.operations.metrics import REGISTRY
         from mephisto.server.app import create_app
+        from mephisto.server.backend import ServerSettings
 
-        app = create_app(self.client_io, metrics_registry=REGISTRY, on_request=self._on_request)
+        run_dir = get_run_dir(self.task_run_id)
+        settings = ServerSettings(
+            upload_dir=run_dir / ".uploads", metrics_token=self._metrics_token(run_dir)
+        )
+        app = create_app(self.client_io, settings, metrics_registry=REGISTRY,
+                         on_request=self._on_request)
         self.url = await self.architect.deploy(app)
         LIVE_RUNS.sources[self.task_run_id] = self._gauges
         await self.in_thread(
@@ -137,6 +149,18 @@ class LiveTaskRun:
         if self.task_args.no_submission_patience:
             self._schedule_patience()
         self.check_done()
+
+    def _metrics_token(self, run_dir: Path) -> str:
+        """The bearer token `/metrics` asks for: `MEPHISTO_METRICS_TOKEN`, or a new one
+        written to `<run dir>/metrics_token` (readable by this user only)."""
+        token = os.environ.get("MEPHISTO_METRICS_TOKEN") or secrets.token_urlsafe(24)
+        self.metrics_token = token
+        self.metrics_token_file = run_dir / "metrics_token"
+        run_dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.metrics_token_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(token + "\n")
+        return token
 
     def _on_request(self, endpoint: str, seconds: float, status: int) -> None:
         self.last_request_at = time.monotonic()

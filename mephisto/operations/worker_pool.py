@@ -7,9 +7,14 @@ Rules enforced here (all in memory; each change is committed before it is answer
 - blocked workers, holders of the `block_qualification`, and workers who do not meet
   `shared_state.qualifications` get no unit, with a reason the page shows;
 - with onboarding configured, a worker without the onboarding qualification gets an
-  onboarding agent first; passing grants it (value 1), failing records value 0;
+  onboarding agent first (one at a time: asking again returns the same one); passing
+  grants it (value 1), failing records value 0, and a failure stays until a requester
+  clears it (revokes the qualification): a later pass does not overturn it;
 - a worker who asks again for the same provider assignment while their agent is still
-  working gets that agent back (reload, reconnect);
+  working gets that agent back (reload, reconnect), also when the requests race: one
+  worker's requests are decided one at a time (`WorkerInfo.lock`);
+- a request naming one worker (the provider shim's query parameters) cannot act on
+  another worker's agent;
 - an agent that passes `assignment_duration_in_seconds` times out and its unit goes
   back to other workers.
 """
@@ -33,7 +38,7 @@ from mephisto.errors import (
     UnknownAgent,
 )
 from mephisto.operations.live_run import AgentInfo, OpenUnits, UnitInfo, WorkerInfo
-from mephisto.server.backend import AgentResponse
+from mephisto.server.backend import AgentResponse, Caller
 from mephisto.utils.qualifications import worker_meets_requirements
 
 if TYPE_CHECKING:
@@ -90,6 +95,8 @@ class WorkerPool:
                      self.run.requester_id),
                 )
                 self.workers[name] = worker
+                # only first sight needs the lock: later requests find the worker above
+                self._worker_locks.pop(name, None)
         return worker
 
     async def _refresh_standing(self, worker: WorkerInfo) -> None:
@@ -138,14 +145,23 @@ class WorkerPool:
 
     # -- request_agent ------------------------------------------------------------
 
-    async def request_agent(self, provider_data: dict[str, Any]) -> AgentResponse:
+    async def request_agent(self, provider_data: dict[str, Any], caller: Caller) -> AgentResponse:
         run = self.run
         name = run.provider.worker_name_from_registration(provider_data)
         provider_assignment = provider_data.get("assignment_id")
         if provider_assignment is not None and not isinstance(provider_assignment, str):
             raise MalformedRequest("provider_data.assignment_id must be a string")
+        claimed = run.provider.worker_name_from_request(caller) if caller else None
+        if claimed is not None and claimed != name:
+            raise ForbiddenAction("the request names another worker than its registration")
         worker = await self.get_worker(name)
+        async with worker.lock:
+            return await self._request_agent(worker, provider_assignment)
 
+    async def _request_agent(
+        self, worker: WorkerInfo, provider_assignment: str | None
+    ) -> AgentResponse:
+        run = self.run
         # a reload or reconnect gets the agent it already has
         existing = self._find_active(worker, provider_assignment)
         if existing is not None:
@@ -282,35 +298,41 @@ class WorkerPool:
         self._track(agent)
         return agent
 
-    async def submit_onboarding(self, agent_id: str, onboarding_data: Any) -> AgentResponse:
-        run = self.run
+    async def submit_onboarding(
+        self, agent_id: str, onboarding_data: Any, caller: Caller
+    ) -> AgentResponse:
         agent = self.agents.get(agent_id)
         if agent is None:
             raise UnknownAgent("unknown agent id")
+        claimed = self.run.provider.worker_name_from_request(caller) if caller else None
+        if claimed is not None and claimed != agent.worker.worker_name:
+            raise ForbiddenAction("this agent belongs to another worker")
         if not agent.is_onboarding:
             raise ForbiddenAction("this agent is not doing onboarding: submit through /submit_task")
-        if agent.busy or agent.status in (AgentState.APPROVED, AgentState.REJECTED):
+        async with agent.worker.lock:
+            return await self._submit_onboarding(agent, onboarding_data)
+
+    async def _submit_onboarding(self, agent: AgentInfo, onboarding_data: Any) -> AgentResponse:
+        run = self.run
+        if agent.status in (AgentState.APPROVED, AgentState.REJECTED):
             raise AlreadySubmitted("this onboarding was already submitted")
         if not agent.active:
             raise ForbiddenAction(f"this onboarding can no longer be submitted (status: {agent.status})")
-        agent.busy = True
-        try:
+        with agent.saving():
             data = {
                 "inputs": run.blueprint.onboarding_init_data(),
                 "outputs": onboarding_data,
                 "times": {"task_start": agent.started, "task_end": time.time()},
             }
             passed = await run.in_thread(run.blueprint.validate_onboarding, data)
-            await run.writer.run(
-                _finish_onboarding, agent_id, agent.worker.worker_id, run.onboarding_qualification,
-                passed, data,
+            qualified = await run.writer.run(
+                _finish_onboarding, agent.agent_id, agent.worker.worker_id,
+                run.onboarding_qualification, passed, data,
             )
-        finally:
-            agent.busy = False
         agent.status = str(AgentState.APPROVED if passed else AgentState.REJECTED)
         self._cancel_timeout(agent)
-        agent.worker.granted[run.onboarding_qualification] = 1 if passed else 0
-        if not passed:
+        agent.worker.granted[run.onboarding_qualification] = 1 if qualified else 0
+        if not qualified:
             return _blocked(agent.worker, FAILED_ONBOARDING)
         if run.closing:
             return _blocked(agent.worker, RUN_CLOSED)
@@ -359,14 +381,11 @@ class WorkerPool:
     async def drop_agent(self, agent: AgentInfo, status: AgentState) -> None:
         """End an agent that did not submit; its unit goes back to other workers."""
         run = self.run
-        agent.busy = True
-        try:
+        with agent.saving():
             if agent.unit is None:
                 await run.writer.run(_update_onboarding_status, agent.agent_id, status)
             else:
                 await run.writer.run(_update_agent_status, agent.agent_id, status)
-        finally:
-            agent.busy = False
         self.agent_finished(agent, str(status))
         if agent.unit is not None:
             logger.info("agent %s (%s) ended: %s", agent.agent_id, agent.worker.worker_name, status)
@@ -481,12 +500,20 @@ def _create_onboarding_agent(
 
 def _finish_onboarding(
     db: Any, agent_id: str, worker_id: str, qualification: str, passed: bool, data: dict[str, Any]
-) -> None:
+) -> bool:
+    """Record an onboarding's outcome; True if the worker now holds the qualification.
+    A failure recorded before (another run, another tab) stands until a requester
+    clears it: a pass does not overturn it."""
     status = AgentState.APPROVED if passed else AgentState.REJECTED
     db.update_onboarding_agent(agent_id, status=status, state=data)
     found = db.find_qualifications(qualification_name=qualification)
     qid = found[0].db_id if found else db.make_qualification(qualification)
+    if passed:
+        held = db.check_granted_qualifications(qualification_id=qid, worker_id=worker_id)
+        if held and not held[0].value:
+            return False
     db.grant_qualification(qid, worker_id, 1 if passed else 0)
+    return passed
 
 
 def _update_agent_status(db: Any, agent_id: str, status: str) -> None:

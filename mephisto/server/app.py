@@ -12,9 +12,11 @@ wrapper per endpoint that maps errors to answers.
 from __future__ import annotations
 
 import asyncio
+import hmac
 import json
 import logging
 import math
+import tempfile
 import time
 from collections import deque
 from collections.abc import AsyncGenerator, Awaitable, Callable
@@ -22,8 +24,6 @@ from pathlib import Path
 from typing import Any
 
 from starlette.applications import Starlette
-from starlette.datastructures import UploadFile
-from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.requests import Request
 from starlette.responses import FileResponse, Response
 from starlette.routing import Route, WebSocketRoute
@@ -39,7 +39,8 @@ from mephisto.errors import (
     ShutdownError,
     UnknownAgent,
 )
-from mephisto.server.backend import ServerSettings, TaskBackend, UploadedFile
+from mephisto.server.backend import Caller, ServerSettings, TaskBackend
+from mephisto.server.uploads import MultipartSubmit
 
 logger = logging.getLogger(__name__)
 
@@ -53,6 +54,7 @@ WS_CLOSE_UNKNOWN_AGENT = 4004
 RECENT_UPDATE_IDS = 1024  # live-update ids remembered per socket and agent for dedupe
 MAX_UPLOAD_FILES = 100
 MAX_FORM_FIELDS = 1000
+_DEFAULT_UPLOAD_DIR = Path(tempfile.gettempdir()) / "mephisto-uploads"
 _GET = frozenset({"GET", "HEAD"})
 _POST = frozenset({"POST"})
 
@@ -66,7 +68,9 @@ def create_app(
 ) -> ASGIApp:
     """The task server for one backend (an ASGI app).
 
-    `metrics_registry` (a prometheus_client registry) adds `GET /metrics`.
+    `metrics_registry` (a prometheus_client registry) adds `GET /metrics`, guarded by
+    `settings.metrics_token` (`Authorization: Bearer <token>`); without a token it is
+    not served: workers' browsers have no business reading it.
     `on_request(endpoint, seconds, status)` is called after each worker request.
     """
     server = _TaskServer(backend, settings or ServerSettings(), on_request)
@@ -86,7 +90,7 @@ def create_app(
         "/_mephisto/static-task.js": ep("static", _GET, server.static_task_js),
         "/healthz": ep(None, _GET, server.healthz),
     }
-    if metrics_registry is not None:
+    if metrics_registry is not None and server.settings.metrics_token:
         exact["/metrics"] = ep(None, _GET, server.metrics(metrics_registry))
     # Starlette serves the rest: the websocket at "/" and any other path as a file of
     # the backend's static directory (or 404).
@@ -233,9 +237,16 @@ class _TaskServer:
         return self.json({"status": "ok"})
 
     def metrics(self, registry: Any) -> Handler:
+        expected = f"Bearer {self.settings.metrics_token}".encode()
+
         async def handler(request: Request) -> Response:
             from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+            given = request.headers.get("authorization", "").encode("latin-1", "replace")
+            if not hmac.compare_digest(given, expected):
+                return self.error(401, "metrics need the run's token: "
+                                  "Authorization: Bearer <token>",
+                                  {"WWW-Authenticate": "Bearer"})
             return Response(generate_latest(registry), 200, self.headers, CONTENT_TYPE_LATEST)
 
         return handler
@@ -247,85 +258,73 @@ class _TaskServer:
             config["mephisto_task_version"] = version  # echoed: the client warns on mismatch
         return self.json(config)
 
+    def _agent_id(self, body: dict[str, Any], label: str) -> str:
+        return _agent_id(body, label, self.settings.max_id_chars)
+
     async def request_agent(self, request: Request) -> Response:
         body = await self.read_json_object(request)
         provider_data = _field(body, "provider_data", dict)
-        return self.json({"data": await self.backend.request_agent(provider_data)})
+        limit = self.settings.max_id_chars
+        for key, value in provider_data.items():
+            if isinstance(value, str) and len(value) > limit:
+                raise MalformedRequest(
+                    f"field 'provider_data.{key}' is longer than {limit} characters")
+        answer = await self.backend.request_agent(provider_data, _caller(request))
+        return self.json({"data": answer})
 
     async def submit_onboarding(self, request: Request) -> Response:
         body = await self.read_json_object(request)
         provider_data = _field(body, "provider_data", dict)
-        agent_id = _agent_id(provider_data, "provider_data.USED_AGENT_ID")
+        agent_id = self._agent_id(provider_data, "provider_data.USED_AGENT_ID")
         onboarding_data = provider_data.get("onboarding_data")
-        result = await self.backend.submit_onboarding(agent_id, onboarding_data)
+        result = await self.backend.submit_onboarding(agent_id, onboarding_data,
+                                                      _caller(request))
         return self.json({"data": result})
 
     async def submit_task(self, request: Request) -> Response:
+        caller = _caller(request)
         content_type = request.headers.get("content-type", "")
-        if content_type.lower().startswith("multipart/form-data"):
-            agent_id, final_data, files = await self._read_multipart_submit(request)
-        else:
+        if not content_type.lower().startswith("multipart/form-data"):
             body = await self.read_json_object(request)
-            agent_id = _agent_id(body, "USED_AGENT_ID")
+            agent_id = self._agent_id(body, "USED_AGENT_ID")
             # mephisto-task's handleSubmit(undefined) drops the key: treat it as null.
-            final_data = body.get("final_data")
-            files = []
-        await self.backend.submit_task(agent_id, final_data, files)
-        return self.json({"status": "Submitted"})
+            await self.backend.submit_task(agent_id, body.get("final_data"), [], caller)
+            return self.json({"status": "Submitted"})
 
-    async def _read_multipart_submit(
-        self, request: Request
-    ) -> tuple[str, Any, list[UploadedFile]]:
-        limit = self.settings.max_upload_bytes
-        parser = MultiPartParser(
-            request.headers, self._limited_stream(request, limit),
-            max_files=MAX_UPLOAD_FILES, max_fields=MAX_FORM_FIELDS, max_part_size=limit,
+        async def check_agent(agent_id: str) -> None:
+            await self.backend.check_submit(agent_id, caller)
+
+        upload = MultipartSubmit(
+            content_type, self.settings.upload_dir or _DEFAULT_UPLOAD_DIR, check_agent,
+            max_field_bytes=self.settings.max_body_bytes, max_files=MAX_UPLOAD_FILES,
+            max_fields=MAX_FORM_FIELDS,
         )
+        await upload.read(self._limited_stream(request, self.settings.max_upload_bytes))
         try:
-            form = await parser.parse()
-        except MultiPartException as exc:
-            raise MalformedRequest(f"request body is not valid multipart/form-data: "
-                                   f"{exc.message}") from None
-        try:
-            agent_id = form.get("USED_AGENT_ID")
-            if agent_id is None:
-                raise MalformedRequest("missing field 'USED_AGENT_ID'")
-            if not isinstance(agent_id, str) or not agent_id:
-                raise MalformedRequest("field 'USED_AGENT_ID' must be a non-empty string")
-            raw = form.get("final_string_data")
+            raw = upload.fields.get("final_string_data")
             if raw is None:
                 raise MalformedRequest("missing field 'final_string_data'")
-            if not isinstance(raw, str):
-                raise MalformedRequest("field 'final_string_data' must be a JSON string")
             final_data = _parse_json(raw, "field 'final_string_data'")
-            files = []
-            for field_name, value in form.multi_items():
-                if not isinstance(value, UploadFile):
-                    continue
-                data = await value.read()
-                if not value.filename and not data:
-                    continue  # a file input left empty: browsers still send a part
-                files.append(UploadedFile(
-                    field_name=field_name,
-                    filename=value.filename or "",
-                    content_type=value.content_type or "application/octet-stream",
-                    data=data,
-                ))
-            return agent_id, final_data, files
+            agent_id = upload.fields["USED_AGENT_ID"]
+            await self.backend.submit_task(agent_id, final_data, upload.files, caller)
         finally:
-            await form.close()
+            upload.discard()  # what the backend did not keep
+        return self.json({"status": "Submitted"})
 
     async def submit_metadata(self, request: Request) -> Response:
         body = await self.read_json_object(request)
-        agent_id = _agent_id(body, "USED_AGENT_ID")
+        agent_id = self._agent_id(body, "USED_AGENT_ID")
         metadata = _field(body, "metadata", dict)
-        return self.json(await self.backend.submit_metadata(agent_id, metadata))
+        return self.json(await self.backend.submit_metadata(agent_id, metadata,
+                                                            _caller(request)))
 
     async def log_error(self, request: Request) -> Response:
         body = await self.read_json_object(request)
         agent_id = body.get("USED_AGENT_ID")  # null before an agent exists
         if agent_id is not None and (not isinstance(agent_id, str) or not agent_id):
             raise MalformedRequest("field 'USED_AGENT_ID' must be a non-empty string or null")
+        if agent_id is not None:
+            agent_id = self._agent_id(body, "USED_AGENT_ID")
         await self.backend.log_error(agent_id, body.get("error_data"))
         return self.json({"status": "ok"})
 
@@ -443,8 +442,11 @@ class _TaskServer:
             if not isinstance(subject_id, str) or not subject_id:
                 logger.warning("websocket: `alive` without a subject_id; ignored")
                 return True
+            if len(subject_id) > self.settings.max_id_chars:
+                await self._close(websocket, sender, WS_CLOSE_UNKNOWN_AGENT)
+                return False
             try:
-                await self.backend.agent_alive(subject_id, sender)
+                await self.backend.agent_alive(subject_id, sender, _caller(websocket))
             except UnknownAgent:
                 await self._close(websocket, sender, WS_CLOSE_UNKNOWN_AGENT)
                 return False
@@ -563,11 +565,18 @@ def _field(body: dict[str, Any], name: str, kind: type) -> Any:
     return value
 
 
-def _agent_id(body: dict[str, Any], label: str) -> str:
+def _agent_id(body: dict[str, Any], label: str, limit: int) -> str:
     name = label.rpartition(".")[2]
     if name not in body:
         raise MalformedRequest(f"missing field '{label}'")
     value = body[name]
     if not isinstance(value, str) or not value:
         raise MalformedRequest(f"field '{label}' must be a non-empty string")
+    if len(value) > limit:
+        raise MalformedRequest(f"field '{label}' is longer than {limit} characters")
     return value
+
+
+def _caller(connection: Request | WebSocket) -> Caller:
+    """The request's query parameters: the provider shim's identity of the worker."""
+    return dict(connection.query_params) if connection.scope["query_string"] else {}

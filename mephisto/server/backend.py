@@ -10,12 +10,19 @@ they changed is committed.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, TypedDict
 
 SendPacket = Callable[[dict[str, Any]], Awaitable[None]]
+
+Caller = Mapping[str, str]
+"""Who a request says it comes from: its query parameters, where the provider's page
+shim puts the worker's provider ids on every request (`getProviderURLParams`; the mock
+shim sends `worker_id` and `assignment_id`). Empty when the client sent none. The
+backend asks the provider which worker that names, and refuses to let one worker act on
+another's agent."""
 
 
 class AgentResponse(TypedDict, total=False):
@@ -32,10 +39,18 @@ class AgentResponse(TypedDict, total=False):
 
 @dataclass
 class UploadedFile:
+    """A file of a multipart submit, already streamed to a temporary file at `path`
+    (in `ServerSettings.upload_dir`). The backend moves what it keeps; the server
+    removes what is left once the submit is answered."""
+
     field_name: str
-    filename: str
+    filename: str  # as the browser sent it (at most 255 characters)
     content_type: str
-    data: bytes
+    path: Path
+    size: int
+
+    def read_bytes(self) -> bytes:
+        return self.path.read_bytes()
 
 
 @dataclass
@@ -45,7 +60,13 @@ class ServerSettings:
     max_body_bytes: int = 1_000_000  # JSON bodies
     max_upload_bytes: int = 20_000_000  # multipart submits, all files together
     max_ws_message_bytes: int = 1_000_000
+    max_id_chars: int = 128  # agent ids, worker names, assignment ids, ...
     extra_headers: dict[str, str] = field(default_factory=dict)
+    # where multipart uploads are streamed to (None: a folder of the system's temp dir);
+    # on the backend's file system, so keeping a file is a rename
+    upload_dir: Path | None = None
+    # `GET /metrics` needs `Authorization: Bearer <metrics_token>`; None: no /metrics
+    metrics_token: str | None = None
 
 
 class TaskBackend(Protocol):
@@ -63,21 +84,36 @@ class TaskBackend(Protocol):
 
     async def task_config(self) -> dict[str, Any]: ...
 
-    async def request_agent(self, provider_data: dict[str, Any]) -> AgentResponse: ...
+    async def request_agent(self, provider_data: dict[str, Any], caller: Caller) -> AgentResponse:
+        ...
 
-    async def submit_onboarding(self, agent_id: str, onboarding_data: Any) -> AgentResponse: ...
+    async def submit_onboarding(
+        self, agent_id: str, onboarding_data: Any, caller: Caller
+    ) -> AgentResponse: ...
+
+    async def check_submit(self, agent_id: str, caller: Caller) -> None:
+        """Raise the `RequestError` a submit for this agent by this caller would get,
+        before its files are read (a retry of a stored submit passes: `submit_task`
+        answers it)."""
+        ...
 
     async def submit_task(
-        self, agent_id: str, final_data: Any, files: list[UploadedFile]
-    ) -> None: ...
+        self, agent_id: str, final_data: Any, files: list[UploadedFile], caller: Caller
+    ) -> None:
+        """Store a submission; answered only once committed. The same submission again
+        (a retry) succeeds and changes nothing; a different one is `AlreadySubmitted`."""
+        ...
 
-    async def submit_metadata(self, agent_id: str, metadata: dict[str, Any]) -> dict[str, Any]: ...
+    async def submit_metadata(
+        self, agent_id: str, metadata: dict[str, Any], caller: Caller
+    ) -> dict[str, Any]: ...
 
     async def log_error(self, agent_id: str | None, error_data: Any) -> None: ...
 
-    async def agent_alive(self, agent_id: str, send: SendPacket) -> None:
-        """Bind a websocket to an agent (raises `UnknownAgent`); later packets for the
-        agent go through `send`, replacing any earlier socket."""
+    async def agent_alive(self, agent_id: str, send: SendPacket, caller: Caller) -> None:
+        """Bind a websocket to an agent (raises `UnknownAgent`, or `ForbiddenAction` for
+        another worker's agent); later packets for the agent go through `send`,
+        replacing any earlier socket."""
         ...
 
     async def agent_packet(self, agent_id: str, packet: dict[str, Any]) -> None:

@@ -16,7 +16,7 @@ from mephisto.errors import (
     MalformedRequest,
     UnknownAgent,
 )
-from mephisto.server.backend import AgentResponse, SendPacket, UploadedFile
+from mephisto.server.backend import AgentResponse, Caller, SendPacket, UploadedFile
 
 __all__ = ["FakeAgent", "FakeBackend"]
 
@@ -36,7 +36,7 @@ class FakeAgent:
     unit_index: int | None  # None for an onboarding agent
     status: str = "in task"  # "onboarding", "in task", "completed", "returned", ...
     final_data: Any = None
-    files: list[UploadedFile] = field(default_factory=list)
+    files: list[tuple[str, str, bytes]] = field(default_factory=list)  # field, name, data
     metadata: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -78,7 +78,8 @@ class FakeBackend:
         self.by_registration: dict[str, str] = {}
         self.passed_onboarding: set[str] = set()
         self.next_unit = 0
-        self.submissions: list[tuple[str, Any, list[UploadedFile]]] = []
+        # (agent id, final data, [(field name, file name, content type, data), ...])
+        self.submissions: list[tuple[str, Any, list[tuple[str, str, str, bytes]]]] = []
         self.errors: list[tuple[str | None, Any]] = []
         self.sockets: dict[str, SendPacket] = {}
         self.packets: list[tuple[str, dict[str, Any]]] = []
@@ -90,10 +91,14 @@ class FakeBackend:
         if exc is not None:
             raise exc
 
-    def _agent(self, agent_id: str) -> FakeAgent:
+    def _agent(self, agent_id: str, caller: Caller | None = None) -> FakeAgent:
+        """The agent, if the caller (when it names a worker) is its worker."""
         agent = self.agents.get(agent_id)
         if agent is None:
             raise UnknownAgent(f"no agent with id {agent_id!r}")
+        claimed = (caller or {}).get("worker_id")
+        if claimed is not None and claimed != agent.worker_name:
+            raise ForbiddenAction("this agent belongs to another worker")
         return agent
 
     def _new_agent(self, worker: str, registration: str, unit: int | None) -> FakeAgent:
@@ -131,7 +136,7 @@ class FakeBackend:
         self._call("task_config")
         return self.config
 
-    async def request_agent(self, provider_data: dict[str, Any]) -> AgentResponse:
+    async def request_agent(self, provider_data: dict[str, Any], caller: Caller) -> AgentResponse:
         self._call("request_agent", provider_data)
         worker = provider_data.get("worker_name")
         registration = provider_data.get("agent_registration_id")
@@ -144,9 +149,11 @@ class FakeBackend:
             return self._answer(self._new_agent(worker, registration, None))
         return self._assign(worker, registration)
 
-    async def submit_onboarding(self, agent_id: str, onboarding_data: Any) -> AgentResponse:
+    async def submit_onboarding(
+        self, agent_id: str, onboarding_data: Any, caller: Caller
+    ) -> AgentResponse:
         self._call("submit_onboarding", agent_id, onboarding_data)
-        agent = self._agent(agent_id)
+        agent = self._agent(agent_id, caller)
         if not agent.onboarding or agent.status != "onboarding":
             raise ForbiddenAction(f"agent {agent_id} is not onboarding")
         agent.final_data = onboarding_data
@@ -159,24 +166,35 @@ class FakeBackend:
         del self.by_registration[agent.registration_id]
         return self._assign(agent.worker_name, agent.registration_id)
 
-    async def submit_task(self, agent_id: str, final_data: Any, files: list[UploadedFile]
-                          ) -> None:
-        self._call("submit_task", agent_id, final_data, files)
-        agent = self._agent(agent_id)
+    async def check_submit(self, agent_id: str, caller: Caller) -> None:
+        self._call("check_submit", agent_id)
+        agent = self._agent(agent_id, caller)
         if agent.onboarding:
             raise ForbiddenAction(f"agent {agent_id} is onboarding: use /submit_onboarding")
-        if agent.status == "completed":
-            raise AlreadySubmitted(f"agent {agent_id} already submitted")
-        if agent.status != "in task":
+        if agent.status not in ("in task", "completed"):
             raise ForbiddenAction(f"agent {agent_id} is {agent.status}: it cannot submit")
+
+    async def submit_task(
+        self, agent_id: str, final_data: Any, files: list[UploadedFile], caller: Caller
+    ) -> None:
+        self._call("submit_task", agent_id, final_data, files)
+        await self.check_submit(agent_id, caller)
+        agent = self.agents[agent_id]
+        if agent.status == "completed":
+            if agent.final_data == final_data:
+                return  # the same submission again: answered, nothing changes
+            raise AlreadySubmitted(f"agent {agent_id} already submitted")
         agent.status = "completed"
         agent.final_data = final_data
-        agent.files = list(files)
-        self.submissions.append((agent_id, final_data, list(files)))
+        kept = [(f.field_name, f.filename, f.content_type, f.read_bytes()) for f in files]
+        agent.files = [(name, filename, data) for name, filename, _t, data in kept]
+        self.submissions.append((agent_id, final_data, kept))
 
-    async def submit_metadata(self, agent_id: str, metadata: dict[str, Any]) -> dict[str, Any]:
+    async def submit_metadata(
+        self, agent_id: str, metadata: dict[str, Any], caller: Caller
+    ) -> dict[str, Any]:
         self._call("submit_metadata", agent_id, metadata)
-        agent = self._agent(agent_id)
+        agent = self._agent(agent_id, caller)
         agent.metadata.update(metadata)
         return {"status": "ok", "metadata": agent.metadata}
 
@@ -184,9 +202,9 @@ class FakeBackend:
         self._call("log_error", agent_id, error_data)
         self.errors.append((agent_id, error_data))
 
-    async def agent_alive(self, agent_id: str, send: SendPacket) -> None:
+    async def agent_alive(self, agent_id: str, send: SendPacket, caller: Caller) -> None:
         self._call("agent_alive", agent_id)
-        self._agent(agent_id)
+        self._agent(agent_id, caller)
         self.sockets[agent_id] = send
 
     async def agent_packet(self, agent_id: str, packet: dict[str, Any]) -> None:

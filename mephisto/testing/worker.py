@@ -14,6 +14,7 @@ and `?worker_id=&assignment_id=` on every HTTP request.
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import math
 import time
@@ -254,7 +255,8 @@ class SimulatedWorker:
         form.add_field("USED_AGENT_ID", self._require_agent())
         form.add_field("final_string_data", json.dumps(final_data))
         for field_name, (filename, content) in files.items():
-            form.add_field(field_name, content, filename=filename,
+            # a stream, not bytes: aiohttp warns (an error under pytest) past 1 MB of bytes
+            form.add_field(field_name, io.BytesIO(content), filename=filename,
                            content_type="application/octet-stream")
         result = await self._request("submit", "POST", "/submit_task", form=form)
         self.units_completed += 1
@@ -278,12 +280,16 @@ class SimulatedWorker:
     # -- websocket ----------------------------------------------------------------------
 
     async def connect(self) -> None:
-        """Open the websocket at `/`, send `alive` for the agent, start heartbeats."""
+        """Open the websocket at `/` (with the provider's query parameters), send `alive`
+        for the agent, start heartbeats."""
         self._require_agent()
         if self.ws is not None:
             await self.disconnect()
         scheme, _, rest = self.base_url.partition("://")
-        url = ("wss" if scheme == "https" else "ws") + "://" + rest + "/"
+        # the provider's identity rides on the socket's URL too, as our mephisto-task
+        # package sends it (the public 2.0.4 client sends none there)
+        url = (("wss" if scheme == "https" else "ws") + "://" + rest + "/?"
+               + urlencode(self.provider_params()))
         self.ws = await self.session.ws_connect(url, autoping=True)
         self.ws_close_code = None
         self._reader = asyncio.get_running_loop().create_task(self._read_loop(self.ws))

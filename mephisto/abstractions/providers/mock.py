@@ -4,6 +4,7 @@ requester is created on first use. For local testing and demos."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -51,6 +52,10 @@ class MockProvider(CrowdProvider):
         if len(name) > MAX_WORKER_NAME:
             raise MalformedRequest(f"provider_data.worker_name is longer than {MAX_WORKER_NAME}")
         return name
+
+    def worker_name_from_request(self, caller: Mapping[str, str]) -> str | None:
+        """The shim's `getProviderURLParams` sends `?worker_id=<name>` on every request."""
+        return caller.get("worker_id") or None
 
     def wrap_crowd_source_js(self) -> str:
         return _SHIM.read_text()

@@ -156,6 +156,15 @@ function appendParam(search, key, value) {
   }
 }
 
+/** The provider's URL params as a query string without "?" ("" when there are none). */
+export function providerQueryString() {
+  const params = resolveProviderURLParams();
+  if (!params) return "";
+  const search = new URLSearchParams();
+  for (const key of Object.keys(params)) appendParam(search, key, params[key]);
+  return search.toString();
+}
+
 /**
  * Absolute URL of an endpoint (`/submit_task` resolves against the origin root, not the
  * page's path), with `params` and the provider's URL params in the query string.

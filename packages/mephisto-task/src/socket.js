@@ -17,7 +17,7 @@
 // for good with agent status `mephisto disconnect` (`disconnected_server`).
 
 import { AGENT_STATUS, CONNECTION_STATUS, PACKET_TYPE } from "./constants.js";
-import { MephistoError, pythonTime } from "./http.js";
+import { MephistoError, providerQueryString, pythonTime } from "./http.js";
 
 /** Timings and limits; any of them can be overridden through `config`. */
 export const SOCKET_DEFAULTS = Object.freeze({
@@ -51,13 +51,23 @@ export function uuidv4() {
   return `${hex.slice(0, 8)}-${hex.slice(8, 12)}-${hex.slice(12, 16)}-${hex.slice(16, 20)}-${hex.slice(20)}`;
 }
 
-/** `ws(s)://host[:port]/` of the page: the socket shares the page's origin and path `/`. */
+/**
+ * `ws(s)://host[:port]/` of the page: the socket shares the page's origin and path `/`.
+ * The provider's URL params ride along in the query string, as on every HTTP request,
+ * so the server can refuse a socket that claims another worker's agent.
+ */
 export function defaultSocketUrl() {
   const loc = globalThis.location;
   if (!loc || !loc.host) {
     throw new MephistoError("mephisto-task: no page location to derive the websocket URL from; pass config.url");
   }
-  return (loc.protocol === "https:" ? "wss://" : "ws://") + loc.host + "/";
+  let query = "";
+  try {
+    query = providerQueryString();
+  } catch (e) {
+    query = ""; // a shim that throws here costs the socket its identity, not its life
+  }
+  return (loc.protocol === "https:" ? "wss://" : "ws://") + loc.host + "/" + (query ? "?" + query : "");
 }
 
 const OPEN = 1;

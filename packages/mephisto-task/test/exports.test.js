@@ -48,6 +48,7 @@ const OURS = [
   "endpointUrl",
   "isFinalCloseCode",
   "normalizeFiles",
+  "providerQueryString",
   "readAgentRegistration",
   "readProviderIdentity",
   "request",

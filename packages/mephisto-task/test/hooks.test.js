@@ -284,7 +284,7 @@ describe("useMephistoLiveTask", () => {
 
     await act(async () => box.current.connect(box.current.agentId));
     const ws = FakeWebSocket.last;
-    assert.equal(ws.url, "ws://localhost:3000/");
+    assert.equal(ws.url, "ws://localhost:3000/?worker_id=w1&assignment_id=as1");
     assert.equal(box.current.connectionStatus, CONNECTION_STATUS.INITIALIZING);
     await act(async () => ws.serverOpen());
     assert.equal(box.current.connectionStatus, CONNECTION_STATUS.CONNECTED);

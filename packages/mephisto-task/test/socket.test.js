@@ -63,6 +63,22 @@ describe("opening", () => {
     assert.equal(FakeWebSocket.last.url, "wss://tasks.example.org:8443/");
   });
 
+  test("the default URL carries the provider's URL params, as HTTP requests do", (t) => {
+    t.after(() => {
+      delete globalThis.location;
+      delete globalThis.getProviderURLParams;
+    });
+    globalThis.location = new URL("http://tasks.example.org/?worker_id=w1");
+    globalThis.getProviderURLParams = () => ({ worker_id: "w 1", assignment_id: "a1" });
+    makeSocket({ url: undefined }).connect("a");
+    assert.equal(FakeWebSocket.last.url, "ws://tasks.example.org/?worker_id=w+1&assignment_id=a1");
+    globalThis.getProviderURLParams = () => {
+      throw new Error("shim broke");
+    };
+    makeSocket({ url: undefined }).connect("b");
+    assert.equal(FakeWebSocket.last.url, "ws://tasks.example.org/");
+  });
+
   test("connect needs an agent id", () => {
     assert.throws(() => makeSocket().connect(null), /agent id/);
   });
