@@ -208,3 +208,67 @@ def test_checker_flags_unranked_modules() -> None:
     assert violations([("mephisto.mystery", False, "")]) == [
         "mephisto.mystery has no rank in the layering table"
     ]
+
+
+# -- no import circles among the modules of a package -------------------------------------
+
+CIRCLE_FREE = ("mephisto.operations", "mephisto.db")
+
+
+def import_graph(
+    sources: Iterable[tuple[str, bool, str]], within: str
+) -> dict[str, set[str]]:
+    """Which modules under `within` import which others under it (every import counts,
+    as above; `from a import name` counts as importing module `a`)."""
+    triples = [t for t in sources if t[0] == within or t[0].startswith(within + ".")]
+    modules = {module for module, _p, _s in triples}
+    graph: dict[str, set[str]] = {module: set() for module in modules}
+    for module, is_package, source in triples:
+        for target in imported_modules(source, module, is_package):
+            while target and target not in modules:
+                target = target.rpartition(".")[0]
+            if target and target != module:
+                graph[module].add(target)
+    return graph
+
+
+def circles(graph: Mapping[str, set[str]]) -> list[list[str]]:
+    """Import circles in `graph`, each as the modules around it (first repeated last)."""
+    found: list[list[str]] = []
+    state: dict[str, int] = {}  # 1: on the current path, 2: done
+    path: list[str] = []
+
+    def visit(module: str) -> None:
+        state[module] = 1
+        path.append(module)
+        for target in sorted(graph[module]):
+            if state.get(target) == 1:
+                found.append(path[path.index(target):] + [target])
+            elif target not in state:
+                visit(target)
+        path.pop()
+        state[module] = 2
+
+    for module in sorted(graph):
+        if module not in state:
+            visit(module)
+    return found
+
+
+@pytest.mark.parametrize("package", CIRCLE_FREE)
+def test_no_import_circles(package: str) -> None:
+    found = circles(import_graph(package_sources(), package))
+    assert not found, "Import circles:\n  " + "\n  ".join(" -> ".join(c) for c in found)
+
+
+def test_circle_checker_finds_circles() -> None:
+    sources = [
+        ("mephisto.operations.a", False, "from mephisto.operations.b import thing\n"),
+        ("mephisto.operations.b", False,
+         "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n"
+         "    from mephisto.operations import a\n"),
+        ("mephisto.operations.c", False, "import mephisto.operations.a\n"),
+    ]
+    assert circles(import_graph(sources, "mephisto.operations")) == [
+        ["mephisto.operations.a", "mephisto.operations.b", "mephisto.operations.a"]
+    ]

@@ -36,8 +36,8 @@ from mephisto.server.backend import AgentResponse, Caller, SendPacket, UploadedF
 from mephisto.utils.dirs import get_run_dir
 
 if TYPE_CHECKING:
-    from mephisto.operations.live_run import AgentInfo
-    from mephisto.operations.live_task_run import LiveTaskRun
+    from mephisto.operations.live_run import AgentInfo, RunContext, RunEvents
+    from mephisto.operations.worker_pool import WorkerPool
 
 logger = logging.getLogger(__name__)
 
@@ -53,8 +53,10 @@ ONBOARDING_SUBMIT = "this agent is doing onboarding: submit through /submit_onbo
 
 
 class ClientIOHandler:
-    def __init__(self, run: LiveTaskRun) -> None:
-        self.run = run
+    def __init__(self, ctx: RunContext, pool: WorkerPool, events: RunEvents) -> None:
+        self.ctx = ctx
+        self.pool = pool
+        self.events = events
         self._errors_logged: dict[str, int] = {}  # by known agent id
         self._anonymous_errors = (0.0, 0)  # (minute started at, errors logged in it)
 
@@ -62,15 +64,15 @@ class ClientIOHandler:
 
     @cached_property
     def _page(self) -> str:
-        return self.run.blueprint.task_page()
+        return self.ctx.blueprint.task_page()
 
     @cached_property
     def _script(self) -> str:
-        return self.run.provider.wrap_crowd_source_js()
+        return self.ctx.provider.wrap_crowd_source_js()
 
     @cached_property
     def _config(self) -> dict[str, Any]:
-        return self.run.blueprint.get_frontend_args()
+        return self.ctx.blueprint.get_frontend_args()
 
     def task_page(self) -> str:
         return self._page
@@ -79,7 +81,7 @@ class ClientIOHandler:
         return self._script
 
     def static_dir(self) -> Path | None:
-        return self.run.blueprint.static_dir()
+        return self.ctx.blueprint.static_dir()
 
     async def task_config(self) -> dict[str, Any]:
         return dict(self._config)
@@ -87,23 +89,23 @@ class ClientIOHandler:
     # -- agents --------------------------------------------------------------------------
 
     async def request_agent(self, provider_data: dict[str, Any], caller: Caller) -> AgentResponse:
-        return await self.run.pool.request_agent(provider_data, caller)
+        return await self.pool.request_agent(provider_data, caller)
 
     async def submit_onboarding(
         self, agent_id: str, onboarding_data: Any, caller: Caller
     ) -> AgentResponse:
-        return await self.run.pool.submit_onboarding(agent_id, onboarding_data, caller)
+        return await self.pool.submit_onboarding(agent_id, onboarding_data, caller)
 
     def _check_caller(self, worker_name: str, caller: Caller) -> None:
         if caller:
-            claimed = self.run.provider.worker_name_from_request(caller)
+            claimed = self.ctx.provider.worker_name_from_request(caller)
             if claimed is not None and claimed != worker_name:
                 raise ForbiddenAction(NOT_YOURS)
 
     def _agent(self, agent_id: str, caller: Caller) -> AgentInfo | None:
         """The live agent (None when it is not in memory: it may be stored, from before
         a restart), once the caller is known to be its worker."""
-        agent = self.run.pool.agents.get(agent_id)
+        agent = self.pool.agent(agent_id)
         if agent is not None:
             self._check_caller(agent.worker.worker_name, caller)
         return agent
@@ -111,7 +113,7 @@ class ClientIOHandler:
     async def _stored(self, agent_id: str, caller: Caller) -> dict[str, Any]:
         """An agent of this run read from the database (`UnknownAgent` if none), once
         the caller is known to be its worker."""
-        row = await self.run.writer.read(_stored_agent, agent_id, self.run.task_run_id)
+        row = await self.ctx.writer.read(_stored_agent, agent_id, self.ctx.task_run_id)
         if row is None:
             raise UnknownAgent("unknown agent id: request an agent first")
         self._check_caller(row["worker_name"], caller)
@@ -130,7 +132,7 @@ class ClientIOHandler:
     async def submit_task(
         self, agent_id: str, final_data: Any, files: list[UploadedFile], caller: Caller
     ) -> None:
-        run = self.run
+        ctx = self.ctx
         agent = self._agent(agent_id, caller)
         if agent is None:  # submitted before a restart, maybe: a retry is answered again
             _check_resubmission(await self._stored(agent_id, caller), final_data)
@@ -147,9 +149,9 @@ class ClientIOHandler:
         started = time.perf_counter()
         with agent.saving():
             try:
-                run.blueprint.validate_submission(final_data)
+                ctx.blueprint.validate_submission(final_data)
                 if files:
-                    saved = await run.writer.read(_save_files, run.task_run_id, agent_id, files)
+                    saved = await ctx.writer.read(_save_files, ctx.task_run_id, agent_id, files)
                     final_data = {**final_data, "files": saved} if isinstance(final_data, dict) \
                         else {"data": final_data, "files": saved}
                 state = {
@@ -158,37 +160,37 @@ class ClientIOHandler:
                     "times": {"task_start": agent.started, "task_end": time.time()},
                     "provider_assignment_id": agent.provider_assignment,
                 }
-                await run.writer.run_batched(COMPLETE_AGENTS, (agent_id, agent.unit.unit_id, state))
+                await ctx.writer.run_batched(COMPLETE_AGENTS, (agent_id, agent.unit.unit_id, state))
             except InvalidTransition:
                 # the database says this agent is no longer at work: an earlier commit
                 # whose answer was lost (connection dropped at COMMIT) may have stored it
                 row = await self._stored(agent_id, caller)
                 if row["status"] not in _SUBMITTED:
-                    run.metrics.submit_failed()
+                    ctx.metrics.submit_failed()
                     raise
                 self._finished(agent)
                 _check_resubmission(row, final_data)
                 return
             except Exception:
-                run.metrics.submit_failed()
+                ctx.metrics.submit_failed()
                 raise
-        run.metrics.submit_committed(time.perf_counter() - started)
+        ctx.metrics.submit_committed(time.perf_counter() - started)
         self._finished(agent)
 
     def _finished(self, agent: AgentInfo) -> None:
-        self.run.pool.agent_finished(agent, str(AgentState.COMPLETED))
-        self.run.unit_completed(agent)
+        self.pool.agent_finished(agent, str(AgentState.COMPLETED))
+        self.events.unit_completed(agent)
 
     async def submit_metadata(
         self, agent_id: str, metadata: dict[str, Any], caller: Caller
     ) -> dict[str, Any]:
         if self._agent(agent_id, caller) is None:
             await self._stored(agent_id, caller)  # an agent of this run, from before a restart
-        await self.run.writer.run(_merge_metadata, agent_id, metadata)
+        await self.ctx.writer.run(_merge_metadata, agent_id, metadata)
         return {"status": "Metadata received", "agent_id": agent_id}
 
     async def log_error(self, agent_id: str | None, error_data: Any) -> None:
-        if agent_id is not None and agent_id in self.run.pool.agents:
+        if agent_id is not None and self.pool.agent(agent_id) is not None:
             count = self._errors_logged.get(agent_id, 0)
             if count >= MAX_LOGGED_ERRORS_PER_AGENT:
                 return
@@ -212,17 +214,17 @@ class ClientIOHandler:
         if agent is None:
             raise UnknownAgent("unknown agent id: request an agent first")
         agent.send = send
-        await self.run.pool.notify_status(agent)
+        await self.pool.notify_status(agent)
 
     async def agent_packet(self, agent_id: str, packet: dict[str, Any]) -> None:
-        if agent_id not in self.run.pool.agents:
+        if self.pool.agent(agent_id) is None:
             raise UnknownAgent("unknown agent id: request an agent first")
-        handler = getattr(self.run.blueprint, "on_live_update", None)
+        handler = getattr(self.ctx.blueprint, "on_live_update", None)
         if handler is not None:
-            await self.run.in_thread(handler, agent_id, packet.get("data"))
+            await self.ctx.background.in_thread(handler, agent_id, packet.get("data"))
 
     async def agent_socket_closed(self, agent_id: str, send: SendPacket) -> None:
-        agent = self.run.pool.agents.get(agent_id)
+        agent = self.pool.agent(agent_id)
         if agent is not None and agent.send is send:
             agent.send = None
 

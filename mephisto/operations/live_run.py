@@ -1,9 +1,15 @@
-"""In-memory state of a task run while it is live.
+"""In-memory state of a task run while it is live, and what its parts share.
 
 The operator's process is the only writer of a live run, so this state is authoritative
 and the database is its durable copy: every change here is committed (through the
 `DBWriter`) before anyone is told about it. Keeping it in memory is what lets a
 request be served without reading the database.
+
+A live run has four parts (see `live_task_run.py` for the picture). Each is given a
+`RunContext` when it is made (ids, config snapshots, the writer, the provider and
+blueprint, metrics, the background-task door) and reports what happens through
+`RunEvents`, which the owner (`LiveTaskRun`) implements; no part reads or writes
+another part's attributes, and the progress counters have one owner.
 """
 
 from __future__ import annotations
@@ -11,12 +17,22 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import heapq
+import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from mephisto.data_model.status import AgentState
+
+if TYPE_CHECKING:
+    from mephisto.abstractions.blueprint import Blueprint, SharedTaskState
+    from mephisto.abstractions.crowd_provider import CrowdProvider
+    from mephisto.operations.db_writer import DBWriter
+    from mephisto.operations.metrics import RunMetrics
+
+logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 class ArgsSnapshot(dict[str, Any]):
@@ -159,3 +175,92 @@ class RunProgress:
     def rate(self) -> float:
         elapsed = time.monotonic() - self.started_at
         return self.completed / elapsed if elapsed > 0 else 0.0
+
+
+class Background:
+    """The one door to work off the request path: background coroutines (whose failure
+    is logged, not lost) and blocking calls (user callbacks, provider SDKs) in threads."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, name: str) -> None:
+        self.loop = loop
+        self.name = name
+        self.tasks: set[asyncio.Task[Any]] = set()
+
+    def spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
+        task = self.loop.create_task(coro)
+        self.tasks.add(task)
+        task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task[Any]) -> None:
+        self.tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            logger.error("%s: background task failed", self.name, exc_info=task.exception())
+
+    async def in_thread(self, fn: Callable[..., T], *args: Any) -> T:
+        return await self.loop.run_in_executor(None, fn, *args)
+
+    async def wait(self, timeout: float) -> None:
+        """Wait (at most `timeout` seconds) for the background tasks running now."""
+        if self.tasks:
+            await asyncio.wait(list(self.tasks), timeout=timeout)
+
+
+@dataclass(frozen=True, slots=True)
+class RunContext:
+    """What a live run's parts are given when they are made."""
+
+    task_run_id: str
+    task_id: str
+    requester_id: str
+    task_type: str
+    provider_type: str
+    task_name: str
+    task_args: ArgsSnapshot  # mephisto.task, as plain values
+    blueprint_args: ArgsSnapshot  # mephisto.blueprint, as plain values
+    writer: DBWriter
+    provider: CrowdProvider
+    blueprint: Blueprint
+    shared_state: SharedTaskState
+    metrics: RunMetrics
+    background: Background
+    # qualification requirements that apply to this run's provider
+    requirements: list[dict[str, Any]] = field(default_factory=list)
+    # the qualification recording onboarding results; None: no onboarding
+    onboarding_qualification: str | None = None
+
+
+class RunEvents(Protocol):
+    """What the parts report to the run's owner, which keeps the counters and decides
+    what follows (launch more, end the run)."""
+
+    def units_created(self, count: int) -> None:
+        """`count` new units exist (the run's total grows)."""
+
+    def unit_completed(self, agent: AgentInfo) -> None:
+        """An agent's submission is committed: its unit is done."""
+
+    def unit_freed(self, unit: UnitInfo) -> None:
+        """An agent dropped out without submitting: its unit is open again."""
+
+    def check_done(self) -> None:
+        """Something changed that may end the run."""
+
+
+class UnitSupply(Protocol):
+    """Where the worker pool gets units from (the `TaskLauncher`)."""
+
+    async def take(self, acceptable: Callable[[UnitInfo], bool]) -> UnitInfo | None:
+        """The lowest open unit `acceptable` accepts, launching more first if none is
+        open and more may be launched; None if there is none."""
+        ...
+
+    def give_back(self, unit: UnitInfo) -> None:
+        """A unit taken but not assigned after all: open again."""
+
+    def has_open(self) -> bool:
+        """Some unit is open right now (maybe not acceptable to this worker)."""
+        ...
+
+    def has_more(self) -> bool:
+        """Units remain to be launched."""
+        ...

@@ -1,5 +1,14 @@
 """One task run while it is live: its parts, its lifecycle, and how it ends.
 
+    LiveTaskRun (owner: progress counters, closing, timers, resume)
+      ├── TaskLauncher     the units: created, launched, open; launches more as needed
+      ├── WorkerPool       the workers and their agents: who may work, on which unit
+      └── ClientIOHandler  the TaskBackend the task server calls (browsers' requests)
+
+Each part is made with a `RunContext` (ids, config snapshots, writer, provider,
+blueprint, metrics, the background door) and reports through `RunEvents`, which this
+class implements; the pool takes units from the launcher through `UnitSupply`.
+
 A run ends by itself when no unit is left open (every unit completed or expired);
 `task_lifetime_in_seconds` and `no_submission_patience` close it early (open units are
 expired; agents at work may still submit, for at most `submission_timeout` seconds); `shutdown()`
@@ -16,22 +25,28 @@ import os
 import secrets
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from collections.abc import Callable, Coroutine
-from typing import Any, TypeVar
+from typing import Any
 
 from mephisto.data_model.assignment import InitializationData
 from mephisto.data_model.status import AgentState, AssignmentState
 from mephisto.operations.client_io_handler import ClientIOHandler
 from mephisto.operations.db_writer import DBWriter
-from mephisto.operations.live_run import AgentInfo, ArgsSnapshot, RunProgress, UnitInfo
+from mephisto.operations.live_run import (
+    AgentInfo,
+    ArgsSnapshot,
+    Background,
+    RunContext,
+    RunProgress,
+    UnitInfo,
+)
 from mephisto.operations.metrics import LIVE_RUNS, RunMetrics
 from mephisto.operations.task_launcher import TaskLauncher, unit_init_data
 from mephisto.operations.worker_pool import WorkerPool
 from mephisto.utils.dirs import get_run_dir
 
 logger = logging.getLogger(__name__)
-T = TypeVar("T")
 
 _DONE_UNIT = frozenset(str(s) for s in AssignmentState.completed())
 
@@ -47,7 +62,6 @@ class LiveTaskRun:
     def __init__(
         self,
         *,
-        db: Any,
         writer: DBWriter,
         task_run: Any,
         task_name: str,
@@ -57,66 +71,56 @@ class LiveTaskRun:
         provider: Any,
         shared_state: Any,
     ) -> None:
-        self.db = db
-        self.writer = writer
         self.task_run = task_run
         self.task_run_id: str = task_run.db_id
-        self.task_id: str = task_run.task_id
-        self.requester_id: str = task_run.requester_id
-        self.task_type: str = task_run.task_type
-        self.provider_type: str = task_run.provider_type
         self.task_name = task_name
         self.args = args
-        self.task_args = ArgsSnapshot.of(args.task)
-        self.blueprint_args = ArgsSnapshot.of(args.blueprint)
-        self.blueprint = blueprint
         self.architect = architect
         self.provider = provider
         self.shared_state = shared_state
-        self.requirements = [
-            r
-            for r in shared_state.qualifications
-            if not r.get("applicable_providers") or self.provider_type in r["applicable_providers"]
-        ]
-        self.onboarding_qualification: str | None = blueprint.args.blueprint.get(
-            "onboarding_qualification"
-        ) or (f"{task_name}-onboarding" if blueprint.use_onboarding else None)
-        self.use_onboarding = bool(blueprint.use_onboarding and self.onboarding_qualification)
+        self.loop = asyncio.get_running_loop()
+        self.background = Background(self.loop, f"task run {self.task_run_id}")
+        provider_type: str = task_run.provider_type
+        onboarding = blueprint.args.blueprint.get("onboarding_qualification") or (
+            f"{task_name}-onboarding" if blueprint.use_onboarding else None)
+        self.ctx = RunContext(
+            task_run_id=self.task_run_id,
+            task_id=task_run.task_id,
+            requester_id=task_run.requester_id,
+            task_type=task_run.task_type,
+            provider_type=provider_type,
+            task_name=task_name,
+            task_args=ArgsSnapshot.of(args.task),
+            blueprint_args=ArgsSnapshot.of(args.blueprint),
+            writer=writer,
+            provider=provider,
+            blueprint=blueprint,
+            shared_state=shared_state,
+            metrics=RunMetrics(self.task_run_id),
+            background=self.background,
+            requirements=[
+                r for r in shared_state.qualifications
+                if not r.get("applicable_providers") or provider_type in r["applicable_providers"]
+            ],
+            onboarding_qualification=onboarding if blueprint.use_onboarding else None,
+        )
+        self.writer = writer
+        self.blueprint = blueprint
+        self.metrics = self.ctx.metrics
         self.closing = False
         self.interrupted = False  # stopped by shutdown() before finishing: resumable
         self.url = ""
         self.progress = RunProgress()
-        self.metrics = RunMetrics(self.task_run_id)
-        self.pool = WorkerPool(self)
-        self.client_io = ClientIOHandler(self)
-        self.launcher = TaskLauncher(self, [])
+        self.launcher = TaskLauncher(self.ctx, self)
+        self.pool = WorkerPool(self.ctx, self.launcher, self)
+        self.client_io = ClientIOHandler(self.ctx, self.pool, self)
         self.done = asyncio.Event()
         self.done_sync = threading.Event()
-        self.loop = asyncio.get_running_loop()
-        self._tasks: set[asyncio.Task[Any]] = set()
         self._timers: list[asyncio.TimerHandle] = []
         self._finished = False
         self.last_request_at = 0.0
         self.metrics_token = ""
         self.metrics_token_file: Path | None = None
-
-    # -- one door to the rest of the world --------------------------------------------
-
-    def spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
-        """Run a coroutine in the background; its failure is logged, not lost."""
-        task = self.loop.create_task(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._task_done)
-
-    def _task_done(self, task: asyncio.Task[Any]) -> None:
-        self._tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            logger.error("task run %s: background task failed", self.task_run_id,
-                         exc_info=task.exception())
-
-    async def in_thread(self, fn: Callable[..., T], *args: Any) -> T:
-        """Run blocking code (user callbacks, provider SDK calls) off the loop."""
-        return await self.loop.run_in_executor(None, fn, *args)
 
     # -- start ------------------------------------------------------------------------
 
@@ -133,20 +137,20 @@ class LiveTaskRun:
                          on_request=self._on_request)
         self.url = await self.architect.deploy(app)
         LIVE_RUNS.sources[self.task_run_id] = self._gauges
-        await self.in_thread(
+        await self.background.in_thread(
             self.provider.setup_resources_for_task_run, self.task_run, self.args, self.shared_state, self.url
         )
         if resume:
             await self._restore()
         else:
-            self.launcher = TaskLauncher(self, self.blueprint.get_initialization_data())
-            await self.launcher.start()
-        lifetime = self.task_args.task_lifetime_in_seconds
-        if lifetime:
-            self._timers.append(
-                self.loop.call_later(lifetime, lambda: self.spawn(self.close("the task lifetime ended")))
-            )
-        if self.task_args.no_submission_patience:
+            await self.launcher.start(self.url, self.blueprint.get_initialization_data())
+        task_args = self.ctx.task_args
+        if task_args.task_lifetime_in_seconds:
+            self._timers.append(self.loop.call_later(
+                task_args.task_lifetime_in_seconds,
+                lambda: self.background.spawn(self.close("the task lifetime ended")),
+            ))
+        if task_args.no_submission_patience:
             self._schedule_patience()
         self.check_done()
 
@@ -177,18 +181,21 @@ class LiveTaskRun:
             await asyncio.sleep(min(quiet_until, deadline) - now)
 
     def _gauges(self) -> tuple[dict[str, int], int]:
-        active = sum(1 for a in self.pool.agents.values() if a.active and a.unit is not None)
+        active = self.pool.working_count()
         p = self.progress
         counts = {
             "created": self.launcher.unlaunched,
-            "launched": len(self.pool.open),
+            "launched": self.launcher.open_count,
             "assigned": active,
             "completed": p.completed,
             "expired": p.expired,
         }
         return counts, active
 
-    # -- progress ---------------------------------------------------------------------
+    # -- progress (RunEvents) -------------------------------------------------------------
+
+    def units_created(self, count: int) -> None:
+        self.progress.total += count
 
     def unit_completed(self, agent: AgentInfo) -> None:
         self.progress.completed += 1
@@ -196,22 +203,23 @@ class LiveTaskRun:
         self.launcher.unit_finished()
         callback = self.shared_state.on_unit_submitted
         if callback is not None:
-            self.spawn(self._user_callback(callback, agent.agent_id))
-        self.spawn(self.pool.notify_status(agent))
+            self.background.spawn(self._user_callback(callback, agent.agent_id))
+        self.background.spawn(self.pool.notify_status(agent))
         self.check_done()
 
     async def _user_callback(self, callback: Callable[[Any], Any], agent_id: str) -> None:
         from mephisto.data_model.agent import Agent
 
         agent = await self.writer.read(lambda db: Agent(db, agent_id))
-        await self.in_thread(callback, agent)
+        await self.background.in_thread(callback, agent)
 
     def unit_freed(self, unit: UnitInfo) -> None:
         """An agent dropped out: the unit is open again (or expired if we are closing)."""
         if self.closing:
-            self.spawn(self._expire_units([unit], launched=True))
+            self.launcher.unit_finished()
+            self.background.spawn(self._expire_units([unit], launched=True))
         else:
-            self.pool.open.add(unit)
+            self.launcher.give_back(unit)
 
     def check_done(self) -> None:
         if self._finished or self.launcher.has_more() and not self.closing:
@@ -219,7 +227,7 @@ class LiveTaskRun:
         if self.progress.pending > 0:
             return
         self._finished = True
-        self.spawn(self._finish())
+        self.background.spawn(self._finish())
 
     async def _finish(self) -> None:
         if not self.interrupted:
@@ -234,20 +242,20 @@ class LiveTaskRun:
         self.done_sync.set()
 
     def _schedule_patience(self) -> None:
-        patience = self.task_args.no_submission_patience
+        patience = self.ctx.task_args.no_submission_patience
         wait = self.progress.last_submit_at + patience - time.monotonic()
         self._timers.append(self.loop.call_later(max(wait, 0.0), self._patience_check))
 
     def _patience_check(self) -> None:
         if self.closing or self._finished:
             return
-        patience = self.task_args.no_submission_patience
+        patience = self.ctx.task_args.no_submission_patience
         if time.monotonic() - self.progress.last_submit_at >= patience:
             logger.warning(
                 "task run %s: no submission for %d s (no_submission_patience); closing it",
                 self.task_run_id, patience,
             )
-            self.spawn(self.close("no submission within no_submission_patience"))
+            self.background.spawn(self.close("no submission within no_submission_patience"))
         else:
             self._schedule_patience()
 
@@ -258,11 +266,13 @@ class LiveTaskRun:
         if self.closing:
             return
         self.closing = True
+        self.pool.close()
         if not self._finished:
             logger.info("task run %s closing: %s", self.task_run_id, reason)
-        await self._expire_units(self.pool.open.drain(), launched=True)
-        await self._expire_units(self.launcher.take_unlaunched(), launched=False)
-        grace = self.task_args.submission_timeout
+        open_units, unlaunched = self.launcher.close()
+        await self._expire_units(open_units, launched=True)
+        await self._expire_units(unlaunched, launched=False)
+        grace = self.ctx.task_args.submission_timeout
         if grace and not self.interrupted:
             # agents at work get at most submission_timeout more seconds to submit
             for agent in self.pool.active_agents():
@@ -273,13 +283,11 @@ class LiveTaskRun:
         if not units:
             return
         if launched:
-            await self.in_thread(self.provider.expire_units, units)
+            await self.background.in_thread(self.provider.expire_units, units)
         await self.writer.run(
             lambda db: db.update_units_status([u.unit_id for u in units], AssignmentState.EXPIRED)
         )
         self.progress.expired += len(units)
-        if launched:
-            self.launcher.live -= len(units)
         self.check_done()
 
     async def shutdown(self) -> None:
@@ -290,12 +298,12 @@ class LiveTaskRun:
         for agent in self.pool.active_agents():
             if not agent.busy:
                 await self.pool.drop_agent(agent, AgentState.EXPIRED)
-        if self._tasks:  # expiries and callbacks the drops started
-            await asyncio.wait(list(self._tasks), timeout=30)
+        await self.background.wait(timeout=30)  # expiries and callbacks the drops started
         if not self.interrupted:
             await self._linger()
         await self.architect.shutdown()
-        await self.in_thread(self.provider.cleanup_resources_from_task_run, self.task_run, self.url)
+        await self.background.in_thread(
+            self.provider.cleanup_resources_from_task_run, self.task_run, self.url)
         LIVE_RUNS.sources.pop(self.task_run_id, None)
         for timer in self._timers:
             timer.cancel()
@@ -309,8 +317,9 @@ class LiveTaskRun:
         """Load a run whose process died (or was stopped) and carry on from its state."""
         units, assignments, agents = await self.writer.read(_load_run, self.task_run_id)
         data = {a_id: InitializationData.from_dict(d) for a_id, d in assignments.items()}
-        self.launcher = TaskLauncher(self, self.blueprint.get_initialization_data(), skip=len(assignments))
         to_launch: list[UnitInfo] = []
+        open_units: list[UnitInfo] = []
+        assigned = 0
         by_unit_agent = {a["unit_id"]: a for a in agents}
         # the workers holding agents, loaded together (one batched write, not one each)
         names = sorted({a["worker_name"] for a in agents})
@@ -326,8 +335,7 @@ class LiveTaskRun:
             elif status in (AssignmentState.CREATED, AssignmentState.EXPIRED):
                 to_launch.append(info)
             elif status == AssignmentState.LAUNCHED:
-                self.pool.open.add(info)
-                self.launcher.live += 1
+                open_units.append(info)
             elif status == AssignmentState.ASSIGNED:
                 agent_row = by_unit_agent.get(row["unit_id"])
                 if agent_row is None:  # pragma: no cover - the unit would be inconsistent
@@ -342,14 +350,15 @@ class LiveTaskRun:
                     provider_assignment=state.get("provider_assignment_id"),
                 )
                 self.pool.restore_agent(agent)
-                self.launcher.live += 1
+                assigned += 1
         self.progress.total = len(units)
         await self.writer.run(_expire_stale_onboarding, self.task_run_id)
-        self.launcher.add_created(to_launch)
+        self.launcher.restore(self.url, self.blueprint.get_initialization_data(),
+                              len(assignments), open_units, assigned, to_launch)
         logger.info(
             "resumed task run %s: %d units, %d completed, %d to launch, %d agents at work",
             self.task_run_id, len(units), self.progress.completed, len(to_launch),
-            sum(1 for a in self.pool.agents.values() if a.active),
+            len(self.pool.active_agents()),
         )
         await self.launcher.fill()
 

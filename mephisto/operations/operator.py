@@ -163,7 +163,7 @@ class Operator:
         async def start(blueprint: Any, architect: Any) -> LiveTaskRun:
             self.writer.start()
             run = LiveTaskRun(
-                db=self.db, writer=self.writer, task_run=task_run, task_name=task_name, args=cfg,
+                writer=self.writer, task_run=task_run, task_name=task_name, args=cfg,
                 blueprint=blueprint, architect=architect, provider=provider, shared_state=shared_state,
             )
             await run.start(resume=resume)

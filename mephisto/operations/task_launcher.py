@@ -1,10 +1,13 @@
-"""Create a run's assignments and units from the blueprint's data, and launch them.
+"""The supply of units: create a run's assignments and units from the blueprint's data,
+launch them, and hand open units to the worker pool.
 
 The data may be a list (everything is created at once, so progress knows the total) or
 an iterator/generator (created in chunks as the run needs more). Units are created in
 bulk, launched through the provider in one call per chunk, and marked LAUNCHED in bulk;
 with `max_num_concurrent_units` at most that many are launched and not yet finished at
-any time, and finishing one launches the next.
+any time, and finishing one launches the next. The launcher owns its units until they
+are assigned: created ones, open (launched, unassigned) ones, and the count of launched
+units not finished.
 """
 
 from __future__ import annotations
@@ -13,16 +16,13 @@ import asyncio
 import itertools
 import logging
 from collections import deque
-from collections.abc import Iterable, Iterator
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
 
 from mephisto.data_model.assignment import InitializationData
 from mephisto.data_model.status import AssignmentState
 from mephisto.errors import ConfigError
-from mephisto.operations.live_run import UnitInfo
-
-if TYPE_CHECKING:
-    from mephisto.operations.live_task_run import LiveTaskRun
+from mephisto.operations.live_run import OpenUnits, RunContext, RunEvents, UnitInfo
 
 logger = logging.getLogger(__name__)
 
@@ -48,46 +48,88 @@ def _as_init_data(item: Any) -> InitializationData:
 
 
 class TaskLauncher:
-    def __init__(self, run: LiveTaskRun, data: Iterable[Any], skip: int = 0) -> None:
-        self.run = run
-        self._sized = hasattr(data, "__len__")
-        self._items: Iterator[Any] = itertools.islice(iter(data), skip, None)
+    def __init__(self, ctx: RunContext, events: RunEvents) -> None:
+        self.ctx = ctx
+        self.events = events
+        self.url = ""
+        self._sized = False
+        self._items: Iterator[Any] = iter(())
         self._exhausted = False
         self._created: deque[UnitInfo] = deque()  # created, not launched
+        self._open = OpenUnits()  # launched, nobody works on them
         self.live = 0  # launched and not finished
         self._lock = asyncio.Lock()
-        self.max_concurrent = int(run.task_args.max_num_concurrent_units or 0)
+        self._closed = False
+        self.max_concurrent = int(ctx.task_args.max_num_concurrent_units or 0)
+
+    # -- what the pool and the owner ask ----------------------------------------------------
 
     def can_launch_more(self) -> bool:
         """Units remain to be launched and the concurrency cap has room for one."""
         return self.has_more() and (not self.max_concurrent or self.live < self.max_concurrent)
-
-    @property
-    def unlaunched(self) -> int:
-        """Units created but not launched yet."""
-        return len(self._created)
 
     def has_more(self) -> bool:
         """Units remain to be launched: created, still to come from the data, or being
         created/launched right now (a fill in progress)."""
         return bool(self._created) or not self._exhausted or self._lock.locked()
 
-    async def start(self) -> None:
-        """Create what is known up front, then launch up to the concurrency cap."""
+    def has_open(self) -> bool:
+        return bool(len(self._open))
+
+    @property
+    def unlaunched(self) -> int:
+        """Units created but not launched yet."""
+        return len(self._created)
+
+    @property
+    def open_count(self) -> int:
+        """Units launched and open (nobody works on them)."""
+        return len(self._open)
+
+    async def take(self, acceptable: Callable[[UnitInfo], bool]) -> UnitInfo | None:
+        unit = self._open.take(acceptable)
+        if unit is None and self.can_launch_more():
+            await self.fill()  # launch the next units now rather than turn the worker away
+            unit = self._open.take(acceptable)
+        return unit
+
+    def give_back(self, unit: UnitInfo) -> None:
+        self._open.add(unit)
+
+    # -- starting ---------------------------------------------------------------------------
+
+    def _use(self, url: str, data: Iterable[Any], skip: int) -> None:
+        self.url = url
+        self._sized = hasattr(data, "__len__")
+        self._items = itertools.islice(iter(data), skip, None)
+
+    async def start(self, url: str, data: Iterable[Any]) -> None:
+        """Launch a new run's units from the blueprint's data: create what is known up
+        front, then launch up to the concurrency cap."""
+        self._use(url, data, 0)
         if self._sized:
             while not self._exhausted:
                 await self._create(CHUNK)
         await self.fill()
 
-    def add_created(self, units: list[UnitInfo]) -> None:
-        """Units that exist in the database but were never launched (resume)."""
-        self._created.extend(units)
+    def restore(
+        self, url: str, data: Iterable[Any], skip: int, open_units: list[UnitInfo],
+        assigned: int, created: list[UnitInfo],
+    ) -> None:
+        """A resumed run's units: the blueprint's data past the `skip` assignments that
+        exist, the open units, how many are assigned (launched, not finished), and the
+        ones that exist but must be launched again."""
+        self._use(url, data, skip)
+        for unit in open_units:
+            self._open.add(unit)
+        self.live += len(open_units) + assigned
+        self._created.extend(created)
 
     async def fill(self) -> None:
         """Launch more units while under the cap and any are left."""
         async with self._lock:
             cap = self.max_concurrent or float("inf")
-            while self.live < cap and not self.run.closing:
+            while self.live < cap and not self._closed:
                 if not self._created:
                     if self._exhausted:
                         break
@@ -97,7 +139,7 @@ class TaskLauncher:
                 count = int(min(len(self._created), room, CHUNK))
                 batch = [self._created.popleft() for _ in range(count)]
                 await self._launch(batch)
-        self.run.check_done()
+        self.events.check_done()
 
     async def _create(self, n: int) -> None:
         items = [_as_init_data(x) for x in itertools.islice(self._items, n)]
@@ -105,41 +147,48 @@ class TaskLauncher:
             self._exhausted = True
         if not items:
             return
-        run = self.run
-        created = await run.writer.run(
+        ctx = self.ctx
+        reward = float(ctx.task_args.task_reward)
+        created = await ctx.writer.run(
             _create_units,
-            run.task_run_id,
+            ctx.task_run_id,
             [d.to_dict() for d in items],
-            float(run.task_args.task_reward),
+            reward,
             [max(1, len(d.unit_data)) for d in items],
         )
         for data, (assignment_id, unit_ids) in zip(items, created, strict=True):
             for index, unit_id in enumerate(unit_ids):
                 self._created.append(
-                    UnitInfo(unit_id, assignment_id, index, float(run.task_args.task_reward),
-                             unit_init_data(data, index))
+                    UnitInfo(unit_id, assignment_id, index, reward, unit_init_data(data, index))
                 )
-        run.progress.total += sum(len(u) for _a, u in created)
+        self.events.units_created(sum(len(u) for _a, u in created))
 
     async def _launch(self, batch: list[UnitInfo]) -> None:
-        run = self.run
-        await run.in_thread(run.provider.launch_units, batch, run.url)
-        await run.writer.run(_mark_launched, [u.unit_id for u in batch])
+        ctx = self.ctx
+        await ctx.background.in_thread(ctx.provider.launch_units, batch, self.url)
+        await ctx.writer.run(_mark_launched, [u.unit_id for u in batch])
         for unit in batch:
-            run.pool.open.add(unit)
+            self._open.add(unit)
         self.live += len(batch)
+
+    # -- units finishing ---------------------------------------------------------------------
 
     def unit_finished(self) -> None:
         """A launched unit reached a final status; maybe launch another."""
         self.live -= 1
         if self.max_concurrent and self.has_more():
-            self.run.spawn(self.fill())
+            self.ctx.background.spawn(self.fill())
 
-    def take_unlaunched(self) -> list[UnitInfo]:
-        units = list(self._created)
-        self._created.clear()
+    def close(self) -> tuple[list[UnitInfo], list[UnitInfo]]:
+        """Stop launching: the open units and the never-launched ones, for the owner to
+        expire. A unit freed later is expired with `unit_finished`."""
+        self._closed = True
         self._exhausted = True
-        return units
+        open_units = self._open.drain()
+        self.live -= len(open_units)
+        unlaunched = list(self._created)
+        self._created.clear()
+        return open_units, unlaunched
 
 
 def _create_units(

@@ -24,7 +24,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from mephisto.data_model.status import AgentState
 from mephisto.db.database import new_agent_id
@@ -37,12 +37,16 @@ from mephisto.errors import (
     MalformedRequest,
     UnknownAgent,
 )
-from mephisto.operations.live_run import AgentInfo, OpenUnits, UnitInfo, WorkerInfo
+from mephisto.operations.live_run import (
+    AgentInfo,
+    RunContext,
+    RunEvents,
+    UnitInfo,
+    UnitSupply,
+    WorkerInfo,
+)
 from mephisto.server.backend import AgentResponse, Caller
 from mephisto.utils.qualifications import worker_meets_requirements
-
-if TYPE_CHECKING:
-    from mephisto.operations.live_task_run import LiveTaskRun
 
 logger = logging.getLogger(__name__)
 
@@ -68,9 +72,11 @@ def _blocked(worker: WorkerInfo | None, reason: str) -> AgentResponse:
 
 
 class WorkerPool:
-    def __init__(self, run: LiveTaskRun) -> None:
-        self.run = run
-        self.open = OpenUnits()
+    def __init__(self, ctx: RunContext, units: UnitSupply, events: RunEvents) -> None:
+        self.ctx = ctx
+        self.units = units
+        self.events = events
+        self.closed = False  # the run accepts no more work (agents at work may submit)
         self.workers: dict[str, WorkerInfo] = {}  # by worker name
         self.agents: dict[str, AgentInfo] = {}
         self._by_provider_assignment: dict[tuple[str, str], AgentInfo] = {}
@@ -89,10 +95,10 @@ class WorkerPool:
         async with lock:
             worker = self.workers.get(name)
             if worker is None:
-                worker = await self.run.writer.run_batched(
+                ctx = self.ctx
+                worker = await ctx.writer.run_batched(
                     LOAD_WORKERS,
-                    (name, self.run.provider_type, self.run.task_run_id, self.run.task_id,
-                     self.run.requester_id),
+                    (name, ctx.provider_type, ctx.task_run_id, ctx.task_id, ctx.requester_id),
                 )
                 self.workers[name] = worker
                 # only first sight needs the lock: later requests find the worker above
@@ -106,16 +112,17 @@ class WorkerPool:
             return
         waiting = self._standing_due.get(worker.worker_id)
         if waiting is None:
+            loop = asyncio.get_running_loop()
             if not self._standing_due:
-                self.run.loop.call_soon(lambda: self.run.spawn(self._read_standing()))
-            waiting = self._standing_due[worker.worker_id] = (worker, self.run.loop.create_future())
+                loop.call_soon(lambda: self.ctx.background.spawn(self._read_standing()))
+            waiting = self._standing_due[worker.worker_id] = (worker, loop.create_future())
         await asyncio.shield(waiting[1])
 
     async def _read_standing(self) -> None:
         due, self._standing_due = self._standing_due, {}
         try:
-            standing = await self.run.writer.read(
-                workers_standing, list(due), self.run.requester_id
+            standing = await self.ctx.writer.read(
+                workers_standing, list(due), self.ctx.requester_id
             )
         except Exception as exc:
             for _worker, future in due.values():
@@ -129,16 +136,16 @@ class WorkerPool:
 
     def _refusal(self, worker: WorkerInfo) -> str | None:
         """Why this worker may not take a unit now (None: they may)."""
-        run = self.run
-        block_qual = run.blueprint_args.get("block_qualification")
+        ctx = self.ctx
+        block_qual = ctx.blueprint_args.get("block_qualification")
         if worker.blocked or (block_qual and block_qual in worker.granted):
             return BLOCKED
-        if run.requirements and not worker_meets_requirements(worker.granted, run.requirements):
+        if ctx.requirements and not worker_meets_requirements(worker.granted, ctx.requirements):
             return UNQUALIFIED
-        maximum = run.task_args.maximum_units_per_worker
+        maximum = ctx.task_args.maximum_units_per_worker
         if maximum and worker.task_units >= maximum:
             return AT_MAXIMUM
-        concurrent = run.task_args.allowed_concurrent
+        concurrent = ctx.task_args.allowed_concurrent
         if concurrent and worker.active >= concurrent:
             return AT_CONCURRENT
         return None
@@ -146,12 +153,12 @@ class WorkerPool:
     # -- request_agent ------------------------------------------------------------
 
     async def request_agent(self, provider_data: dict[str, Any], caller: Caller) -> AgentResponse:
-        run = self.run
-        name = run.provider.worker_name_from_registration(provider_data)
+        provider = self.ctx.provider
+        name = provider.worker_name_from_registration(provider_data)
         provider_assignment = provider_data.get("assignment_id")
         if provider_assignment is not None and not isinstance(provider_assignment, str):
             raise MalformedRequest("provider_data.assignment_id must be a string")
-        claimed = run.provider.worker_name_from_request(caller) if caller else None
+        claimed = provider.worker_name_from_request(caller) if caller else None
         if claimed is not None and claimed != name:
             raise ForbiddenAction("the request names another worker than its registration")
         worker = await self.get_worker(name)
@@ -161,17 +168,17 @@ class WorkerPool:
     async def _request_agent(
         self, worker: WorkerInfo, provider_assignment: str | None
     ) -> AgentResponse:
-        run = self.run
         # a reload or reconnect gets the agent it already has
         existing = self._find_active(worker, provider_assignment)
         if existing is not None:
             return self._response(existing)
-        if run.closing:
+        if self.closed:
             return _blocked(worker, RUN_CLOSED)
 
         await self._refresh_standing(worker)
-        if run.use_onboarding:
-            value = worker.granted.get(run.onboarding_qualification)
+        onboarding = self.ctx.onboarding_qualification
+        if onboarding is not None:
+            value = worker.granted.get(onboarding)
             if value is not None and not value:
                 return _blocked(worker, FAILED_ONBOARDING)
             if value is None:
@@ -191,25 +198,20 @@ class WorkerPool:
         return agent if agent is not None and agent.active else None
 
     async def _assign(self, worker: WorkerInfo, provider_assignment: str | None) -> AgentResponse:
-        run = self.run
+        ctx = self.ctx
         reason = self._refusal(worker)
         if reason is not None:
             return _blocked(worker, reason)
-        check = run.shared_state.worker_can_do_unit
+        check = ctx.shared_state.worker_can_do_unit
 
         def acceptable(unit: UnitInfo) -> bool:
             if unit.assignment_id in worker.assignments:
                 return False
             return check is None or bool(check(worker, unit))
 
-        unit = self.open.take(acceptable)
-        if unit is None and run.launcher.can_launch_more():
-            await run.launcher.fill()  # launch the next units now rather than turn them away
-            unit = self.open.take(acceptable)
+        unit = await self.units.take(acceptable)
         if unit is None:
-            if not len(self.open) and not run.launcher.has_more():
-                return _blocked(worker, NO_MORE_WORK)
-            return _blocked(worker, NOT_ALLOWED if len(self.open) else NO_MORE_WORK)
+            return _blocked(worker, NOT_ALLOWED if self.units.has_open() else NO_MORE_WORK)
         # reserve in memory first: the loop is single-threaded, so no one else takes it
         worker.assignments.add(unit.assignment_id)
         worker.active += 1
@@ -222,17 +224,17 @@ class WorkerPool:
             "provider_assignment_id": provider_assignment,
         }
         try:
-            agent_id = await run.writer.run_batched(
+            agent_id = await ctx.writer.run_batched(
                 CREATE_AGENTS,
                 {
                     "agent_id": new_agent_id(),
                     "worker_id": worker.worker_id,
                     "unit_id": unit.unit_id,
-                    "task_id": run.task_id,
-                    "task_run_id": run.task_run_id,
+                    "task_id": ctx.task_id,
+                    "task_run_id": ctx.task_run_id,
                     "assignment_id": unit.assignment_id,
-                    "task_type": run.task_type,
-                    "provider_type": run.provider_type,
+                    "task_type": ctx.task_type,
+                    "provider_type": ctx.provider_type,
                     "status": AgentState.IN_TASK,
                     "state": state,
                 },
@@ -240,14 +242,14 @@ class WorkerPool:
         except (EntryAlreadyExists, InvalidTransition, EntryDoesNotExist):
             worker.active -= 1
             worker.task_units -= 1
-            self.open.add(unit)
+            self.units.give_back(unit)
             logger.exception("could not assign unit %s to worker %s", unit.unit_id, worker.worker_name)
             return _blocked(worker, NOT_ALLOWED)
         except BaseException:
             worker.assignments.discard(unit.assignment_id)
             worker.active -= 1
             worker.task_units -= 1
-            self.open.add(unit)
+            self.units.give_back(unit)
             raise
         agent = AgentInfo(
             agent_id=agent_id,
@@ -258,7 +260,7 @@ class WorkerPool:
             provider_assignment=provider_assignment,
         )
         self._track(agent)
-        run.metrics.agent_started()
+        ctx.metrics.agent_started()
         return self._response(agent)
 
     def _track(self, agent: AgentInfo) -> None:
@@ -270,7 +272,7 @@ class WorkerPool:
         self._schedule_timeout(agent)
 
     def _response(self, agent: AgentInfo) -> AgentResponse:
-        data = self.run.blueprint.onboarding_init_data() if agent.unit is None else agent.unit.init_data
+        data = self.ctx.blueprint.onboarding_init_data() if agent.unit is None else agent.unit.init_data
         return {
             "agent_id": agent.agent_id,
             "worker_id": agent.worker.worker_id,
@@ -283,9 +285,9 @@ class WorkerPool:
     async def _new_onboarding_agent(
         self, worker: WorkerInfo, provider_assignment: str | None
     ) -> AgentInfo:
-        run = self.run
-        agent_id = await run.writer.run(
-            _create_onboarding_agent, worker.worker_id, run.task_id, run.task_run_id, run.task_type
+        ctx = self.ctx
+        agent_id = await ctx.writer.run(
+            _create_onboarding_agent, worker.worker_id, ctx.task_id, ctx.task_run_id, ctx.task_type
         )
         agent = AgentInfo(
             agent_id=agent_id,
@@ -304,7 +306,7 @@ class WorkerPool:
         agent = self.agents.get(agent_id)
         if agent is None:
             raise UnknownAgent("unknown agent id")
-        claimed = self.run.provider.worker_name_from_request(caller) if caller else None
+        claimed = self.ctx.provider.worker_name_from_request(caller) if caller else None
         if claimed is not None and claimed != agent.worker.worker_name:
             raise ForbiddenAction("this agent belongs to another worker")
         if not agent.is_onboarding:
@@ -313,28 +315,30 @@ class WorkerPool:
             return await self._submit_onboarding(agent, onboarding_data)
 
     async def _submit_onboarding(self, agent: AgentInfo, onboarding_data: Any) -> AgentResponse:
-        run = self.run
+        ctx = self.ctx
         if agent.status in (AgentState.APPROVED, AgentState.REJECTED):
             raise AlreadySubmitted("this onboarding was already submitted")
         if not agent.active:
             raise ForbiddenAction(f"this onboarding can no longer be submitted (status: {agent.status})")
         with agent.saving():
             data = {
-                "inputs": run.blueprint.onboarding_init_data(),
+                "inputs": ctx.blueprint.onboarding_init_data(),
                 "outputs": onboarding_data,
                 "times": {"task_start": agent.started, "task_end": time.time()},
             }
-            passed = await run.in_thread(run.blueprint.validate_onboarding, data)
-            qualified = await run.writer.run(
-                _finish_onboarding, agent.agent_id, agent.worker.worker_id,
-                run.onboarding_qualification, passed, data,
+            passed = await ctx.background.in_thread(ctx.blueprint.validate_onboarding, data)
+            qualification = ctx.onboarding_qualification
+            assert qualification is not None  # onboarding agents exist only with onboarding
+            qualified = await ctx.writer.run(
+                _finish_onboarding, agent.agent_id, agent.worker.worker_id, qualification,
+                passed, data,
             )
         agent.status = str(AgentState.APPROVED if passed else AgentState.REJECTED)
         self._cancel_timeout(agent)
-        agent.worker.granted[run.onboarding_qualification] = 1 if qualified else 0
+        agent.worker.granted[qualification] = 1 if qualified else 0
         if not qualified:
             return _blocked(agent.worker, FAILED_ONBOARDING)
-        if run.closing:
+        if self.closed:
             return _blocked(agent.worker, RUN_CLOSED)
         return await self._assign(agent.worker, agent.provider_assignment)
 
@@ -351,21 +355,22 @@ class WorkerPool:
             agent.worker.task_units -= 1
 
     def _schedule_timeout(self, agent: AgentInfo) -> None:
-        duration = self.run.task_args.assignment_duration_in_seconds
+        duration = self.ctx.task_args.assignment_duration_in_seconds
         if not duration:
             return
-        remaining = max(0.0, agent.started + duration - time.time())
+        self._time_out_in(agent, max(0.0, agent.started + duration - time.time()))
+
+    def _time_out_in(self, agent: AgentInfo, seconds: float) -> None:
+        spawn = self.ctx.background.spawn
         loop = asyncio.get_running_loop()
-        agent.timer = loop.call_later(remaining, lambda: self.run.spawn(self._time_out(agent)))
+        agent.timer = loop.call_later(seconds, lambda: spawn(self._time_out(agent)))
 
     def limit_deadline(self, agent: AgentInfo, seconds: float) -> None:
         """Bring an agent's deadline forward to at most `seconds` from now."""
-        duration = self.run.task_args.assignment_duration_in_seconds
+        duration = self.ctx.task_args.assignment_duration_in_seconds
         remaining = agent.started + duration - time.time() if duration else seconds
         self._cancel_timeout(agent)
-        loop = asyncio.get_running_loop()
-        wait = max(0.0, min(remaining, seconds))
-        agent.timer = loop.call_later(wait, lambda: self.run.spawn(self._time_out(agent)))
+        self._time_out_in(agent, max(0.0, min(remaining, seconds)))
 
     def _cancel_timeout(self, agent: AgentInfo) -> None:
         if agent.timer is not None:
@@ -380,16 +385,16 @@ class WorkerPool:
 
     async def drop_agent(self, agent: AgentInfo, status: AgentState) -> None:
         """End an agent that did not submit; its unit goes back to other workers."""
-        run = self.run
+        writer = self.ctx.writer
         with agent.saving():
             if agent.unit is None:
-                await run.writer.run(_update_onboarding_status, agent.agent_id, status)
+                await writer.run(_update_onboarding_status, agent.agent_id, status)
             else:
-                await run.writer.run(_update_agent_status, agent.agent_id, status)
+                await writer.run(_update_agent_status, agent.agent_id, status)
         self.agent_finished(agent, str(status))
         if agent.unit is not None:
             logger.info("agent %s (%s) ended: %s", agent.agent_id, agent.worker.worker_name, status)
-            run.unit_freed(agent.unit)
+            self.events.unit_freed(agent.unit)
             await self.notify_status(agent)
 
     async def notify_status(self, agent: AgentInfo) -> None:
@@ -408,8 +413,21 @@ class WorkerPool:
         agent.worker.active += 1
         self._track(agent)
 
+    def agent(self, agent_id: str) -> AgentInfo | None:
+        """The agent with this id, if this run has it in memory."""
+        return self.agents.get(agent_id)
+
     def active_agents(self) -> list[AgentInfo]:
         return [a for a in self.agents.values() if a.active]
+
+    def working_count(self) -> int:
+        """Agents at work on a unit (onboarding agents not counted)."""
+        return sum(1 for a in self.agents.values() if a.active and a.unit is not None)
+
+    def close(self) -> None:
+        """The run takes no more work: requests for agents are refused from now on
+        (agents at work may still submit)."""
+        self.closed = True
 
 
 _DROPPED = frozenset(str(s) for s in AgentState.dropped())
