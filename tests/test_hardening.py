@@ -152,9 +152,9 @@ async def test_the_same_submit_again_is_answered_and_changes_nothing(
     async with SimulatedWorker(run.url, "w1") as worker:
         await worker.request_agent()
         answers = await asyncio.gather(*(worker.submit({"answer": 1}) for _ in range(20)))
-        assert answers == [{"status": "Submitted"}] * 20
+        assert answers == [{"status": "Submitted!"}] * 20
         stored = _snapshot(mephisto_db)
-        assert await worker.submit({"answer": 1}) == {"status": "Submitted"}
+        assert await worker.submit({"answer": 1}) == {"status": "Submitted!"}
         with pytest.raises(SimulatedWorkerError) as info:
             await worker.submit({"answer": 2})
         assert info.value.status == 409
@@ -201,7 +201,7 @@ async def test_a_submit_retried_after_a_restart_is_answered(
         retry = SimulatedWorker(url, "w1", "hit-1")
         retry.agent_id = worker.agent_id
         async with retry:
-            assert await retry.submit({"answer": "kept"}) == {"status": "Submitted"}
+            assert await retry.submit({"answer": "kept"}) == {"status": "Submitted!"}
             with pytest.raises(SimulatedWorkerError) as info:
                 await retry.submit({"answer": "changed"})
             assert info.value.status == 409

@@ -126,7 +126,7 @@ async def test_full_sequence(url: str, backend: FakeBackend) -> None:
         assert backend.calls[-1] == ("request_agent", (worker.agent_registration(),))
         meta = await worker.submit_metadata({"feedback": {"type": "feedback", "text": "ok"}})
         assert meta["status"] == "ok"
-        assert await worker.submit({"answer": 42}) == {"status": "Submitted"}
+        assert await worker.submit({"answer": 42}) == {"status": "Submitted!"}
         assert await worker.log_error({"error": "boom"}) == {"status": "ok"}
     assert backend.submissions == [(worker.agent_id, {"answer": 42}, [])]
     assert backend.errors == [(worker.agent_id, {"error": "boom"})]
@@ -184,7 +184,7 @@ async def test_multipart_submit_with_files(url: str, backend: FakeBackend) -> No
             {"name": "x", "photo": {"name": "p.png", "size": 4}},
             {"photo": ("p.png", b"\x89PNG"), "notes": ("notes.txt", b"some notes")},
         )
-    assert answer == {"status": "Submitted"}
+    assert answer == {"status": "Submitted!"}
     ((agent_id, final_data, files),) = backend.submissions
     assert agent_id == worker.agent_id and final_data["name"] == "x"
     assert [(name, filename, data) for name, filename, _t, data in files] == [
@@ -592,7 +592,7 @@ async def test_the_same_submit_again_is_answered_and_changes_nothing(
     async with SimulatedWorker(url, "w1") as worker:
         await worker.request_agent()
         await worker.submit({"answer": 1})
-        assert await worker.submit({"answer": 1}) == {"status": "Submitted"}
+        assert await worker.submit({"answer": 1}) == {"status": "Submitted!"}
     assert backend.submissions == [(worker.agent_id, {"answer": 1}, [])]
 
 

@@ -289,7 +289,7 @@ class _TaskServer:
             agent_id = self._agent_id(body, "USED_AGENT_ID")
             # mephisto-task's handleSubmit(undefined) drops the key: treat it as null.
             await self.backend.submit_task(agent_id, body.get("final_data"), [], caller)
-            return self.json({"status": "Submitted"})
+            return self.json({"status": "Submitted!"})
 
         async def check_agent(agent_id: str) -> None:
             await self.backend.check_submit(agent_id, caller)
@@ -309,7 +309,7 @@ class _TaskServer:
             await self.backend.submit_task(agent_id, final_data, upload.files, caller)
         finally:
             upload.discard()  # what the backend did not keep
-        return self.json({"status": "Submitted"})
+        return self.json({"status": "Submitted!"})
 
     async def submit_metadata(self, request: Request) -> Response:
         body = await self.read_json_object(request)

@@ -347,7 +347,7 @@ export function normalizeFiles(files) {
  * server answered 2xx (our server answers only after the data is committed).
  * Without files: JSON `{USED_AGENT_ID, final_data, client_timestamp}`. With files:
  * multipart `USED_AGENT_ID`, `final_string_data` (JSON of `data`) and one part per file.
- * Resolves to the server's answer (`{"status": "Submitted"}` from our server).
+ * Resolves to the server's answer (`{"status": "Submitted!"}` from our server).
  */
 export async function postCompleteTask(agentId, data, files) {
   const pairs = normalizeFiles(files);

@@ -41,7 +41,7 @@ beforeEach(() => {
   server = installFetch({
     "GET /task_config.json": () => ({ block_mobile: false, task_title: "Label the cat" }),
     "POST /request_agent": () => ({ data: { agent_id: "agent-1", worker_id: "7", init_task_data: { image: "cat.png" } } }),
-    "POST /submit_task": () => ({ status: "Submitted" }),
+    "POST /submit_task": () => ({ status: "Submitted!" }),
     "POST /submit_metadata": (call) => ({ ok: Object.keys(call.json.metadata) }),
     "POST /log_error": () => ({ status: "ok" }),
   });
@@ -90,7 +90,7 @@ describe("useMephistoTask", () => {
     const box = await renderHook(useMephistoTask);
     await waitFor(() => box.current.agentId !== null, "agent");
     const answer = await inAct(() => box.current.handleSubmit({ label: "cat" }));
-    assert.deepEqual(answer, { status: "Submitted" });
+    assert.deepEqual(answer, { status: "Submitted!" });
     const submit = server.of("/submit_task")[0];
     assert.equal(submit.json.USED_AGENT_ID, "agent-1");
     assert.deepEqual(submit.json.final_data, { label: "cat" });

@@ -38,7 +38,7 @@ beforeEach(() => {
       data: { agent_id: "agent-1", worker_id: "7", init_task_data: { a: 1 } },
     }),
     "POST /submit_onboarding": () => ({ data: { agent_id: "5", worker_id: "7", init_task_data: { b: 2 } } }),
-    "POST /submit_task": () => ({ status: "Submitted" }),
+    "POST /submit_task": () => ({ status: "Submitted!" }),
     "POST /submit_metadata": (call) => ({ stored: Object.keys(call.json.metadata) }),
     "POST /log_error": () => ({ status: "ok" }),
   });
@@ -188,7 +188,7 @@ describe("POST /submit_onboarding", () => {
 describe("POST /submit_task", () => {
   test("JSON body, then handleSubmitToProvider, resolves to the server's answer", async () => {
     const answer = await postCompleteTask("5", { final: 1 });
-    assert.deepEqual(answer, { status: "Submitted" });
+    assert.deepEqual(answer, { status: "Submitted!" });
     const [call] = server.calls;
     assert.equal(call.path, "/submit_task");
     assert.match(call.contentType, /^application\/json/);
@@ -204,7 +204,7 @@ describe("POST /submit_task", () => {
       await new Promise((r) => setTimeout(r, 20));
       assert.deepEqual(shim.submittedToProvider, [], "provider told before the server answered");
       answered = true;
-      return { status: "Submitted" };
+      return { status: "Submitted!" };
     };
     await postCompleteTask("5", { x: 1 });
     assert.ok(answered);
@@ -244,7 +244,7 @@ describe("POST /submit_task", () => {
       photo,
       attachments: [notes],
     });
-    assert.deepEqual(answer, { status: "Submitted" });
+    assert.deepEqual(answer, { status: "Submitted!" });
     const [call] = server.calls;
     assert.match(call.contentType, /^multipart\/form-data; boundary=/);
     assert.equal(call.json, undefined);
