@@ -116,11 +116,14 @@ class PayloadTooLarge(RequestError):
 
 
 class NotEligible(MephistoError):
-    """The worker cannot take work on this run (blocked, unqualified, at a limit)."""
+    """The worker cannot take (more) work on this run: blocked, unqualified, failed
+    onboarding, at a limit, no unit left, run closed. `reason` is shown to the worker;
+    the task server answers it as an agent of None (mephisto-task hangs on an error)."""
 
-    def __init__(self, reason: str) -> None:
+    def __init__(self, reason: str, worker_id: str | None = None) -> None:
         super().__init__(reason)
         self.reason = reason
+        self.worker_id = worker_id
 
 
 class BuildError(MephistoError):

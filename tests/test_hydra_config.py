@@ -277,13 +277,20 @@ def test_run_config_for_the_operator_is_the_mephisto_section(tmp_path: Path) -> 
     check_run_config(run_config)  # the section alone is checked the same way
 
 
-def test_operator_resolves_the_composed_run_config(tmp_path: Path) -> None:
-    from mephisto.operations.operator import resolve_run_config
+def test_the_resolver_gives_plain_args_and_the_plugin_classes(tmp_path: Path) -> None:
+    from mephisto.operations.hydra_config import resolve_run_config
+    from mephisto.utils.args import Args
 
     cfg = compose(write_script_dir(tmp_path))
-    resolved, classes = resolve_run_config(cfg.mephisto)
-    assert resolved.blueprint.task_source == f"{tmp_path}/server_files/task.html"
-    assert classes["blueprint"].BLUEPRINT_TYPE == "static_task"
+    resolved = resolve_run_config(cfg.mephisto)
+    assert isinstance(resolved.args, Args) and isinstance(resolved.args.task, Args)
+    assert not isinstance(resolved.args.blueprint, DictConfig)
+    assert resolved.args.blueprint.task_source == f"{tmp_path}/server_files/task.html"
+    assert resolved.args.blueprint._blueprint_type == "static_task"
+    assert resolved.args.task.task_reward == 0.25
+    assert resolved.blueprint.BLUEPRINT_TYPE == "static_task"
+    assert resolved.architect.ARCHITECT_TYPE == "local"
+    assert resolved.provider.PROVIDER_TYPE == "mock"
 
 
 def test_mephisto_config_defaults() -> None:

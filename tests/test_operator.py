@@ -18,7 +18,7 @@ import pytest
 from mephisto.abstractions.blueprints.static_task import SharedStaticTaskState
 from mephisto.data_model.qualification import QUAL_EXISTS
 from mephisto.db import MephistoDB
-from mephisto.errors import ConfigError, UnknownAbstractionError
+from mephisto.errors import ConfigError, NotEligible, UnknownAbstractionError
 from mephisto.operations.operator import Operator
 from mephisto.testing.fixtures import static_run_config
 from mephisto.testing.worker import SimulatedWorker, SimulatedWorkerError
@@ -261,6 +261,16 @@ def test_config_errors_launch_nothing(operator: Operator, task_html: Path, mephi
     no_data = static_run_config(task_html)
     with pytest.raises(ConfigError, match="no task data"):
         operator.launch_task_run(no_data, SharedStaticTaskState())
+    no_source = static_run_config(task_html)
+    del no_source["blueprint"]["task_source"]
+    with pytest.raises(ConfigError) as info:  # the one resolver reports missing values
+        operator.launch_task_run(no_source, SharedStaticTaskState(static_task_data=_data(1)))
+    assert info.value.key == "mephisto.blueprint.task_source"
+    bad_port = static_run_config(task_html)
+    bad_port["architect"]["port"] = "70000"
+    with pytest.raises(ConfigError) as info:
+        operator.launch_task_run(bad_port, SharedStaticTaskState(static_task_data=_data(1)))
+    assert info.value.key == "mephisto.architect.port"
     unknown_key = static_run_config(task_html)
     unknown_key["architect"]["prot"] = "3000"
     with pytest.raises(ConfigError, match="prot"):
@@ -289,6 +299,33 @@ def test_a_blueprint_failing_to_start_leaves_no_open_run(
     assert len(runs) == 1 and runs[0].is_completed is True  # closed, not left open
 
 
+async def test_a_blueprint_overriding_on_live_update_gets_the_pages_updates(
+    operator: Operator, task_html: Path
+) -> None:
+    from mephisto.abstractions.blueprints.static_task import StaticTaskBlueprint
+    from mephisto.operations.registry import register_mephisto_abstraction
+
+    received: list[tuple[str, Any]] = []
+
+    @register_mephisto_abstraction()
+    class EchoBlueprint(StaticTaskBlueprint):
+        BLUEPRINT_TYPE = "live_updates_recorded"
+
+        def on_live_update(self, agent_id: str, data: Any) -> None:
+            received.append((agent_id, data))
+
+    config = static_run_config(task_html)
+    config["blueprint"]["_blueprint_type"] = "live_updates_recorded"
+    run_id = operator.launch_task_run(config, SharedStaticTaskState(static_task_data=_data(1)))
+    url = operator.get_running_task_runs()[run_id].url
+    async with SimulatedWorker(url, "w1") as worker:
+        await worker.request_agent()
+        await worker.connect()
+        sent = [await worker.send_live_update({"n": i}) for i in range(3)]
+        await _until(lambda: len(received) == 3)
+    assert received == [(worker.agent_id, data) for data in sent]
+
+
 # -- who may work -----------------------------------------------------------------------------
 
 
@@ -314,7 +351,7 @@ def test_standing_is_reread_for_workers_together(
             return await asyncio.gather(*(
                 pool.request_agent({"worker_name": name, "assignment_id": hit}, {})
                 for name in ("good", "spammer")
-            ))
+            ), return_exceptions=True)
         return asyncio.run_coroutine_threadsafe(both(), loop).result(10)
 
     monkeypatch.setattr(worker_pool, "workers_standing", counting)
@@ -327,7 +364,7 @@ def test_standing_is_reread_for_workers_together(
     monkeypatch.setattr(worker_pool, "STANDING_TTL", 0.0)
     good, spammer = request_both("hit-2")
     assert good["agent_id"] is not None
-    assert spammer["agent_id"] is None and spammer["failure_reason"] == worker_pool.BLOCKED
+    assert isinstance(spammer, NotEligible) and spammer.reason == worker_pool.BLOCKED
     assert len(calls) == 2 and len(calls[-1]) == 2  # re-read together
 
 

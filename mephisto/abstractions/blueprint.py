@@ -14,6 +14,8 @@ saved data is read back). To implement one, override:
 - `static_dir()`: the directory whose files the server may serve (None = none).
 - `validate_submission(agent_data)` (optional): raise `MalformedRequest` to refuse a
   submission (nothing is saved).
+- `on_live_update(agent_id, data)` (optional, live tasks): a `mephisto_bound_live_update`
+  from an agent's page; called in a thread, in order per agent.
 
 Blueprints never touch the database directly: the operations layer saves agent data.
 """
@@ -123,3 +125,11 @@ class Blueprint:
 
     def validate_submission(self, agent_data: dict[str, Any]) -> None:
         """Refuse a submission by raising `MalformedRequest`. Default: accept."""
+
+    def on_live_update(self, agent_id: str, data: Any) -> None:
+        """A live update an agent's page sent. Default: ignored (static tasks)."""
+
+    @property
+    def handles_live_updates(self) -> bool:
+        """Whether this blueprint overrides `on_live_update` (else none is dispatched)."""
+        return type(self).on_live_update is not Blueprint.on_live_update

@@ -6,13 +6,7 @@ query). Entities hold no provider logic: providers act on these plain objects.
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Protocol
-
-
-class DatabaseLike(Protocol):
-    """What entities need of `MephistoDB` (kept structural so the layers stay apart)."""
-
-    def __getattr__(self, name: str) -> Any: ...
+from typing import Any, ClassVar
 
 
 class Entity:

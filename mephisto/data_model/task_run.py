@@ -10,6 +10,7 @@ from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING, Any
 
 from mephisto.data_model.entity import Entity
+from mephisto.utils.args import Args
 from mephisto.data_model.status import AssignmentState
 from mephisto.errors import ConfigError
 
@@ -138,11 +139,11 @@ class TaskRun(Entity):
     sandbox: bool
 
     @property
-    def args(self) -> Any:
-        """The run's full configuration (an OmegaConf DictConfig)."""
-        from omegaconf import OmegaConf
+    def args(self) -> Args:
+        """The run's full configuration, as it was resolved at launch (`Args`)."""
+        import yaml
 
-        return OmegaConf.create(self.init_params)
+        return Args.of(yaml.safe_load(self.init_params or "") or {})
 
     def get_task_args(self) -> Any:
         return self.args.get("task", self.args)

@@ -219,9 +219,10 @@ class ClientIOHandler:
     async def agent_packet(self, agent_id: str, packet: dict[str, Any]) -> None:
         if self.pool.agent(agent_id) is None:
             raise UnknownAgent("unknown agent id: request an agent first")
-        handler = getattr(self.ctx.blueprint, "on_live_update", None)
-        if handler is not None:
-            await self.ctx.background.in_thread(handler, agent_id, packet.get("data"))
+        blueprint = self.ctx.blueprint
+        if blueprint.handles_live_updates:
+            await self.ctx.background.in_thread(
+                blueprint.on_live_update, agent_id, packet.get("data"))
 
     async def agent_socket_closed(self, agent_id: str, send: SendPacket) -> None:
         agent = self.pool.agent(agent_id)

@@ -16,9 +16,11 @@ fails to import is left out, so choosing it gives the registry's error.
 
 `compose_run_config()` composes a script's config with Hydra's compose API: Hydra never
 changes the working directory, writes no `outputs/` folder and configures no logging.
-`check_run_config()` validates a composed config before anything is launched and raises
-`ConfigError` naming the offending key. Below this module configuration travels as
-OmegaConf `DictConfig`s (`cfg.mephisto` goes to `Operator.launch_task_run`).
+`resolve_run_config()` is the one resolver of a run config (`cfg.mephisto`, a dict or a
+dataclass): it checks it before anything is launched, raising `ConfigError` naming the
+offending key, and returns it resolved as plain `Args` with the plugin classes it names.
+`Operator.launch_task_run` calls it; `check_run_config()` runs it for its errors. Below
+this module no configuration is OmegaConf.
 
 The root of a run config accepts keys its dataclass does not declare, when they come
 from a YAML file (a script may read `cfg.correct_answer` set only in its YAML);
@@ -30,7 +32,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any
@@ -38,25 +40,11 @@ from typing import Any
 from mephisto.data_model.task_run import MISSING, TaskRunArgs
 from mephisto.errors import ConfigError, UnknownAbstractionError
 from mephisto.operations import registry
+from mephisto.operations.registry import PLUGIN_KINDS, Kind
+from mephisto.utils.args import Args
 
 logger = logging.getLogger(__name__)
 
-KINDS = ("blueprint", "architect", "provider")
-TYPE_KEYS = {
-    "blueprint": "_blueprint_type",
-    "architect": "_architect_type",
-    "provider": "_provider_type",
-}
-_LOOKUP: dict[str, Callable[[str], type]] = {
-    "blueprint": registry.get_blueprint_from_type,
-    "architect": registry.get_architect_from_type,
-    "provider": registry.get_crowd_provider_from_type,
-}
-_VALID: dict[str, Callable[[], list[str]]] = {
-    "blueprint": registry.get_valid_blueprint_types,
-    "architect": registry.get_valid_architect_types,
-    "provider": registry.get_valid_provider_types,
-}
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 
 # The name a run script's config class is stored under in Hydra's ConfigStore.
@@ -113,7 +101,7 @@ def build_default_task_config(conf_name: str) -> type:
 # -- config groups of the plugins ---------------------------------------------------------
 
 
-def _store_plugin(kind: str, name: str, cls: type) -> None:
+def _store_plugin(kind: Kind, name: str, cls: type) -> None:
     """Store `cls.ArgsClass` as the config group entry `mephisto/<kind>/<name>`."""
     from hydra.core.config_store import ConfigStore
     from omegaconf import OmegaConf, open_dict
@@ -126,7 +114,7 @@ def _store_plugin(kind: str, name: str, cls: type) -> None:
     try:
         node = OmegaConf.structured(args_class)
         with open_dict(node):  # the group's name is the type, whatever the class default says
-            node[TYPE_KEYS[kind]] = name
+            node[registry.config_key(kind)] = name  # type: ignore[arg-type]
     except OmegaConfBaseException as exc:
         logger.warning("%s %r: its ArgsClass is not a valid config: %s", kind, name, exc)
         return
@@ -139,10 +127,10 @@ def initialize_named_configs() -> None:
     """Store the config groups `mephisto/{blueprint,architect,provider}/<type>` for
     every type the registry can load, and keep storing classes registered later.
     Idempotent; cheap enough to call before every composition."""
-    for kind in KINDS:
-        for name in _VALID[kind]():
+    for kind in PLUGIN_KINDS:
+        for name in registry.valid_plugin_types(kind):
             try:
-                cls = _LOOKUP[kind](name)
+                cls = registry.get_plugin(kind, name)
             except ConfigError as exc:
                 logger.debug("not storing %s config %r: %s", kind, name, exc)
                 continue
@@ -292,11 +280,11 @@ def config_error_from(exc: BaseException, config_dir: Path | None = None) -> Con
 def _missing_config_error(err: Any, config_dir: Path | None) -> ConfigError:
     missing = str(err.missing_cfg_file or "")
     group, _, name = missing.rpartition("/")
-    for kind in KINDS:
+    for kind in PLUGIN_KINDS:
         if group == f"mephisto/{kind}":
             key = f"mephisto.{kind}"
             try:
-                _LOOKUP[kind](name)
+                registry.get_plugin(kind, name)
             except UnknownAbstractionError as exc:
                 return UnknownAbstractionError(str(exc), key=key)
             except ConfigError as exc:
@@ -344,32 +332,38 @@ def _merge_args(args_class: type, values: dict[str, Any], prefix: str) -> dict[s
     return plain  # type: ignore[return-value]
 
 
-def _check_port(port: Any) -> None:
-    key = "mephisto.architect.port"
-    try:
-        value = int(str(port))
-    except ValueError:
-        raise ConfigError(f"{key} must be a port number, got {port!r}", key=key) from None
-    if not 0 <= value <= 65535:
-        raise ConfigError(f"{key} must be between 0 and 65535, got {value}", key=key)
+@dataclass(frozen=True)
+class RunConfig:
+    """A run config, checked and resolved: plain `Args` (the sections `blueprint`,
+    `architect`, `provider` and `task` filled from their Args classes' defaults, and
+    `log_level`) and the plugin classes it names."""
+
+    args: Args
+    blueprint: type
+    architect: type
+    provider: type
 
 
-def check_run_config(cfg: Any) -> None:
-    """Validate a run config (the whole script config or its `mephisto` section) before
-    anything is launched. Raises `ConfigError` (its `key` names the offending setting):
-    an unknown or unset blueprint/architect/provider type (listing the valid ones), an
-    unknown key, a value of the wrong type, a missing required value (`task_title`,
-    `task_source`, ...), a bad port or log level."""
+def resolve_run_config(run_config: Any) -> RunConfig:
+    """Check a run config (the whole script config or its `mephisto` section, as a
+    DictConfig, dict or dataclass) and resolve it; raises `ConfigError` (its `key` names
+    the offending setting): an unknown or unset blueprint/architect/provider type
+    (listing the valid ones), an unknown key, a value of the wrong type, a missing
+    required value (`task_title`, `task_source`, ...), a bad log level, and what the
+    architect's and provider's own `assert_task_args` refuse (a bad port, ...). The
+    blueprint's checks need the shared state: `Operator.launch_task_run` runs them."""
     from omegaconf import DictConfig, OmegaConf
     from omegaconf.errors import OmegaConfBaseException
 
+    from mephisto.abstractions.blueprint import SharedTaskState
+
     try:
-        if isinstance(cfg, DictConfig):
-            node = cfg
-        elif is_dataclass(cfg):
-            node = OmegaConf.structured(cfg)
+        if isinstance(run_config, DictConfig):
+            node = run_config
+        elif is_dataclass(run_config):
+            node = OmegaConf.structured(run_config)
         else:
-            node = OmegaConf.create(cfg)
+            node = OmegaConf.create(run_config)
         section = node.mephisto if "mephisto" in node else node
         plain = OmegaConf.to_container(section, resolve=True)
     except OmegaConfBaseException as exc:
@@ -381,27 +375,40 @@ def check_run_config(cfg: Any) -> None:
         if key not in known:
             raise _unknown_key_error(f"mephisto.{key!s}", MephistoConfig)
 
-    for kind in KINDS:
-        _check_plugin_section(kind, plain.get(kind))
+    resolved: dict[str, Any] = {}
+    classes: dict[str, type] = {}
+    for kind in PLUGIN_KINDS:
+        classes[kind], resolved[kind] = _resolve_plugin_section(kind, plain.get(kind))
     task = plain.get("task")
     if task is None or task == MISSING:
         task = {}
     if not isinstance(task, dict):
         raise ConfigError(f"mephisto.task must be a mapping, got {task!r}", key="mephisto.task")
-    TaskRunArgs.check(_merge_args(TaskRunArgs, task, "mephisto.task"))
+    resolved["task"] = _merge_args(TaskRunArgs, task, "mephisto.task")
+    TaskRunArgs.check(resolved["task"])
     level = plain.get("log_level", "info")
     if not isinstance(level, str) or level.lower() not in LOG_LEVELS:
         raise ConfigError(
             f"mephisto.log_level must be one of {', '.join(LOG_LEVELS)}, got {level!r}",
             key="mephisto.log_level",
         )
+    resolved["log_level"] = level
+    args = Args.of(resolved)
+    for kind in ("architect", "provider"):
+        classes[kind].assert_task_args(args, SharedTaskState())  # type: ignore[attr-defined]
+    return RunConfig(args, classes["blueprint"], classes["architect"], classes["provider"])
 
 
-def _check_plugin_section(kind: str, values: Any) -> None:
+def check_run_config(cfg: Any) -> None:
+    """Raise the `ConfigError` that `resolve_run_config` would raise for `cfg`."""
+    resolve_run_config(cfg)
+
+
+def _resolve_plugin_section(kind: Kind, values: Any) -> tuple[type, dict[str, Any]]:
     key = f"mephisto.{kind}"
-    type_key = TYPE_KEYS[kind]
+    type_key = registry.config_key(kind)
     if not isinstance(values, dict) or values.get(type_key) in (None, "", MISSING):
-        valid = ", ".join(_VALID[kind]()) or "(none)"
+        valid = ", ".join(registry.valid_plugin_types(kind)) or "(none)"
         raise ConfigError(
             f"{key} is not set: choose a {kind} type in your config's defaults "
             f"(- /mephisto/{kind}: <type>) or with the override mephisto/{kind}=<type>; "
@@ -410,17 +417,16 @@ def _check_plugin_section(kind: str, values: Any) -> None:
         )
     name = str(values[type_key])
     try:
-        cls = _LOOKUP[kind](name)
+        cls = registry.get_plugin(kind, name)
     except UnknownAbstractionError as exc:
         raise UnknownAbstractionError(str(exc), key=key) from None
     except ConfigError as exc:
         raise ConfigError(str(exc), key=key) from None
     args_class = getattr(cls, "ArgsClass", None)
     if args_class is None or not is_dataclass(args_class):
-        return
+        return cls, dict(values)
     if type_key not in _args_fields(args_class):  # type: ignore[arg-type]
         values = {k: v for k, v in values.items() if k != type_key}
     merged = _merge_args(args_class, values, key)  # type: ignore[arg-type]
-    if kind == "architect" and "port" in merged:
-        _check_port(merged["port"])
-
+    merged[type_key] = name
+    return cls, merged

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from mephisto.data_model.status import AgentState
+from mephisto.utils.args import Args
 
 if TYPE_CHECKING:
     from mephisto.abstractions.blueprint import Blueprint, SharedTaskState
@@ -33,28 +34,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
-
-
-class ArgsSnapshot(dict[str, Any]):
-    """A config section as a plain dict readable like the DictConfig it came from
-    (`args.task_reward`, `args.get("x")`). Reading a DictConfig costs microseconds per
-    key; the hot paths read these on every request."""
-
-    __slots__ = ()
-
-    @classmethod
-    def of(cls, section: Any) -> ArgsSnapshot:
-        from omegaconf import DictConfig, OmegaConf
-
-        if isinstance(section, DictConfig):
-            section = OmegaConf.to_container(section, resolve=True)
-        return cls(section or {})
-
-    def __getattr__(self, name: str) -> Any:
-        try:
-            return self[name]
-        except KeyError:
-            raise AttributeError(name) from None
 
 
 @dataclass(slots=True)
@@ -215,8 +194,8 @@ class RunContext:
     task_type: str
     provider_type: str
     task_name: str
-    task_args: ArgsSnapshot  # mephisto.task, as plain values
-    blueprint_args: ArgsSnapshot  # mephisto.blueprint, as plain values
+    task_args: Args  # mephisto.task
+    blueprint_args: Args  # mephisto.blueprint
     writer: DBWriter
     provider: CrowdProvider
     blueprint: Blueprint

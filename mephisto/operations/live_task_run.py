@@ -35,7 +35,6 @@ from mephisto.operations.client_io_handler import ClientIOHandler
 from mephisto.operations.db_writer import DBWriter
 from mephisto.operations.live_run import (
     AgentInfo,
-    ArgsSnapshot,
     Background,
     RunContext,
     RunProgress,
@@ -90,8 +89,8 @@ class LiveTaskRun:
             task_type=task_run.task_type,
             provider_type=provider_type,
             task_name=task_name,
-            task_args=ArgsSnapshot.of(args.task),
-            blueprint_args=ArgsSnapshot.of(args.blueprint),
+            task_args=args.task,
+            blueprint_args=args.blueprint,
             writer=writer,
             provider=provider,
             blueprint=blueprint,

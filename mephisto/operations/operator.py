@@ -12,7 +12,6 @@ use (what `task_script` wraps):
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import gc
 import logging
 import threading
@@ -21,12 +20,9 @@ from typing import Any
 
 from mephisto.errors import ConfigError, MephistoError
 from mephisto.operations.db_writer import DBWriter
+from mephisto.operations.hydra_config import resolve_run_config
 from mephisto.operations.live_task_run import LiveTaskRun
-from mephisto.operations.registry import (
-    get_architect_from_type,
-    get_blueprint_from_type,
-    get_crowd_provider_from_type,
-)
+from mephisto.utils.args import Args
 from mephisto.utils.memory import gc_paused
 
 logger = logging.getLogger(__name__)
@@ -58,65 +54,6 @@ def _tune_gc_for_serving() -> None:
     gc.freeze()
 
 
-def resolve_run_config(run_config: Any) -> Any:
-    """A run config (DictConfig, dict or dataclass) as a plain, resolved DictConfig with
-    every section filled from its Args class defaults. Raises `ConfigError` naming the
-    offending key."""
-    from omegaconf import DictConfig, OmegaConf
-    from omegaconf.errors import OmegaConfBaseException
-
-    from mephisto.data_model.task_run import TaskRunArgs
-
-    try:
-        if dataclasses.is_dataclass(run_config):
-            raw = OmegaConf.structured(run_config)
-        elif isinstance(run_config, DictConfig):
-            raw = run_config
-        else:
-            raw = OmegaConf.create(run_config)
-        plain = OmegaConf.to_container(raw, resolve=True)
-    except OmegaConfBaseException as exc:
-        raise ConfigError(f"invalid run configuration: {exc}", key=getattr(exc, "full_key", None)) from None
-    if not isinstance(plain, dict):
-        raise ConfigError("the run configuration must be a mapping")
-    sections = {
-        "blueprint": ("_blueprint_type", get_blueprint_from_type),
-        "architect": ("_architect_type", get_architect_from_type),
-        "provider": ("_provider_type", get_crowd_provider_from_type),
-    }
-    resolved: dict[str, Any] = {}
-    classes: dict[str, type] = {}
-    for section, (type_key, lookup) in sections.items():
-        values = plain.get(section)
-        if not isinstance(values, dict) or not values.get(type_key):
-            raise ConfigError(
-                f"mephisto.{section}.{type_key} is not set: choose a {section} "
-                f"(e.g. defaults: - /mephisto/{section}: <type>)",
-                key=f"mephisto.{section}",
-            )
-        cls = lookup(values[type_key])
-        classes[section] = cls
-        resolved[section] = _merge_args(cls.ArgsClass, values, f"mephisto.{section}")
-    resolved["task"] = _merge_args(TaskRunArgs, plain.get("task") or {}, "mephisto.task")
-    TaskRunArgs.check(resolved["task"])
-    resolved["log_level"] = plain.get("log_level", "info")
-    cfg = OmegaConf.create(resolved)
-    return cfg, classes
-
-
-def _merge_args(args_class: type, values: dict[str, Any], prefix: str) -> dict[str, Any]:
-    from omegaconf import OmegaConf
-    from omegaconf.errors import OmegaConfBaseException
-
-    try:
-        merged = OmegaConf.merge(OmegaConf.structured(args_class), values)
-        return OmegaConf.to_container(merged)  # type: ignore[return-value]
-    except OmegaConfBaseException as exc:
-        key = getattr(exc, "full_key", None) or ""
-        message = str(exc).splitlines()[0]
-        raise ConfigError(f"{prefix}.{key}: {message}", key=f"{prefix}.{key}") from None
-
-
 class Operator:
     def __init__(self, db: Any = None) -> None:
         if db is None:
@@ -146,17 +83,17 @@ class Operator:
         configuration is wrong."""
         if self._shut_down:
             raise MephistoError("this operator was shut down; create a new one")
-        cfg, classes = resolve_run_config(run_config)
-        blueprint_cls = classes["blueprint"]
+        resolved = resolve_run_config(run_config)
+        cfg = resolved.args
+        blueprint_cls = resolved.blueprint
         if shared_state is None:
-            shared_state = blueprint_cls.SharedStateClass()
-        blueprint_cls.assert_task_args(cfg, shared_state)
-        classes["architect"].assert_task_args(cfg, shared_state)
-        classes["provider"].assert_task_args(cfg, shared_state)
+            shared_state = blueprint_cls.SharedStateClass()  # type: ignore[attr-defined]
+        for cls in (blueprint_cls, resolved.architect, resolved.provider):
+            cls.assert_task_args(cfg, shared_state)  # type: ignore[attr-defined]
 
         task_type = cfg.blueprint._blueprint_type
         task_name = cfg.task.task_name or task_type
-        provider = classes["provider"](self.db, cfg)
+        provider = resolved.provider(self.db, cfg)
         requester = provider.get_requester(self.db, cfg)
         task_run, resume = self._get_task_run(cfg, task_name, task_type, requester)
 
@@ -172,7 +109,7 @@ class Operator:
         try:  # whatever fails from here on closes the new run
             with gc_paused():  # a launch makes a few long-lived objects per unit
                 blueprint = blueprint_cls(task_run, cfg, shared_state)
-                architect = classes["architect"](cfg)
+                architect = resolved.architect(cfg)
                 run = self._call(start(blueprint, architect))
         except BaseException:
             if not resume:
@@ -189,8 +126,8 @@ class Operator:
 
     validate_and_run_config = launch_task_run
 
-    def _get_task_run(self, cfg: Any, task_name: str, task_type: str, requester: Any) -> tuple[Any, bool]:
-        from omegaconf import OmegaConf
+    def _get_task_run(self, cfg: Args, task_name: str, task_type: str, requester: Any) -> tuple[Any, bool]:
+        import yaml
 
         from mephisto.data_model.task_run import TaskRun
         from mephisto.errors import EntryAlreadyExists
@@ -222,7 +159,7 @@ class Operator:
         task_run_id = db.new_task_run(
             task_id,
             requester.db_id,
-            OmegaConf.to_yaml(cfg),
+            yaml.safe_dump(cfg.to_dict(), sort_keys=False),
             cfg.provider._provider_type,
             task_type,
             requester.is_sandbox(),

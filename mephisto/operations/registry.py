@@ -48,16 +48,38 @@ BUILTIN_PROVIDERS: dict[str, str] = {
 
 @dataclass(frozen=True)
 class _KindInfo:
-    type_attr: str
-    group: str
+    type_attr: str  # the class attribute naming a plugin's type
+    group: str  # the entry point group
+    config_key: str  # the key of `mephisto.<kind>` that names the type in a run config
     builtins: dict[str, str]
 
 
+# The one table of plugin kinds (the config resolver and Hydra's groups read it too).
 _KINDS: dict[Kind, _KindInfo] = {
-    "blueprint": _KindInfo("BLUEPRINT_TYPE", "mephisto.blueprints", BUILTIN_BLUEPRINTS),
-    "architect": _KindInfo("ARCHITECT_TYPE", "mephisto.architects", BUILTIN_ARCHITECTS),
-    "provider": _KindInfo("PROVIDER_TYPE", "mephisto.providers", BUILTIN_PROVIDERS),
+    "blueprint": _KindInfo(
+        "BLUEPRINT_TYPE", "mephisto.blueprints", "_blueprint_type", BUILTIN_BLUEPRINTS),
+    "architect": _KindInfo(
+        "ARCHITECT_TYPE", "mephisto.architects", "_architect_type", BUILTIN_ARCHITECTS),
+    "provider": _KindInfo(
+        "PROVIDER_TYPE", "mephisto.providers", "_provider_type", BUILTIN_PROVIDERS),
 }
+PLUGIN_KINDS: tuple[Kind, ...] = tuple(_KINDS)
+
+
+def config_key(kind: Kind) -> str:
+    """The key naming the plugin type in a run config's `mephisto.<kind>` section."""
+    return _KINDS[kind].config_key
+
+
+def get_plugin(kind: Kind, type_name: str) -> type:
+    """The plugin class of `kind` named `type_name` (UnknownAbstractionError lists the
+    valid names; a plugin failing to import is a ConfigError)."""
+    return _get(kind, type_name)
+
+
+def valid_plugin_types(kind: Kind) -> list[str]:
+    """Every known type name of `kind`, sorted."""
+    return _valid(kind)
 
 # Classes registered by the decorator, per kind.
 _registered: dict[Kind, dict[str, type]] = {kind: {} for kind in _KINDS}

@@ -30,6 +30,7 @@ from mephisto.data_model.status import AgentState
 from mephisto.db.database import new_agent_id
 from mephisto.errors import (
     AlreadySubmitted,
+    NotEligible,
     EntryAlreadyExists,
     EntryDoesNotExist,
     ForbiddenAction,
@@ -60,15 +61,6 @@ FAILED_ONBOARDING = "You did not pass the qualification step of this task."
 AT_MAXIMUM = "You have done the maximum number of units allowed for this task. Thank you!"
 AT_CONCURRENT = "Please finish the unit you have open before starting another."
 NOT_ALLOWED = "You cannot work on the units left in this task."
-
-
-def _blocked(worker: WorkerInfo | None, reason: str) -> AgentResponse:
-    return {
-        "agent_id": None,
-        "worker_id": None if worker is None else worker.worker_id,
-        "init_task_data": None,
-        "failure_reason": reason,
-    }
 
 
 class WorkerPool:
@@ -173,18 +165,18 @@ class WorkerPool:
         if existing is not None:
             return self._response(existing)
         if self.closed:
-            return _blocked(worker, RUN_CLOSED)
+            raise NotEligible(RUN_CLOSED, worker.worker_id)
 
         await self._refresh_standing(worker)
         onboarding = self.ctx.onboarding_qualification
         if onboarding is not None:
             value = worker.granted.get(onboarding)
             if value is not None and not value:
-                return _blocked(worker, FAILED_ONBOARDING)
+                raise NotEligible(FAILED_ONBOARDING, worker.worker_id)
             if value is None:
                 reason = self._refusal(worker)
                 if reason is not None:
-                    return _blocked(worker, reason)
+                    raise NotEligible(reason, worker.worker_id)
                 return self._response(await self._new_onboarding_agent(worker, provider_assignment))
         return await self._assign(worker, provider_assignment)
 
@@ -201,7 +193,7 @@ class WorkerPool:
         ctx = self.ctx
         reason = self._refusal(worker)
         if reason is not None:
-            return _blocked(worker, reason)
+            raise NotEligible(reason, worker.worker_id)
         check = ctx.shared_state.worker_can_do_unit
 
         def acceptable(unit: UnitInfo) -> bool:
@@ -211,7 +203,8 @@ class WorkerPool:
 
         unit = await self.units.take(acceptable)
         if unit is None:
-            return _blocked(worker, NOT_ALLOWED if self.units.has_open() else NO_MORE_WORK)
+            reason = NOT_ALLOWED if self.units.has_open() else NO_MORE_WORK
+            raise NotEligible(reason, worker.worker_id)
         # reserve in memory first: the loop is single-threaded, so no one else takes it
         worker.assignments.add(unit.assignment_id)
         worker.active += 1
@@ -244,7 +237,7 @@ class WorkerPool:
             worker.task_units -= 1
             self.units.give_back(unit)
             logger.exception("could not assign unit %s to worker %s", unit.unit_id, worker.worker_name)
-            return _blocked(worker, NOT_ALLOWED)
+            raise NotEligible(NOT_ALLOWED, worker.worker_id)
         except BaseException:
             worker.assignments.discard(unit.assignment_id)
             worker.active -= 1
@@ -337,9 +330,9 @@ class WorkerPool:
         self._cancel_timeout(agent)
         agent.worker.granted[qualification] = 1 if qualified else 0
         if not qualified:
-            return _blocked(agent.worker, FAILED_ONBOARDING)
+            raise NotEligible(FAILED_ONBOARDING, agent.worker.worker_id)
         if self.closed:
-            return _blocked(agent.worker, RUN_CLOSED)
+            raise NotEligible(RUN_CLOSED, agent.worker.worker_id)
         return await self._assign(agent.worker, agent.provider_assignment)
 
     # -- agents ending ----------------------------------------------------------------

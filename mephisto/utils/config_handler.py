@@ -29,11 +29,37 @@ from typing import Any
 import yaml
 
 from mephisto.errors import ConfigError
-from mephisto.utils.dirs import get_config_path
+
+HOME_ENV = "MEPHISTO_HOME"
+CONFIG_FILENAME = "config.yml"
 
 CORE_SECTION = "core"
 DATA_STORAGE_KEY = "main_data_directory"
 DATABASE_URL_KEY = "database_url"
+
+
+def env_setting(name: str) -> str | None:
+    """An environment variable, with an empty value treated as unset."""
+    value = os.environ.get(name, "")
+    return value or None
+
+
+def absolute_path(value: str | os.PathLike[str]) -> Path:
+    # absolute() uses the current directory; it does not touch the file system.
+    return Path(value).expanduser().absolute()
+
+
+def get_mephisto_home() -> Path:
+    """The folder holding `config.yml` (and, by default, the data directory)."""
+    override = env_setting(HOME_ENV)
+    if override is not None:
+        return absolute_path(override)
+    return Path.home() / ".mephisto"
+
+
+def get_config_path() -> Path:
+    """Path of the user's config file, `<home>/config.yml`. It may not exist."""
+    return get_mephisto_home() / CONFIG_FILENAME
 
 
 def _load(path: Path) -> dict[str, Any]:
