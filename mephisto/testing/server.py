@@ -8,12 +8,23 @@ import socket
 from collections.abc import AsyncIterator
 from typing import Any
 
+from mephisto.server.backend import ServerSettings
+from mephisto.server.http_limits import ConnectionLimits, task_server_config
+
 
 @contextlib.asynccontextmanager
-async def running_server(app: Any, host: str = "127.0.0.1") -> AsyncIterator[str]:
-    """Run `app` under uvicorn on the current event loop; yields its base URL
-    (`http://host:port`, no trailing slash). The socket is bound before uvicorn starts,
-    so the URL works as soon as it is yielded."""
+async def running_server(
+    app: Any,
+    host: str = "127.0.0.1",
+    *,
+    limits: ConnectionLimits | None = None,
+    ws_max_message_bytes: int = ServerSettings.max_ws_message_bytes,
+) -> AsyncIterator[str]:
+    """Run `app` under uvicorn on the current event loop, configured as the task server
+    is deployed (`task_server_config`: `limits`, and `ws_max_message_bytes` from the
+    app's `ServerSettings`); yields its base URL (`http://host:port`, no trailing
+    slash). The socket is bound before uvicorn starts, so the URL works as soon as it
+    is yielded."""
     import uvicorn
 
     # IPPROTO_TCP explicitly: asyncio only sets TCP_NODELAY on accepted sockets whose proto
@@ -23,9 +34,8 @@ async def running_server(app: Any, host: str = "127.0.0.1") -> AsyncIterator[str
     sock.bind((host, 0))
     sock.listen(1024)
     sock.setblocking(False)
-    config = uvicorn.Config(
-        app, lifespan="off", log_level="warning", access_log=False, ws_ping_interval=None
-    )
+    config = task_server_config(app, limits, ws_max_message_bytes=ws_max_message_bytes,
+                                backlog=1024)
     server = uvicorn.Server(config)
     # Leave Ctrl+C to pytest: uvicorn would take SIGINT/SIGTERM while it serves.
     server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign,assignment]

@@ -51,6 +51,8 @@ class LocalArchitect(Architect):
     async def deploy(self, app: Any) -> str:
         import uvicorn
 
+        from mephisto.server.http_limits import raise_open_files_limit, task_server_config
+
         arch = self.args.architect
         host = str(arch.get("bind_host", "127.0.0.1"))
         port = int(arch.get("port", 3000))
@@ -72,16 +74,12 @@ class LocalArchitect(Architect):
         sock.setblocking(False)
         self._sock = sock
         bound_port = sock.getsockname()[1]
-        config = uvicorn.Config(
-            app,
-            proxy_headers=False,  # workers reach this server directly, not via a proxy
-            log_level="warning",
-            access_log=False,
-            lifespan="off",
-            ws_ping_interval=None,  # the client has its own heartbeat
-            timeout_keep_alive=30,
-            backlog=2048,
-        )
+        # Every connection holds a file descriptor: take all the process may have, so
+        # the default connection limit (derived from it) is as high as the machine allows.
+        raise_open_files_limit()
+        # The live run builds its app with the default ServerSettings, whose websocket
+        # message limit task_server_config applies by default.
+        config = task_server_config(app, backlog=2048)
         self._server = uvicorn.Server(config)
         # Ctrl-C belongs to the run script (task_script / the operator), not uvicorn.
         self._server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign]
