@@ -22,6 +22,7 @@ $(NODE_STAMP): package.json package-lock.json packages/mephisto-task/package.jso
 
 test: $(STAMP) $(NODE_STAMP)
 	npm test
+	$(VENV)/bin/mypy
 	$(VENV)/bin/python -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
 
 js-test: $(NODE_STAMP)

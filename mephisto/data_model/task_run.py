@@ -114,9 +114,9 @@ class TaskRunArgs:
                 raise ConfigError(f"{key} is required: {f.metadata['help']}", key=key)
             if value is None or value == MISSING:
                 continue
-            expected = {"int": int, "float": (int, float), "bool": bool, "str": str}.get(
-                str(f.type).split(" |")[0]
-            )
+            types: dict[str, type | tuple[type, ...]] = {
+                "int": int, "float": (int, float), "bool": bool, "str": str}
+            expected = types.get(str(f.type).split(" |")[0])
             if expected is not None and (
                 not isinstance(value, expected) or (expected is int and isinstance(value, bool))
             ):

@@ -176,7 +176,7 @@ class MephistoDB:
 
     def _filters(self, table: str, filters: Mapping[str, Any]) -> list[sa.ColumnElement[bool]]:
         t = s.TABLES[table][0]
-        clauses = []
+        clauses: list[sa.ColumnElement[bool]] = []
         for name, value in filters.items():
             if value is None:
                 continue
@@ -921,7 +921,7 @@ class MephistoDB:
         """
         with self.transaction() as conn:
             row = self._update_agent_row(conn, "agents", agent_id, status, state)
-            if row is not None:
+            if row is not None and status is not None:
                 self._move_unit_with_agent(conn, row.unit_id, agent_id, AgentState(status))
 
     def _stored_states(self, conn: sa.Connection, table: str, ids: list[str]) -> dict[str, Any]:

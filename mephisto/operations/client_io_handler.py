@@ -301,7 +301,7 @@ def _save_files(db: Any, task_run_id: str, agent_id: str, files: list[UploadedFi
     """Move a submit's uploaded files into the agent's folder of the run directory."""
     folder = get_run_dir(task_run_id) / agent_id
     folder.mkdir(parents=True, exist_ok=True)
-    saved = []
+    saved: list[dict[str, Any]] = []
     try:
         for i, f in enumerate(files):
             name = _SAFE_NAME.sub("_", Path(f.filename).name).strip("._")[:MAX_SAVED_NAME]

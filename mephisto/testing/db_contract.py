@@ -350,7 +350,8 @@ class MephistoDBContract:
         unit = db.get_unit(unit_id)
         assert (unit["status"], unit["agent_id"], unit["worker_id"]) == ("launched", None, None)
         run.agent(unit_id, "w2")  # another worker can now take it
-        assert Unit(db, unit_id).get_assigned_agent().get_worker().worker_name == "w2"
+        assigned = Unit(db, unit_id).get_assigned_agent()
+        assert assigned is not None and assigned.get_worker().worker_name == "w2"
 
     def test_late_agent_change_leaves_expired_unit(self, db: Any, run: Run) -> None:
         (unit_id,) = run.units(1)
