@@ -1,9 +1,12 @@
-"""Helpers that exist for Mephisto 1.x scripts and tests, at their real homes: the
-test-entity helpers, `TaskRunArgs.get_mock_params`, and the database's refusals
-Mephisto's contract expects."""
+"""Helpers that exist for Mephisto 1.x scripts and tests, at their real homes (their
+Mephisto paths are pinned by test_import_paths.py): the test-entity helpers,
+`TaskRunArgs.get_mock_params`, the database's refusals Mephisto's contract expects,
+`load_db_and_process_config`, `find_or_create_qualification`, `get_logger` and
+`ConsoleWriter`."""
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import pytest
@@ -13,7 +16,7 @@ from mephisto.data_model.project import NO_PROJECT_NAME
 from mephisto.data_model.status import AgentState, AssignmentState
 from mephisto.data_model.task_run import TaskRun, TaskRunArgs
 from mephisto.data_model.unit import Unit
-from mephisto.errors import DatabaseError, EntryAlreadyExists, UnknownStatus
+from mephisto.errors import ConfigError, DatabaseError, EntryAlreadyExists, UnknownStatus
 from mephisto.operations.hydra_config import check_run_config
 from mephisto.testing.entities import (
     get_mock_requester,
@@ -24,6 +27,11 @@ from mephisto.testing.entities import (
     get_test_worker,
     make_completed_unit,
 )
+from mephisto.tools.scripts import load_db_and_process_config
+from mephisto.utils.console_writer import ConsoleWriter
+from mephisto.utils.dirs import get_db_path
+from mephisto.utils.logger_core import get_logger
+from mephisto.utils.qualifications import find_or_create_qualification
 
 
 def test_mock_params_are_a_complete_run_config() -> None:
@@ -86,3 +94,48 @@ def test_reserved_project_name_is_refused(mephisto_db: Any) -> None:
     with pytest.raises(DatabaseError, match="reserved"):
         mephisto_db.new_project(NO_PROJECT_NAME)
     assert mephisto_db.find_projects() == []
+
+
+def test_find_or_create_qualification(mephisto_db: Any) -> None:
+    made = find_or_create_qualification(mephisto_db, "good")
+    assert find_or_create_qualification(mephisto_db, "good") == made
+    assert [q.db_id for q in mephisto_db.find_qualifications()] == [made]
+
+
+def test_load_db_and_process_config(capsys: pytest.CaptureFixture[str]) -> None:
+    cfg = OmegaConf.create({"mephisto": TaskRunArgs.get_mock_params(), "num_tasks": 2})
+    db, same = load_db_and_process_config(cfg, print_config=True)
+    try:
+        assert same is cfg
+        assert db.find_projects() == []
+        assert get_db_path().is_file()  # the configured default database
+        assert "num_tasks: 2" in capsys.readouterr().out
+    finally:
+        db.shutdown()
+
+
+def test_load_db_and_process_config_checks_before_opening() -> None:
+    params = TaskRunArgs.get_mock_params()
+    params["blueprint"]["_blueprint_type"] = "no_such_blueprint"
+    with pytest.raises(ConfigError, match="no_such_blueprint"):
+        load_db_and_process_config(OmegaConf.create({"mephisto": params}))
+    assert not get_db_path().exists()
+
+
+def test_get_logger_configures_nothing() -> None:
+    logger = get_logger(name="mephisto.test_compat")
+    assert logger is logging.getLogger("mephisto.test_compat")
+    assert logger.handlers == [] and logger.level == logging.NOTSET
+
+
+def test_console_writer() -> None:
+    lines: list[str] = []
+    writer = ConsoleWriter(printer=lines.append)
+    writer.info("hello")
+    writer.warning(3)
+    try:
+        raise RuntimeError("oops [/x]")
+    except RuntimeError:
+        writer.exception("failed")
+    assert lines[:3] == ["hello", "3", "failed"]
+    assert "RuntimeError: oops [/x]" in lines[3]
