@@ -3,10 +3,11 @@
     MephistoError
     ├── ConfigError                  bad configuration: names the key that is wrong
     │   └── UnknownAbstractionError  a blueprint/architect/provider type that is not registered
-    ├── DatabaseError
+    ├── DatabaseError                (alias MephistoDBException)
     │   ├── EntryDoesNotExist        (alias EntryDoesNotExistException)
     │   ├── EntryAlreadyExists       (alias EntryAlreadyExistsException)
     │   ├── MigrationError
+    │   ├── UnknownStatus            a string that is no unit or agent status (a ValueError too)
     │   └── DatabaseUnavailable      cannot reach or write the database right now (HTTP 503)
     ├── InvalidTransition            a status change the transition table forbids
     ├── RequestError                 bad input from a worker's browser (HTTP 4xx)
@@ -58,6 +59,11 @@ class MigrationError(DatabaseError):
     """The schema could not be brought up to date."""
 
 
+class UnknownStatus(DatabaseError, ValueError):
+    """A string that is no status of the data model, e.g. `update_unit(id, status="x")`.
+    Also a ValueError, which is what a failed enum lookup raised before."""
+
+
 class DatabaseUnavailable(DatabaseError):
     """The database cannot be reached or written right now (connection lost, server
     restarting, disk full). Nothing was committed: the same call may be retried later.
@@ -67,6 +73,7 @@ class DatabaseUnavailable(DatabaseError):
 
 
 # Mephisto's names, kept so review scripts written for it keep working.
+MephistoDBException = DatabaseError
 EntryDoesNotExistException = EntryDoesNotExist
 EntryAlreadyExistsException = EntryAlreadyExists
 

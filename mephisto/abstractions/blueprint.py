@@ -29,6 +29,10 @@ from typing import Any, ClassVar
 
 from mephisto.data_model.agent import SavedAgentState
 from mephisto.data_model.assignment import InitializationData
+
+# Mephisto reads agent statuses from its blueprint module (`AgentState.STATUS_NONE`);
+# ours live in `data_model.status` and are re-exported here under that path.
+from mephisto.data_model.status import AgentState  # noqa: F401
 from mephisto.errors import ConfigError
 
 

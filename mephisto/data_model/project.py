@@ -9,6 +9,9 @@ from mephisto.data_model.entity import Entity
 if TYPE_CHECKING:
     from mephisto.data_model.task import Task
 
+# Mephisto's name for "no project": reserved, so no project may be given it.
+NO_PROJECT_NAME = "NO_PROJECT"
+
 
 class Project(Entity):
     _getter = "get_project"

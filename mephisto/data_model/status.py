@@ -10,8 +10,9 @@ current statuses of every status-changing UPDATE from `unit_update_sources` /
 from __future__ import annotations
 
 from enum import StrEnum
+from typing import Any
 
-from mephisto.errors import InvalidTransition
+from mephisto.errors import InvalidTransition, UnknownStatus
 
 
 class AssignmentState(StrEnum):
@@ -26,6 +27,10 @@ class AssignmentState(StrEnum):
     REJECTED = "rejected"
     SOFT_REJECTED = "soft_rejected"
     EXPIRED = "expired"
+
+    @classmethod
+    def _missing_(cls, value: object) -> Any:
+        raise UnknownStatus(f"{value!r} is not a unit status; valid: {', '.join(cls)}")
 
     @staticmethod
     def valid() -> list[AssignmentState]:
@@ -104,6 +109,10 @@ class AgentState(StrEnum):
     STATUS_APPROVED = "approved"
     STATUS_SOFT_REJECTED = "soft_rejected"
     STATUS_REJECTED = "rejected"
+
+    @classmethod
+    def _missing_(cls, value: object) -> Any:
+        raise UnknownStatus(f"{value!r} is not an agent status; valid: {', '.join(cls)}")
 
     @staticmethod
     def valid() -> list[AgentState]:

@@ -127,6 +127,23 @@ class TaskRunArgs:
         if isinstance(reward, (int, float)) and reward < 0:
             raise ConfigError("mephisto.task.task_reward must be >= 0", key="mephisto.task.task_reward")
 
+    @classmethod
+    def get_mock_params(cls) -> dict[str, Any]:
+        """A complete `mephisto` config section for tests: the mock blueprint, architect
+        and provider, and task arguments with every required value set (Mephisto's name)."""
+        task = cls(
+            task_title="Mock task",
+            task_description="A task made for a test",
+            task_reward=0.3,
+            task_tags="mock,test",
+        )
+        return {
+            "blueprint": {"_blueprint_type": "mock"},
+            "architect": {"_architect_type": "mock"},
+            "provider": {"_provider_type": "mock"},
+            "task": {f.name: getattr(task, f.name) for f in fields(task)},
+        }
+
 
 class TaskRun(Entity):
     _getter = "get_task_run"

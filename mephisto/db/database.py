@@ -27,7 +27,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from mephisto.data_model.agent import Agent, OnboardingAgent, merge_agent_state
 from mephisto.data_model.assignment import Assignment
-from mephisto.data_model.project import Project
+from mephisto.data_model.project import NO_PROJECT_NAME, Project
 from mephisto.data_model.qualification import GrantedQualification, Qualification
 from mephisto.data_model.requester import Requester
 from mephisto.data_model.status import (
@@ -281,6 +281,8 @@ class MephistoDB:
     def new_project(self, project_name: str) -> str:
         if project_name in ("", None):
             raise DatabaseError("a project needs a name")
+        if project_name == NO_PROJECT_NAME:
+            raise DatabaseError(f"{NO_PROJECT_NAME!r} is reserved: it means 'no project'")
         return self._insert("projects", {"project_name": project_name})
 
     def get_project(self, project_id: str) -> dict[str, Any]:

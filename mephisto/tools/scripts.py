@@ -1,4 +1,5 @@
-"""Run-script helpers: the `task_script` decorator and the front-end bundle builder.
+"""Run-script helpers: the `task_script` decorator, the front-end bundle builder, and
+`load_db_and_process_config` for scripts that make their own Operator.
 
 `task_script` is an edge (like the CLI): it reads the configuration with Hydra, checks
 it, builds the Operator, calls the script's function, and is the one place a run script
@@ -34,7 +35,7 @@ import subprocess
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mephisto.errors import BuildError, ConfigError, MephistoError
 from mephisto.operations.hydra_config import (
@@ -43,6 +44,9 @@ from mephisto.operations.hydra_config import (
     check_run_config,
     compose_run_config,
 )
+
+if TYPE_CHECKING:
+    from mephisto.db import MephistoDB
 
 logger = logging.getLogger(__name__)
 
@@ -230,6 +234,25 @@ def _configure_logging(level: str) -> None:
         format="[%(asctime)s][%(name)s][%(levelname)s] - %(message)s",
     )
     logging.getLogger("mephisto").setLevel(level.upper())
+
+
+def load_db_and_process_config(cfg: Any, print_config: bool = False) -> tuple[MephistoDB, Any]:
+    """For a script that makes its own `Operator` (Mephisto's style before `task_script`):
+    check a composed run config, then open the configured database.
+
+    Returns `(db, cfg)`, `cfg` unchanged. Raises `ConfigError` naming the offending key
+    before any database is opened; `print_config` prints the config as YAML first.
+    The database is the configured default (`MEPHISTO_DATABASE_URL`, the config file,
+    or SQLite in the data directory); the caller shuts it down.
+    """
+    if print_config:
+        from omegaconf import OmegaConf
+
+        print(OmegaConf.to_yaml(cfg), end="")
+    check_run_config(cfg)
+    from mephisto.db import MephistoDB
+
+    return MephistoDB(), cfg
 
 
 # -- front-end bundles ---------------------------------------------------------------------

@@ -12,7 +12,7 @@ from mephisto.data_model.qualification import (
     SUPPORTED_COMPARATORS,
     meets_requirement,
 )
-from mephisto.errors import ConfigError
+from mephisto.errors import ConfigError, EntryAlreadyExists
 
 
 def make_qualification_dict(
@@ -49,3 +49,15 @@ def worker_meets_requirements(
         meets_requirement(granted.get(r["qualification_name"]), r["comparator"], r.get("value"))
         for r in requirements
     )
+
+
+def find_or_create_qualification(db: Any, qualification_name: str) -> str:
+    """The id of the qualification `qualification_name`, made if it does not exist yet
+    (safe when another process makes it at the same time)."""
+    found = db.find_qualifications(qualification_name=qualification_name)
+    if found:
+        return str(found[0].db_id)
+    try:
+        return str(db.make_qualification(qualification_name))
+    except EntryAlreadyExists:
+        return str(db.find_qualifications(qualification_name=qualification_name)[0].db_id)

@@ -1,5 +1,8 @@
 """`mock`: a blueprint for tests. Assignments carry `{"index": i}`; the page is a form
-with one text field. Onboarding is on when `use_onboarding` is set."""
+with one text field. Onboarding is on when `use_onboarding` is set.
+
+A package only so that Mephisto's path `mock.mock_blueprint` (a thin re-export) can sit
+beside it; the plugin is this module."""
 
 from __future__ import annotations
 

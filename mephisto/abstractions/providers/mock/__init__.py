@@ -1,6 +1,9 @@
 """`mock`: a crowd provider with no crowd. Identity comes from the task URL
 (`?worker_id=...&assignment_id=...`); launching and expiring do nothing remote; the
-requester is created on first use. For local testing and demos."""
+requester is created on first use. For local testing and demos.
+
+A package only so that Mephisto's paths `mock.mock_provider` and `mock.provider_type`
+(thin re-exports) can sit beside it; the plugin is this module."""
 
 from __future__ import annotations
 
@@ -13,20 +16,21 @@ from mephisto.abstractions.crowd_provider import CrowdProvider, ProviderArgs
 from mephisto.data_model.requester import Requester
 from mephisto.errors import EntryAlreadyExists, MalformedRequest
 
+PROVIDER_TYPE = "mock"
 _SHIM = Path(__file__).with_name("mock_wrap_crowd_source.js")
 MAX_WORKER_NAME = 200
 
 
 @dataclass
 class MockProviderArgs(ProviderArgs):
-    _provider_type: str = "mock"
+    _provider_type: str = PROVIDER_TYPE
     requester_name: str = field(
         default="MOCK_REQUESTER", metadata={"help": "Name of the mock requester to launch as."}
     )
 
 
 class MockProvider(CrowdProvider):
-    PROVIDER_TYPE = "mock"
+    PROVIDER_TYPE = PROVIDER_TYPE
     ArgsClass = MockProviderArgs
 
     def get_requester(self, db: Any, args: Any) -> Requester:
