@@ -201,7 +201,8 @@ async def test_huge_headers_get_431_at_once_and_others_stay_fast(url: str) -> No
     # refused after the first bytes past the cap, not after 100 MB: what was sent before
     # the refusal arrived is whatever the kernel's socket buffers took
     assert max(sent for _, sent in outcomes) < 32 * 2**20
-    assert len(latencies) > 20 and max(latencies) < 0.5, sorted(latencies)[-5:]
+    # without the cap another client waits 2-4 s; 1 s leaves room for a loaded CI machine
+    assert len(latencies) > 20 and max(latencies) < 1.0, sorted(latencies)[-5:]
     assert peak_rss - rss_before < 8 * 2**20
 
 
