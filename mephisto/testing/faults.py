@@ -1,0 +1,165 @@
+"""Break a run on purpose, for fault tests: kill its process, fill its SQLite disk, cut
+its PostgreSQL connections.
+
+    proc = start_run_process(tmp_path, db_url, task_html, units=100)  # a run script
+    ...                                                                # load it
+    proc.kill()                                                        # kill -9
+
+    with SQLiteSizeCap(db.engine) as cap:  # "database or disk is full" from now on
+        ...
+        cap.lift()                         # space freed
+
+    url = with_application_name(postgres_url, "faults-x")  # tag the run's connections
+    terminate_backends(postgres_url, "faults-x")            # kill them from outside
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Self
+
+# A run script as users write one: launch (or resume) the run, print its URL, serve
+# until it has finished by itself (or Ctrl-C), then print "clean exit".
+RUN_SCRIPT = textwrap.dedent(
+    """
+    import sys
+    from mephisto.abstractions.blueprints.static_task import SharedStaticTaskState
+    from mephisto.db import MephistoDB
+    from mephisto.operations.operator import Operator
+    from mephisto.testing.fixtures import static_run_config
+
+    db_url, html, units, task_name = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
+    operator = Operator(MephistoDB(db_url))
+    data = [{"text": f"item-{i}"} for i in range(units)]
+    run_id = operator.launch_task_run(
+        static_run_config(html, task_name=task_name, resume_incomplete_run=True),
+        SharedStaticTaskState(static_task_data=data),
+    )
+    try:
+        print(operator.get_running_task_runs()[run_id].url, flush=True)
+        operator.wait_for_runs_then_shutdown(skip_input=True)
+    except KeyboardInterrupt:  # Ctrl-C before the wait began (task_script does this too)
+        operator.shutdown()
+    print("clean exit", flush=True)
+    """
+)
+
+
+class RunProcess:
+    """A run script (`RUN_SCRIPT`) serving one run in a subprocess."""
+
+    def __init__(self, process: subprocess.Popen[str], url: str) -> None:
+        self.process = process
+        self.url = url
+
+    def kill(self) -> None:
+        """SIGKILL: no cleanup of any kind, as when the machine or the OOM killer strikes."""
+        self.process.send_signal(signal.SIGKILL)
+        self.process.communicate(timeout=10)  # reaps it and closes its pipes
+
+    def interrupt(self, timeout: float = 30.0) -> tuple[str, str]:
+        """SIGINT (Ctrl-C): the run shuts down gracefully. Returns (stdout, stderr)."""
+        self.process.send_signal(signal.SIGINT)
+        return self.process.communicate(timeout=timeout)
+
+    def wait(self, timeout: float = 30.0) -> tuple[str, str]:
+        """Wait for the run to finish by itself. Returns (stdout, stderr)."""
+        return self.process.communicate(timeout=timeout)
+
+
+def start_run_process(
+    tmp_path: Path, db_url: str, html: Path, units: int, task_name: str = "durable"
+) -> RunProcess:
+    """Start `RUN_SCRIPT` on `units` static-task units (resuming the incomplete run of
+    `task_name`, if any) and return once it serves."""
+    script = tmp_path / "run.py"
+    script.write_text(RUN_SCRIPT)
+    proc = subprocess.Popen(
+        [sys.executable, str(script), db_url, str(html), str(units), task_name],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ},
+    )
+    assert proc.stdout is not None
+    url = proc.stdout.readline().strip()
+    if not url.startswith("http"):
+        proc.kill()
+        _out, err = proc.communicate(timeout=10)
+        raise AssertionError(f"run process failed: {url}\n{err}")
+    return RunProcess(proc, url)
+
+
+class SQLiteSizeCap:
+    """Make every write that needs a new page of a SQLite database fail with
+    SQLITE_FULL ("database or disk is full"), as a full disk does, until `lift()`.
+
+    `PRAGMA max_page_count` holds per connection, so it is set on every connection
+    as it is checked out of the engine's pool (an engine "checkout" listener): a
+    connection already checked out keeps its limit until it goes back. A cap below the
+    current size means "no page more than now".
+    """
+
+    def __init__(self, engine: Any) -> None:
+        self.engine = engine
+        self.capped = True
+        self._default: int | None = None
+
+    def _on_checkout(self, dbapi_conn: Any, _record: Any, _proxy: Any) -> None:
+        if self._default is None:
+            self._default = dbapi_conn.execute("PRAGMA max_page_count").fetchone()[0]
+        limit = 1 if self.capped else self._default
+        dbapi_conn.execute(f"PRAGMA max_page_count={limit}")
+
+    def lift(self) -> None:
+        """Space freed: connections checked out from now on may grow the file again."""
+        self.capped = False
+
+    def __enter__(self) -> Self:
+        from sqlalchemy import event
+
+        event.listen(self.engine, "checkout", self._on_checkout)
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        from sqlalchemy import event
+
+        self.capped = False
+        event.remove(self.engine, "checkout", self._on_checkout)
+
+
+def with_application_name(url: str, name: str) -> str:
+    """`url` with a libpq `application_name`, so the connections it opens can be told
+    apart in `pg_stat_activity` (and killed by `terminate_backends`)."""
+    sep = "&" if "?" in url else "?"
+    return f"{url}{sep}application_name={name}"
+
+
+def terminate_backends(admin_url: str, application_name: str) -> int:
+    """`pg_terminate_backend` every connection of this database opened with
+    `application_name`, from a separate connection; returns how many were killed."""
+    import sqlalchemy as sa
+
+    from mephisto.db.engine import normalize_url
+
+    admin = sa.create_engine(normalize_url(admin_url), isolation_level="AUTOCOMMIT",
+                             poolclass=sa.pool.NullPool)
+    try:
+        with admin.connect() as conn:
+            killed = conn.execute(
+                sa.text(
+                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                    "WHERE datname = current_database() AND pid <> pg_backend_pid() "
+                    "AND application_name = :name"
+                ),
+                {"name": application_name},
+            ).scalar_one()
+    finally:
+        admin.dispose()
+    return int(killed)
