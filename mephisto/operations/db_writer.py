@@ -122,7 +122,7 @@ class _OutageLog:
                 "writes succeed again.",
                 self.url, outage.kind, outage.detail, outage.fix,
             )
-        message = f"database unavailable: {outage.kind} ({outage.detail}); {outage.fix}"
+        message = f"{outage.kind} ({outage.detail}); {outage.fix}"
         if outcome_unknown:
             message += "; the connection broke during COMMIT, so whether it was saved is unknown"
         return message
