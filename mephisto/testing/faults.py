@@ -8,9 +8,11 @@ its PostgreSQL connections.
     with SQLiteSizeCap(db.engine) as cap:  # "database or disk is full" from now on
         ...
         cap.lift()                         # space freed
+        ...                                # (cap.fill(): full again)
 
     url = with_application_name(postgres_url, "faults-x")  # tag the run's connections
     terminate_backends(postgres_url, "faults-x")            # kill them from outside
+    killer = BackendKiller(postgres_url, "faults-x")        # ... again and again
 """
 
 from __future__ import annotations
@@ -103,20 +105,25 @@ class SQLiteSizeCap:
     current size means "no page more than now".
     """
 
-    def __init__(self, engine: Any) -> None:
+    def __init__(self, engine: Any, full: bool = True) -> None:
         self.engine = engine
-        self.capped = True
+        self.full = full
         self._default: int | None = None
 
     def _on_checkout(self, dbapi_conn: Any, _record: Any, _proxy: Any) -> None:
         if self._default is None:
             self._default = dbapi_conn.execute("PRAGMA max_page_count").fetchone()[0]
-        limit = 1 if self.capped else self._default
+        limit = 1 if self.full else self._default
         dbapi_conn.execute(f"PRAGMA max_page_count={limit}")
 
+    def fill(self) -> None:
+        """The disk is full for connections checked out from now on."""
+        self.full = True
+
     def lift(self) -> None:
-        """Space freed: connections checked out from now on may grow the file again."""
-        self.capped = False
+        """Space freed: connections checked out from now on may grow the file again.
+        (Keep the cap installed until they have all been checked out again.)"""
+        self.full = False
 
     def __enter__(self) -> Self:
         from sqlalchemy import event
@@ -130,7 +137,7 @@ class SQLiteSizeCap:
     ) -> None:
         from sqlalchemy import event
 
-        self.capped = False
+        self.full = False
         event.remove(self.engine, "checkout", self._on_checkout)
 
 
@@ -141,25 +148,40 @@ def with_application_name(url: str, name: str) -> str:
     return f"{url}{sep}application_name={name}"
 
 
+class BackendKiller:
+    """Terminates (`pg_terminate_backend`) every connection of this database opened with
+    `application_name`, from an admin connection of its own, kept open between calls."""
+
+    def __init__(self, admin_url: str, application_name: str) -> None:
+        import sqlalchemy as sa
+
+        from mephisto.db.engine import normalize_url
+
+        self.application_name = application_name
+        self._engine = sa.create_engine(
+            normalize_url(admin_url), isolation_level="AUTOCOMMIT", poolclass=sa.pool.NullPool
+        )
+        self._conn = self._engine.connect()
+        self._kill = sa.text(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid() "
+            "AND application_name = :name"
+        )
+
+    def kill(self) -> int:
+        """Terminate them now; returns how many there were."""
+        result = self._conn.execute(self._kill, {"name": self.application_name})
+        return int(result.scalar_one())
+
+    def close(self) -> None:
+        self._conn.close()
+        self._engine.dispose()
+
+
 def terminate_backends(admin_url: str, application_name: str) -> int:
-    """`pg_terminate_backend` every connection of this database opened with
-    `application_name`, from a separate connection; returns how many were killed."""
-    import sqlalchemy as sa
-
-    from mephisto.db.engine import normalize_url
-
-    admin = sa.create_engine(normalize_url(admin_url), isolation_level="AUTOCOMMIT",
-                             poolclass=sa.pool.NullPool)
+    """`BackendKiller(admin_url, application_name).kill()`, once."""
+    killer = BackendKiller(admin_url, application_name)
     try:
-        with admin.connect() as conn:
-            killed = conn.execute(
-                sa.text(
-                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
-                    "WHERE datname = current_database() AND pid <> pg_backend_pid() "
-                    "AND application_name = :name"
-                ),
-                {"name": application_name},
-            ).scalar_one()
+        return killer.kill()
     finally:
-        admin.dispose()
-    return int(killed)
+        killer.close()
