@@ -26,6 +26,7 @@ from mephisto.operations.operator import Operator
 from mephisto.testing.faults import (
     BackendKiller,
     SQLiteSizeCap,
+    sqlite_full_error,
     start_run_process,
     with_application_name,
 )
@@ -502,3 +503,174 @@ def test_sqlite_disk_full_mid_run(
     assert len(errors) == 1, [r.getMessage() for r in errors]
     message = errors[0].getMessage()
     assert "disk full" in message and "free disk space" in message, message
+
+
+# -- gaps found: a failed commit that leaves the run stuck (files owned elsewhere) -----------
+# Each test injects one database failure at a chosen write and expects the run to get
+# over it. They fail today (strict xfail: they turn red once fixed, to drop the mark).
+
+
+def _fail_once(monkeypatch: pytest.MonkeyPatch, db: MephistoDB, method: str,
+               when: Callable[..., bool] = lambda *a, **k: True) -> list[int]:
+    """`db.<method>` raises SQLITE_FULL at its first call for which `when(...)` holds."""
+    real = getattr(db, method)
+    failed: list[int] = []
+
+    def failing(*args: Any, **kwargs: Any) -> Any:
+        if not failed and when(*args, **kwargs):
+            failed.append(1)
+            raise sqlite_full_error()
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(db, method, failing)
+    return failed
+
+
+async def _complete(url: str, worker: str, assignment: str) -> dict[str, Any]:
+    async with SimulatedWorker(url, worker, assignment) as sim:
+        answer = await sim.request_agent()
+        if answer["agent_id"] is not None:
+            await sim.submit({"answer": worker})
+        return answer
+
+
+@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
+    "LiveTaskRun.check_done sets _finished before _finish() commits is_completed; when "
+    "that commit fails, done is never set and never retried: the run never ends"))
+def test_gap_the_final_commit_failing_once_leaves_the_run_unfinished(
+    tmp_path: Path, runs: Runs, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    db = runs.db(f"sqlite:///{tmp_path / 'finish.db'}")
+    _operator, live = runs.start(db, 1)
+    failed = _fail_once(monkeypatch, db, "update_task_run")
+    asyncio.run(_complete(live.url, "last", "a1"))
+    assert live.done_sync.wait(3) and failed, "the run did not finish"
+
+
+@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
+    "WorkerPool._time_out clears agent.timer, then drop_agent's commit fails: the agent "
+    "is never timed out again, so its unit is held for good"))
+def test_gap_a_timeout_failing_once_holds_the_unit_for_good(
+    tmp_path: Path, runs: Runs, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    db = runs.db(f"sqlite:///{tmp_path / 'timeout.db'}")
+    operator = Operator(db)
+    runs.operators.append(operator)
+    config = static_run_config(runs.html, task_name=TASK_NAME, assignment_duration_in_seconds=1)
+    run_id = operator.launch_task_run(config, SharedStaticTaskState(static_task_data=_data(1)))
+    live = operator.get_running_task_runs()[run_id]
+    failed = _fail_once(monkeypatch, db, "update_agent",
+                        lambda agent_id, status=None, state=None: status == "timeout")
+    asyncio.run(_take_agent(live.url, "gone", "a1"))  # and never comes back
+    time.sleep(2.5)  # the timeout (1 s) failed once; a second try would have freed the unit
+    answer = asyncio.run(_complete(live.url, "next", "a2"))
+    assert failed and answer["agent_id"] is not None, "the unit was never freed"
+
+
+@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
+    "TaskLauncher.fill pops units from _created before _launch commits them as LAUNCHED; "
+    "when that commit fails they are in no list: never launched, the run never ends"))
+def test_gap_a_launch_failing_once_loses_its_units(
+    tmp_path: Path, runs: Runs, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    db = runs.db(f"sqlite:///{tmp_path / 'launch.db'}")
+    operator = Operator(db)
+    runs.operators.append(operator)
+    config = static_run_config(runs.html, task_name=TASK_NAME, max_num_concurrent_units=1)
+    run_id = operator.launch_task_run(config, SharedStaticTaskState(static_task_data=_data(2)))
+    live = operator.get_running_task_runs()[run_id]
+    failed = _fail_once(monkeypatch, db, "update_units_status",
+                        lambda unit_ids, status, clear_agent=False: status == "launched")
+    asyncio.run(_complete(live.url, "first", "a1"))  # its submit launches the next unit
+    time.sleep(0.3)
+    answer = asyncio.run(_complete(live.url, "second", "a2"))
+    assert failed and answer["agent_id"] is not None, answer["failure_reason"]
+    assert live.done_sync.wait(3), "the run did not finish"
+
+
+def _arm_commit_then_disconnect(engine: Any) -> tuple[list[bool], Callable[[], None]]:
+    """The next commit after `armed.append(True)` is saved, and then the connection drops
+    before the answer: the writer reports it as unavailable (outcome unknown). Returns
+    the trigger and a function removing the listener."""
+    import sqlalchemy as sa
+
+    armed: list[bool] = []
+
+    def commit_then_lose_the_connection(conn: Any) -> None:
+        if armed and armed.pop():
+            conn.exec_driver_sql("COMMIT")  # it is saved ...
+            raise sa.exc.OperationalError(  # ... and then the connection drops
+                "COMMIT", {}, Exception("server closed the connection"),
+                connection_invalidated=True)
+
+    sa.event.listen(engine, "commit", commit_then_lose_the_connection)
+    return armed, lambda: sa.event.remove(engine, "commit", commit_then_lose_the_connection)
+
+
+async def _statuses(calls: list[Callable[[], Any]]) -> list[int]:
+    statuses = []
+    for call in calls:
+        try:
+            await call()
+            statuses.append(200)
+        except SimulatedWorkerError as exc:
+            statuses.append(exc.status)
+    return statuses
+
+
+def test_a_submit_saved_but_reported_unavailable_is_acknowledged_when_sent_again(
+    tmp_path: Path, runs: Runs
+) -> None:
+    """The writer cannot tell a COMMIT that failed from one that succeeded just before
+    its connection dropped: the worker gets 503 and sends the submit again, which must be
+    acknowledged (the work is saved once) and the run must end."""
+    db = runs.db(f"sqlite:///{tmp_path / 'ambiguous.db'}")
+    _operator, live = runs.start(db, 1)
+    armed, disarm = _arm_commit_then_disconnect(db.engine)
+
+    async def submit_twice() -> list[int]:
+        async with SimulatedWorker(live.url, "unlucky", "a1") as sim:
+            await sim.request_agent()
+            armed.append(True)
+            return await _statuses([lambda: sim.submit({"answer": "once"})] * 2)
+
+    try:
+        assert asyncio.run(submit_twice()) == [503, 200]
+    finally:
+        disarm()
+    assert live.done_sync.wait(3), "the run did not finish"
+    [result] = DataBrowser(db).load_results(task_run_id=_run_id(db))
+    assert result["data"]["outputs"] == {"answer": "once"}
+
+
+@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
+    "an agent whose creation was saved but reported 503 (outcome unknown) is forgotten "
+    "by WorkerPool._assign, which puts its unit back in the open list: the worker's retry "
+    "is refused (unique worker+assignment), the unit is offered again and again but is "
+    "'assigned' in the database, and the run never ends"))
+def test_gap_an_agent_saved_but_reported_unavailable_blocks_its_unit(
+    tmp_path: Path, runs: Runs
+) -> None:
+    db = runs.db(f"sqlite:///{tmp_path / 'ambiguous-agent.db'}")
+    _operator, live = runs.start(db, 3)
+    armed, disarm = _arm_commit_then_disconnect(db.engine)
+
+    async def work() -> tuple[list[int], str | None]:
+        await _complete(live.url, "unlucky", "a1")  # a known worker: its next commit
+        async with SimulatedWorker(live.url, "unlucky", "a2") as sim:  # is its agent's
+            armed.append(True)
+            statuses = await _statuses([sim.request_agent, sim.request_agent])
+            if sim.agent_id is not None:
+                statuses += await _statuses([lambda: sim.submit({"answer": "x"})])
+        for i in range(3):
+            await _complete(live.url, f"other-{i}", "b1")
+        return statuses, sim.failure_reason
+
+    try:
+        statuses, refusal = asyncio.run(work())
+    finally:
+        disarm()
+    assert statuses == [503, 200, 200], refusal  # the retry is given an agent
+    assert live.done_sync.wait(3), "the run did not finish"
+    left = [a.db_status for a in db.find_agents() if a.db_status != "completed"]
+    assert left == [], f"agents left behind: {left}"

@@ -95,6 +95,19 @@ def start_run_process(
     return RunProcess(proc, url)
 
 
+def sqlite_full_error() -> Exception:
+    """What SQLAlchemy raises when SQLite finds the disk full (SQLITE_FULL), for code
+    that fails on purpose where a real full disk is hard to time."""
+    import sqlite3
+
+    import sqlalchemy as sa
+
+    orig = sqlite3.OperationalError("database or disk is full")
+    orig.sqlite_errorcode = 13  # type: ignore[attr-defined]
+    orig.sqlite_errorname = "SQLITE_FULL"  # type: ignore[attr-defined]
+    return sa.exc.OperationalError("UPDATE ...", {}, orig)
+
+
 class SQLiteSizeCap:
     """Make every write that needs a new page of a SQLite database fail with
     SQLITE_FULL ("database or disk is full"), as a full disk does, until `lift()`.
