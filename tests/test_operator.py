@@ -4,11 +4,6 @@ speaking the real protocol over real sockets, SQLite on disk."""
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
-import subprocess
-import sys
-import textwrap
 import time
 from pathlib import Path
 from typing import Any
@@ -20,6 +15,7 @@ from mephisto.data_model.qualification import QUAL_EXISTS
 from mephisto.db import MephistoDB
 from mephisto.errors import ConfigError, NotEligible, UnknownAbstractionError
 from mephisto.operations.operator import Operator
+from mephisto.testing.faults import start_run_process
 from mephisto.testing.fixtures import static_run_config
 from mephisto.testing.worker import SimulatedWorker, SimulatedWorkerError
 from mephisto.tools.data_browser import DataBrowser
@@ -447,49 +443,10 @@ async def test_onboarding(launch_static_run: Any, task_html: Path, mephisto_db: 
 
 # -- process death and Ctrl-C ------------------------------------------------------------------
 
-_RUN_SCRIPT = textwrap.dedent(
-    """
-    import sys
-    from mephisto.abstractions.blueprints.static_task import SharedStaticTaskState
-    from mephisto.db import MephistoDB
-    from mephisto.operations.operator import Operator
-    from mephisto.testing.fixtures import static_run_config
-
-    db_url, html, units = sys.argv[1], sys.argv[2], int(sys.argv[3])
-    operator = Operator(MephistoDB(db_url))
-    data = [{"text": f"item-{i}"} for i in range(units)]
-    run_id = operator.launch_task_run(
-        static_run_config(html, task_name="durable", resume_incomplete_run=True),
-        SharedStaticTaskState(static_task_data=data),
-    )
-    try:
-        print(operator.get_running_task_runs()[run_id].url, flush=True)
-        operator.wait_for_runs_then_shutdown(skip_input=True)
-    except KeyboardInterrupt:  # Ctrl-C before the wait began (task_script does this too)
-        operator.shutdown()
-    print("clean exit", flush=True)
-    """
-)
-
-
-def _start_run_process(tmp_path: Path, html: Path, units: int) -> tuple[subprocess.Popen[str], str, str]:
-    script = tmp_path / "run.py"
-    script.write_text(_RUN_SCRIPT)
-    db_url = f"sqlite:///{tmp_path / 'durable.db'}"
-    proc = subprocess.Popen(
-        [sys.executable, str(script), db_url, str(html), str(units)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ},
-    )
-    assert proc.stdout is not None
-    url = proc.stdout.readline().strip()
-    if not url.startswith("http"):
-        proc.kill()
-        raise AssertionError(f"run process failed: {url}\n{proc.stderr.read() if proc.stderr else ''}")
-    return proc, db_url, url
-
-
 async def test_killed_run_resumes_without_loss_or_duplicates(tmp_path: Path, task_html: Path) -> None:
-    proc, db_url, proc_url = _start_run_process(tmp_path, task_html, units=20)
+    db_url = f"sqlite:///{tmp_path / 'durable.db'}"
+    proc = start_run_process(tmp_path, db_url, task_html, units=20)
+    proc_url = proc.url
     try:
         for i in range(8):
             async with SimulatedWorker(proc_url, f"w{i}", f"h{i}") as w:
@@ -499,8 +456,7 @@ async def test_killed_run_resumes_without_loss_or_duplicates(tmp_path: Path, tas
         async with holder:
             held = await holder.request_agent()
     finally:
-        proc.send_signal(signal.SIGKILL)
-        proc.communicate(timeout=10)  # reaps it and closes its pipes
+        proc.kill()
 
     db = MephistoDB(db_url)
     assert db.get_unit_status_counts(db.find_task_runs()[0].db_id) == {"completed": 8, "assigned": 1, "launched": 11}
@@ -530,10 +486,10 @@ async def test_killed_run_resumes_without_loss_or_duplicates(tmp_path: Path, tas
 
 
 def test_ctrl_c_shuts_down_cleanly(tmp_path: Path, task_html: Path) -> None:
-    proc, db_url, _url = _start_run_process(tmp_path, task_html, units=5)
-    proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=30)
-    assert proc.returncode == 0, err
+    db_url = f"sqlite:///{tmp_path / 'durable.db'}"
+    proc = start_run_process(tmp_path, db_url, task_html, units=5)
+    out, err = proc.interrupt()
+    assert proc.process.returncode == 0, err
     assert "clean exit" in out
     db = MephistoDB(db_url)
     run = db.find_task_runs()[0]

@@ -8,6 +8,11 @@
 
 `Transactions` gives one connection per thread while a transaction is open, so calls made
 inside `with db.transaction():` join it, and a call made outside gets its own.
+
+`classify_outage` tells the errors that mean "the database cannot be reached or written
+right now" (connection lost or refused, server shutting down, disk full, locked past the
+busy timeout) from the others, for both drivers; the group-commit writer turns them
+into `DatabaseUnavailable`.
 """
 
 from __future__ import annotations
@@ -15,13 +20,15 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
 
 import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.engine import make_url
 
-from mephisto.errors import ConfigError
+from mephisto.errors import ConfigError, DatabaseUnavailable
 
 SQLITE_PRAGMAS = (
     "PRAGMA journal_mode=WAL",
@@ -129,3 +136,119 @@ class Transactions:
         else:
             with outer.begin_nested():
                 yield outer
+
+
+# -- outages: the database cannot be used right now ------------------------------------
+
+
+class OutageKind(StrEnum):
+    CONNECTION = "connection lost or refused"
+    DISK_FULL = "disk full"
+    LOCKED = "locked"
+    IO_ERROR = "input/output error"
+    OTHER = "unavailable"
+
+
+_FIXES = {
+    OutageKind.CONNECTION: "check that the database server is running and reachable",
+    OutageKind.DISK_FULL: "free disk space where the database is stored",
+    OutageKind.LOCKED: "stop the other process that holds the database's write lock",
+    OutageKind.IO_ERROR: "check the disk and the permissions of the database's files",
+    OutageKind.OTHER: "check the database",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Outage:
+    """Why the database cannot be used right now (`kind`, with the driver's words in
+    `detail`), and what an operator does about it (`fix`)."""
+
+    kind: OutageKind
+    detail: str
+
+    @property
+    def fix(self) -> str:
+        return _FIXES[self.kind]
+
+    @property
+    def connection_lost(self) -> bool:
+        """The connection broke (or could not be made): a new one may well work."""
+        return self.kind is OutageKind.CONNECTION
+
+
+# SQLite primary result codes (the low byte of an extended code)
+_SQLITE_KINDS = {
+    5: OutageKind.LOCKED,  # SQLITE_BUSY: still locked when the busy timeout ran out
+    6: OutageKind.LOCKED,  # SQLITE_LOCKED
+    8: OutageKind.IO_ERROR,  # SQLITE_READONLY: e.g. the disk went read-only
+    10: OutageKind.IO_ERROR,  # SQLITE_IOERR
+    13: OutageKind.DISK_FULL,  # SQLITE_FULL: the disk, or max_page_count
+    14: OutageKind.IO_ERROR,  # SQLITE_CANTOPEN
+}
+# PostgreSQL SQLSTATEs (class 08 is matched by prefix)
+_PG_KINDS = {
+    "57P01": OutageKind.CONNECTION,  # admin_shutdown: pg_terminate_backend, fast shutdown
+    "57P02": OutageKind.CONNECTION,  # crash_shutdown
+    "57P03": OutageKind.CONNECTION,  # cannot_connect_now: starting up or shutting down
+    "53300": OutageKind.CONNECTION,  # too_many_connections
+    "53100": OutageKind.DISK_FULL,  # disk_full
+    "58030": OutageKind.IO_ERROR,  # io_error
+}
+
+
+def classify_outage(exc: BaseException) -> Outage | None:
+    """The outage `exc` reports, or None when it is an ordinary error (a constraint, a
+    bug, bad input), which retrying would not cure. Looks through the exception's causes
+    (an error raised while handling an outage is that outage, unless raised `from None`)."""
+    seen = 0
+    current: BaseException | None = exc
+    while current is not None and seen < 6:
+        outage = _classify_one(current)
+        if outage is not None:
+            return outage
+        if current.__cause__ is not None or current.__suppress_context__:
+            current = current.__cause__  # `raise ... from None` cuts the chain on purpose
+        else:
+            current = current.__context__
+        seen += 1
+    return None
+
+
+def _classify_one(exc: BaseException) -> Outage | None:
+    if isinstance(exc, DatabaseUnavailable):
+        return Outage(OutageKind.OTHER, str(exc))
+    if not isinstance(exc, sa.exc.DBAPIError):
+        return None
+    orig = exc.orig
+    detail = str(orig).strip().splitlines()[0] if str(orig).strip() else type(orig).__name__
+    if exc.connection_invalidated:
+        return Outage(OutageKind.CONNECTION, detail)
+    code = getattr(orig, "sqlite_errorcode", None)
+    if code is not None:
+        kind = _SQLITE_KINDS.get(code & 0xFF)
+        return None if kind is None else Outage(kind, detail)
+    if type(orig).__module__.split(".")[0] == "psycopg":
+        sqlstate = getattr(orig, "sqlstate", None)
+        if sqlstate is None:  # no answer from a server: could not connect, or cut off
+            return Outage(OutageKind.CONNECTION, detail) if isinstance(
+                exc, sa.exc.OperationalError) else None
+        if sqlstate.startswith("08"):  # connection exception
+            return Outage(OutageKind.CONNECTION, detail)
+        kind = _PG_KINDS.get(sqlstate)
+        return None if kind is None else Outage(kind, detail)
+    return None
+
+
+def transaction_lost(conn: sa.Connection | None) -> bool:
+    """Whether the transaction open on `conn` is gone although no outage was reported:
+    the connection was invalidated, or SQLite rolled the transaction back by itself (it
+    may after SQLITE_FULL, SQLITE_IOERR or SQLITE_NOMEM), so later statements would run
+    outside it. Cheap; meant for error paths."""
+    if conn is None:
+        return False
+    if conn.invalidated:
+        return True
+    if conn.dialect.name != "sqlite":
+        return False
+    dbapi = conn.connection.dbapi_connection
+    return dbapi is not None and not dbapi.in_transaction
