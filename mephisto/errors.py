@@ -66,8 +66,10 @@ class UnknownStatus(DatabaseError, ValueError):
 
 class DatabaseUnavailable(DatabaseError):
     """The database cannot be reached or written right now (connection lost, server
-    restarting, disk full). Nothing was committed: the same call may be retried later.
-    The task server answers it with 503 and `Retry-After`."""
+    restarting, disk full). Usually nothing was committed; when the connection was lost
+    at COMMIT the outcome is unknown, so callers retry only what is safe to do twice
+    (submits are idempotent; an agent's creation is looked up before its unit is offered
+    again). The task server answers it with 503 and `Retry-After`."""
 
     retry_after = 5  # seconds a client is asked to wait before retrying
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import heapq
+import itertools
 import logging
 import time
 from collections.abc import Callable, Coroutine, Iterator
@@ -24,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from mephisto.data_model.status import AgentState
+from mephisto.errors import DatabaseUnavailable
 from mephisto.utils.args import Args
 
 if TYPE_CHECKING:
@@ -34,6 +36,22 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
+
+# Seconds between tries of a write the run cannot do without (then the last, again).
+RETRY_DELAYS = (0.5, 1.0, 2.0, 5.0)
+
+
+async def until_saved(call: Callable[[], Coroutine[Any, Any, T]]) -> T:
+    """`await call()`, again and again while the database is unavailable (the writer
+    logs the outage once), waiting longer each time. For writes a run cannot carry on
+    without: finishing, freeing a timed-out unit, launching. Other errors (and the
+    writer shutting down) pass through."""
+    for attempt in itertools.count():
+        try:
+            return await call()
+        except DatabaseUnavailable:
+            await asyncio.sleep(RETRY_DELAYS[min(attempt, len(RETRY_DELAYS) - 1)])
+    raise AssertionError("unreachable")  # pragma: no cover
 
 
 @dataclass(slots=True)

@@ -12,9 +12,12 @@ class implements; the pool takes units from the launcher through `UnitSupply`.
 A run ends by itself when no unit is left open (every unit completed or expired);
 `task_lifetime_in_seconds` and `no_submission_patience` close it early (open units are
 expired; agents at work may still submit, for at most `submission_timeout` seconds); `shutdown()`
-closes it at once (Ctrl-C): open units are expired on the provider and in the database
-and active agents are marked expired. A closed run that did not finish stays
-incomplete in the database, so `resume_incomplete_run` can pick it up.
+closes it at once (Ctrl-C): open units are expired on the provider and in the database,
+and agents at work keep their units. A closed run that did not finish stays incomplete
+in the database, so `resume_incomplete_run` picks it up, agents at work included.
+
+Writes the run cannot carry on without (finishing, expiring, launching, freeing a
+timed-out unit) are tried again while the database is unavailable (`until_saved`).
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ from mephisto.operations.live_run import (
     RunContext,
     RunProgress,
     UnitInfo,
+    until_saved,
 )
 from mephisto.operations.metrics import LIVE_RUNS, RunMetrics
 from mephisto.operations.task_launcher import TaskLauncher, unit_init_data
@@ -230,7 +234,7 @@ class LiveTaskRun:
 
     async def _finish(self) -> None:
         if not self.interrupted:
-            await self.writer.run(lambda db: db.update_task_run(self.task_run_id, is_completed=True))
+            await until_saved(lambda: self.writer.run(_mark_completed, self.task_run_id))
         for timer in self._timers:
             timer.cancel()
         p = self.progress
@@ -283,20 +287,27 @@ class LiveTaskRun:
             return
         if launched:
             await self.background.in_thread(self.provider.expire_units, units)
-        await self.writer.run(
-            lambda db: db.update_units_status([u.unit_id for u in units], AssignmentState.EXPIRED)
-        )
+        ids = [u.unit_id for u in units]
+        if self.interrupted:  # stopping now: one try (a resume relaunches what is left)
+            await self.writer.run(_mark_expired, ids)
+        else:
+            await until_saved(lambda: self.writer.run(_mark_expired, ids))
         self.progress.expired += len(units)
         self.check_done()
 
     async def shutdown(self) -> None:
-        """Close now: expire open units and active agents, stop the server."""
+        """Close now: expire open units, stop the server. Stopped before it finished
+        (Ctrl-C), the run is left resumable: agents at work keep their units, so their
+        workers can submit once it is resumed (their deadline still holds)."""
         if not self._finished:
             self.interrupted = True
         await self.close("shutdown")
-        for agent in self.pool.active_agents():
-            if not agent.busy:
-                await self.pool.drop_agent(agent, AgentState.EXPIRED)
+        if self.interrupted:
+            self.pool.stop_timers()
+        else:
+            for agent in self.pool.active_agents():
+                if not agent.busy:
+                    await self.pool.drop_agent(agent, AgentState.EXPIRED)
         await self.background.wait(timeout=30)  # expiries and callbacks the drops started
         if not self.interrupted:
             await self._linger()
@@ -360,6 +371,14 @@ class LiveTaskRun:
             len(self.pool.active_agents()),
         )
         await self.launcher.fill()
+
+
+def _mark_completed(db: Any, task_run_id: str) -> None:
+    db.update_task_run(task_run_id, is_completed=True)
+
+
+def _mark_expired(db: Any, unit_ids: list[str]) -> int:
+    return db.update_units_status(unit_ids, AssignmentState.EXPIRED)
 
 
 def _load_run(db: Any, task_run_id: str) -> tuple[list[dict[str, Any]], dict[str, Any], list[dict[str, Any]]]:

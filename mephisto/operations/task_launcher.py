@@ -22,7 +22,7 @@ from typing import Any
 from mephisto.data_model.assignment import InitializationData
 from mephisto.data_model.status import AssignmentState
 from mephisto.errors import ConfigError
-from mephisto.operations.live_run import OpenUnits, RunContext, RunEvents, UnitInfo
+from mephisto.operations.live_run import OpenUnits, RunContext, RunEvents, UnitInfo, until_saved
 
 logger = logging.getLogger(__name__)
 
@@ -55,6 +55,7 @@ class TaskLauncher:
         self._sized = False
         self._items: Iterator[Any] = iter(())
         self._exhausted = False
+        self._unsaved: list[InitializationData] = []  # taken from the data, not yet created
         self._created: deque[UnitInfo] = deque()  # created, not launched
         self._open = OpenUnits()  # launched, nobody works on them
         self.live = 0  # launched and not finished
@@ -71,7 +72,8 @@ class TaskLauncher:
     def has_more(self) -> bool:
         """Units remain to be launched: created, still to come from the data, or being
         created/launched right now (a fill in progress)."""
-        return bool(self._created) or not self._exhausted or self._lock.locked()
+        return (bool(self._created) or bool(self._unsaved) or not self._exhausted
+                or self._lock.locked())
 
     def has_open(self) -> bool:
         return bool(len(self._open))
@@ -131,7 +133,7 @@ class TaskLauncher:
             cap = self.max_concurrent or float("inf")
             while self.live < cap and not self._closed:
                 if not self._created:
-                    if self._exhausted:
+                    if self._exhausted and not self._unsaved:
                         break
                     await self._create(CHUNK if self.max_concurrent == 0 else max(1, self.max_concurrent))
                     continue
@@ -142,20 +144,27 @@ class TaskLauncher:
         self.events.check_done()
 
     async def _create(self, n: int) -> None:
-        items = [_as_init_data(x) for x in itertools.islice(self._items, n)]
-        if len(items) < n:
-            self._exhausted = True
+        if self._unsaved:  # a chunk whose creation failed: the data is not read twice
+            items, self._unsaved = self._unsaved, []
+        else:
+            items = [_as_init_data(x) for x in itertools.islice(self._items, n)]
+            if len(items) < n:
+                self._exhausted = True
         if not items:
             return
         ctx = self.ctx
         reward = float(ctx.task_args.task_reward)
-        created = await ctx.writer.run(
-            _create_units,
-            ctx.task_run_id,
-            [d.to_dict() for d in items],
-            reward,
-            [max(1, len(d.unit_data)) for d in items],
-        )
+        try:
+            created = await ctx.writer.run(
+                _create_units,
+                ctx.task_run_id,
+                [d.to_dict() for d in items],
+                reward,
+                [max(1, len(d.unit_data)) for d in items],
+            )
+        except BaseException:
+            self._unsaved = items
+            raise
         for data, (assignment_id, unit_ids) in zip(items, created, strict=True):
             for index, unit_id in enumerate(unit_ids):
                 self._created.append(
@@ -164,9 +173,15 @@ class TaskLauncher:
         self.events.units_created(sum(len(u) for _a, u in created))
 
     async def _launch(self, batch: list[UnitInfo]) -> None:
+        """Publish a batch and mark it launched; if either fails, the batch stays to be
+        launched (a provider's `launch_units` must be idempotent per unit)."""
         ctx = self.ctx
-        await ctx.background.in_thread(ctx.provider.launch_units, batch, self.url)
-        await ctx.writer.run(_mark_launched, [u.unit_id for u in batch])
+        try:
+            await ctx.background.in_thread(ctx.provider.launch_units, batch, self.url)
+            await ctx.writer.run(_mark_launched, [u.unit_id for u in batch])
+        except BaseException:
+            self._created.extendleft(reversed(batch))
+            raise
         for unit in batch:
             self._open.add(unit)
         self.live += len(batch)
@@ -177,13 +192,14 @@ class TaskLauncher:
         """A launched unit reached a final status; maybe launch another."""
         self.live -= 1
         if self.max_concurrent and self.has_more():
-            self.ctx.background.spawn(self.fill())
+            self.ctx.background.spawn(until_saved(self.fill))
 
     def close(self) -> tuple[list[UnitInfo], list[UnitInfo]]:
         """Stop launching: the open units and the never-launched ones, for the owner to
         expire. A unit freed later is expired with `unit_finished`."""
         self._closed = True
         self._exhausted = True
+        self._unsaved = []
         open_units = self._open.drain()
         self.live -= len(open_units)
         unlaunched = list(self._created)

@@ -30,6 +30,7 @@ from mephisto.data_model.status import AgentState
 from mephisto.db.database import new_agent_id
 from mephisto.errors import (
     AlreadySubmitted,
+    DatabaseUnavailable,
     NotEligible,
     EntryAlreadyExists,
     EntryDoesNotExist,
@@ -39,12 +40,14 @@ from mephisto.errors import (
     UnknownAgent,
 )
 from mephisto.operations.live_run import (
+    RETRY_DELAYS,
     AgentInfo,
     RunContext,
     RunEvents,
     UnitInfo,
     UnitSupply,
     WorkerInfo,
+    until_saved,
 )
 from mephisto.server.backend import AgentResponse, Caller
 from mephisto.utils.qualifications import worker_meets_requirements
@@ -52,6 +55,8 @@ from mephisto.utils.qualifications import worker_meets_requirements
 logger = logging.getLogger(__name__)
 
 STANDING_TTL = 10.0  # seconds a worker's qualifications/block status are trusted
+# pauses between asking whether an agent whose commit was cut at COMMIT exists
+CREATION_CHECK_PAUSES = (0.05, 0.1, 0.25, 0.5, 1.0, 1.0)
 
 NO_MORE_WORK = "There is no more work available for you on this task right now. Thank you!"
 RUN_CLOSED = "This task is closed and accepts no more work."
@@ -216,11 +221,19 @@ class WorkerPool:
             "times": {"task_start": started},
             "provider_assignment_id": provider_assignment,
         }
+        agent = AgentInfo(
+            agent_id=new_agent_id(),
+            worker=worker,
+            unit=unit,
+            status=str(AgentState.IN_TASK),
+            started=started,
+            provider_assignment=provider_assignment,
+        )
         try:
-            agent_id = await ctx.writer.run_batched(
+            await ctx.writer.run_batched(
                 CREATE_AGENTS,
                 {
-                    "agent_id": new_agent_id(),
+                    "agent_id": agent.agent_id,
                     "worker_id": worker.worker_id,
                     "unit_id": unit.unit_id,
                     "task_id": ctx.task_id,
@@ -233,28 +246,53 @@ class WorkerPool:
                 },
             )
         except (EntryAlreadyExists, InvalidTransition, EntryDoesNotExist):
-            worker.active -= 1
-            worker.task_units -= 1
-            self.units.give_back(unit)
+            self._unreserve(agent, keep_assignment=True)
             logger.exception("could not assign unit %s to worker %s", unit.unit_id, worker.worker_name)
-            raise NotEligible(NOT_ALLOWED, worker.worker_id)
+            raise NotEligible(NOT_ALLOWED, worker.worker_id) from None
+        except DatabaseUnavailable:
+            # the commit may have gone through (the connection dropped at COMMIT): the
+            # unit is offered again only once the database says the agent is not there
+            created = await self._agent_created(agent.agent_id)
+            if created is None:
+                self.ctx.background.spawn(self._settle_creation(agent))
+                raise
+            if not created:
+                self._unreserve(agent)
+                raise
         except BaseException:
-            worker.assignments.discard(unit.assignment_id)
-            worker.active -= 1
-            worker.task_units -= 1
-            self.units.give_back(unit)
+            self._unreserve(agent)
             raise
-        agent = AgentInfo(
-            agent_id=agent_id,
-            worker=worker,
-            unit=unit,
-            status=str(AgentState.IN_TASK),
-            started=started,
-            provider_assignment=provider_assignment,
-        )
         self._track(agent)
         ctx.metrics.agent_started()
         return self._response(agent)
+
+    def _unreserve(self, agent: AgentInfo, keep_assignment: bool = False) -> None:
+        """Undo `_assign`'s reservation of a unit whose agent was not created."""
+        assert agent.unit is not None
+        if not keep_assignment:
+            agent.worker.assignments.discard(agent.unit.assignment_id)
+        agent.worker.active -= 1
+        agent.worker.task_units -= 1
+        self.units.give_back(agent.unit)
+
+    async def _agent_created(self, agent_id: str) -> bool | None:
+        """Whether the agent is in the database; asked for a few seconds while the
+        database is unavailable (an outage is often a moment), then None: unknown."""
+        for pause in CREATION_CHECK_PAUSES:
+            try:
+                return await self.ctx.writer.read(_agent_exists, agent_id)
+            except DatabaseUnavailable:
+                await asyncio.sleep(pause)
+        return None
+
+    async def _settle_creation(self, agent: AgentInfo) -> None:
+        """Once the database answers again: track the agent if its creation was saved
+        (a reload then gets it back), else free its unit."""
+        if await until_saved(lambda: self.ctx.writer.read(_agent_exists, agent.agent_id)):
+            self._track(agent)
+            self.ctx.metrics.agent_started()
+        else:
+            self._unreserve(agent)
 
     def _track(self, agent: AgentInfo) -> None:
         self.agents[agent.agent_id] = agent
@@ -374,7 +412,10 @@ class WorkerPool:
         agent.timer = None
         if not agent.active or agent.busy:
             return
-        await self.drop_agent(agent, AgentState.TIMEOUT)
+        try:
+            await self.drop_agent(agent, AgentState.TIMEOUT)
+        except DatabaseUnavailable:  # not saved: try again, or the unit is held for good
+            self._time_out_in(agent, RETRY_DELAYS[0])
 
     async def drop_agent(self, agent: AgentInfo, status: AgentState) -> None:
         """End an agent that did not submit; its unit goes back to other workers."""
@@ -421,6 +462,12 @@ class WorkerPool:
         """The run takes no more work: requests for agents are refused from now on
         (agents at work may still submit)."""
         self.closed = True
+
+    def stop_timers(self) -> None:
+        """The run stops without ending (Ctrl-C): no agent times out in this process;
+        a resumed run sets their deadlines again."""
+        for agent in self.agents.values():
+            self._cancel_timeout(agent)
 
 
 _DROPPED = frozenset(str(s) for s in AgentState.dropped())
@@ -525,6 +572,14 @@ def _finish_onboarding(
             return False
     db.grant_qualification(qid, worker_id, 1 if passed else 0)
     return passed
+
+
+def _agent_exists(db: Any, agent_id: str) -> bool:
+    try:
+        db.get_agent(agent_id)
+    except EntryDoesNotExist:
+        return False
+    return True
 
 
 def _update_agent_status(db: Any, agent_id: str, status: str) -> None:
