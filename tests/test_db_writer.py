@@ -14,8 +14,8 @@ import sqlalchemy as sa
 
 from mephisto.db import MephistoDB
 from mephisto.db.engine import OutageKind, classify_outage
+from mephisto.db.writer import DBWriter
 from mephisto.errors import DatabaseUnavailable, EntryAlreadyExists, ShutdownError
-from mephisto.operations.db_writer import DBWriter
 from mephisto.testing.faults import SQLiteSizeCap, terminate_backends, with_application_name
 
 
@@ -145,7 +145,7 @@ async def test_closed_writer_refuses_work(writer: DBWriter) -> None:
 
 # -- the database failing under the writer ----------------------------------------------
 
-WRITER_LOG = "mephisto.operations.db_writer"
+WRITER_LOG = "mephisto.db.writer"
 
 
 def _lost_connection() -> sa.exc.OperationalError:

@@ -12,6 +12,7 @@ from mephisto.data_model.agent import Agent
 from mephisto.data_model.status import AgentState, AssignmentState
 from mephisto.data_model.unit import Unit
 from mephisto.data_model.worker import Worker
+from mephisto.db import batch
 from mephisto.errors import EntryDoesNotExist
 from mephisto.testing.entities import get_test_task_run
 from mephisto.tools.examine_utils import (
@@ -30,7 +31,7 @@ def submitted_units(db: Any, workers: Iterable[str]) -> list[Unit]:
     names = list(workers)
     run_id = get_test_task_run(db)
     run = db.get_task_run(run_id)
-    made = db.new_assignments_with_units(
+    made = batch.new_assignments_with_units(db,
         run_id, [{"i": i} for i in range(len(names))], pay_amount=0.5, status="launched"
     )
     units = []

@@ -21,7 +21,7 @@ import aiohttp
 import pytest
 
 from mephisto.abstractions.blueprints.static_task import SharedStaticTaskState
-from mephisto.db import MephistoDB
+from mephisto.db import MephistoDB, batch
 from mephisto.operations.operator import Operator
 from mephisto.testing.faults import (
     BackendKiller,
@@ -500,10 +500,11 @@ def test_sqlite_disk_full_mid_run(
 # over it (each failed before the writes a run needs were retried: `until_saved`).
 
 
-def _fail_once(monkeypatch: pytest.MonkeyPatch, db: MephistoDB, method: str,
+def _fail_once(monkeypatch: pytest.MonkeyPatch, target: Any, method: str,
                when: Callable[..., bool] = lambda *a, **k: True) -> list[int]:
-    """`db.<method>` raises SQLITE_FULL at its first call for which `when(...)` holds."""
-    real = getattr(db, method)
+    """`target.<method>` (a database's method, or a function of `mephisto.db.batch`)
+    raises SQLITE_FULL at its first call for which `when(...)` holds."""
+    real = getattr(target, method)
     failed: list[int] = []
 
     def failing(*args: Any, **kwargs: Any) -> Any:
@@ -512,7 +513,7 @@ def _fail_once(monkeypatch: pytest.MonkeyPatch, db: MephistoDB, method: str,
             raise sqlite_full_error()
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(db, method, failing)
+    monkeypatch.setattr(target, method, failing)
     return failed
 
 
@@ -560,8 +561,8 @@ def test_a_launch_failing_once_keeps_its_units(
     config = static_run_config(runs.html, task_name=TASK_NAME, max_num_concurrent_units=1)
     run_id = operator.launch_task_run(config, SharedStaticTaskState(static_task_data=_data(2)))
     live = operator.get_running_task_runs()[run_id]
-    failed = _fail_once(monkeypatch, db, "update_units_status",
-                        lambda unit_ids, status, clear_agent=False: status == "launched")
+    failed = _fail_once(monkeypatch, batch, "update_units_status",
+                        lambda db, unit_ids, status, clear_agent=False: status == "launched")
     asyncio.run(_complete(live.url, "first", "a1"))  # its submit launches the next unit
     time.sleep(0.3)
     answer = asyncio.run(_complete(live.url, "second", "a2"))

@@ -331,12 +331,13 @@ def test_standing_is_reread_for_workers_together(
     """Blocks made during a run take effect at the next re-read of a worker's standing;
     the workers due at once are read in one call. The requests are made on the run's
     loop in one turn (over sockets they may land in different turns)."""
+    from mephisto.db import batch
     from mephisto.operations import worker_pool
 
     run = launch_static_run(_data(6))
     pool, loop = run.live.pool, run.operator._loop
     calls: list[list[str]] = []
-    real = worker_pool.workers_standing
+    real = batch.workers_standing
 
     def counting(db: Any, worker_ids: list[str], requester_id: str) -> Any:
         calls.append(sorted(worker_ids))
@@ -350,7 +351,7 @@ def test_standing_is_reread_for_workers_together(
             ), return_exceptions=True)
         return asyncio.run_coroutine_threadsafe(both(), loop).result(10)
 
-    monkeypatch.setattr(worker_pool, "workers_standing", counting)
+    monkeypatch.setattr(batch, "workers_standing", counting)
     first = request_both("hit-1")
     assert all(answer["agent_id"] for answer in first)
     assert len(calls) == 1 and len(calls[0]) == 2  # first sight: loaded together

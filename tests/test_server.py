@@ -21,7 +21,7 @@ from mephisto.errors import DatabaseUnavailable, NotEligible
 from mephisto.server.app import create_app
 from mephisto.server.backend import ServerSettings
 from mephisto.testing.fake_backend import FakeBackend
-from mephisto.testing.server import running_server
+from mephisto.testing.server import fake_server_process, running_server
 from mephisto.testing.worker import SimulatedWorker, SimulatedWorkerError
 
 SECRET = "TOP SECRET: outside the static directory"
@@ -226,70 +226,40 @@ async def test_upload_for_an_unknown_agent_is_refused_and_nothing_is_kept(
     assert not UPLOADS.exists() or list(UPLOADS.iterdir()) == []
 
 
-_UPLOAD_SERVER = """
-import asyncio, sys
-from pathlib import Path
-from mephisto.server.app import create_app
-from mephisto.server.backend import ServerSettings
-from mephisto.testing.fake_backend import FakeBackend
-from mephisto.testing.server import running_server
-
-async def main():
-    settings = ServerSettings(max_upload_bytes=20_000_000, upload_dir=Path(sys.argv[1]))
-    async with running_server(create_app(FakeBackend(), settings)) as url:
-        print(url, flush=True)
-        await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
-
-asyncio.run(main())
-"""
-
-
-def _rss_bytes(pid: int) -> int:
-    with open(f"/proc/{pid}/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-
-
 async def test_uploads_are_streamed_to_disk_not_held_in_memory(
     tmp_path: Path, session: aiohttp.ClientSession
 ) -> None:
     """Six parallel 8 MB uploads whose file comes before the (unknown) agent id: the
     worst case, every byte has to be read. The server's memory stays flat (measured in
     its own process): the files go to disk, and are gone once refused."""
-    import subprocess
-    import sys
     import threading
 
     uploads = tmp_path / "uploads"
-    server = subprocess.Popen([sys.executable, "-c", _UPLOAD_SERVER, str(uploads)],
-                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-    try:
-        assert server.stdout is not None
-        url = server.stdout.readline().strip()
+    settings = {"max_upload_bytes": 20_000_000, "upload_dir": str(uploads)}
+    with fake_server_process(settings) as server:
         body, ctype = _multipart([("photo", "p.bin", os.urandom(8_000_000)),
                                   ("USED_AGENT_ID", None, b"not-an-agent"),
                                   ("final_string_data", None, b"{}")])
-        base = _rss_bytes(server.pid)
+        base = server.rss_bytes()
         peak = [base]
         stop = threading.Event()
 
         def sample() -> None:
             while not stop.is_set():
-                peak[0] = max(peak[0], _rss_bytes(server.pid))
+                peak[0] = max(peak[0], server.rss_bytes())
                 stop.wait(0.002)
 
         sampler = threading.Thread(target=sample)
         sampler.start()
         try:
             async def post() -> int:
-                async with session.post(url + "/submit_task", data=io.BytesIO(body),
+                async with session.post(server.url + "/submit_task", data=io.BytesIO(body),
                                         headers={"Content-Type": ctype}) as response:
                     return response.status
             statuses = await asyncio.gather(*(post() for _ in range(6)))
         finally:
             stop.set()
             sampler.join()
-    finally:
-        server.communicate("", timeout=10)
     assert statuses == [404] * 6
     assert not uploads.exists() or list(uploads.iterdir()) == []
     # 6 x 8 MB held in memory would be 48 MB

@@ -10,9 +10,9 @@ from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING, Any
 
 from mephisto.data_model.entity import Entity
-from mephisto.utils.args import Args
 from mephisto.data_model.status import AssignmentState
 from mephisto.errors import ConfigError
+from mephisto.utils.args import Args
 
 if TYPE_CHECKING:
     from mephisto.data_model.assignment import Assignment

@@ -1,29 +1,28 @@
-"""`MephistoDB`: all durable state, on SQLite or PostgreSQL.
+"""`MephistoDB`: all durable state, on SQLite or PostgreSQL, entity by entity.
 
 Method names and signatures follow Mephisto's (`new_unit`, `get_unit` -> dict row,
-`find_units` -> list of `Unit`, `update_unit`, ...), so review scripts keep working.
-They are thin: each is a line or two over the generic `_insert/_get/_find/_update`.
-Beyond Mephisto:
+`find_units` -> list of `Unit`, `update_unit`, ...), so review scripts keep working;
+most are a line or two over the generic `_insert/_get/_find_rows/_update`. Beyond
+Mephisto:
 
-- `transaction()`: calls made inside join one transaction (one commit for many writes).
-- `new_assignments_with_units()`: a whole launch's assignments and units in one
-  transaction with two multi-row INSERTs.
+- `transaction()` / `savepoint()`: calls made inside join one transaction (one commit
+  for many writes); a savepoint's failure undoes only its own part.
 - Status changes are checked against `data_model.status` in the UPDATE itself
-  (`... WHERE status IN (legal sources)`), and an agent's status change moves its unit's
-  status in the same transaction.
+  (`... WHERE status IN (allowed current statuses)`), and an agent's status change moves
+  its unit's status in the same transaction; an agent's saved state is merged
+  (`merge_agent_state`), never overwritten.
+
+A live run's set-based statements (bulk launch, bulk agents, bulk workers) live in
+`db/batch.py`, beside the writer that runs them (`db/writer.py`).
 """
 
 from __future__ import annotations
 
-import operator
-import secrets
-import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
 
 from mephisto.data_model.agent import Agent, OnboardingAgent, merge_agent_state
 from mephisto.data_model.assignment import Assignment
@@ -47,76 +46,23 @@ from mephisto.data_model.worker import Worker
 from mephisto.db import migrate
 from mephisto.db import schema as s
 from mephisto.db.engine import Transactions, create_engine
+from mephisto.db.rows import (
+    ENTITY_NAMES,
+    coerce,
+    dialect_insert,
+    key,
+    new_agent_id,
+    now,
+    out,
+    stored_states,
+    translate,
+)
 from mephisto.errors import (
     DatabaseError,
     EntryAlreadyExists,
     EntryDoesNotExist,
     InvalidTransition,
 )
-
-_ENTITY_NAMES = {
-    "projects": "project",
-    "tasks": "task",
-    "requesters": "requester",
-    "task_runs": "task run",
-    "assignments": "assignment",
-    "units": "unit",
-    "workers": "worker",
-    "agents": "agent",
-    "onboarding_agents": "onboarding agent",
-    "qualifications": "qualification",
-    "granted_qualifications": "granted qualification",
-}
-
-# integer id columns of each table: stored as int, handed out as str
-_INT_IDS: dict[str, tuple[str, ...]] = {
-    name: tuple(
-        c.name for c in table.columns if c.name.endswith("_id") and isinstance(c.type, sa.Integer)
-    )
-    for name, (table, _pk) in s.TABLES.items()
-}
-
-
-def _now() -> float:
-    return time.time()
-
-
-def _id_spans(ids: Iterable[int]) -> list[tuple[int, int]]:
-    """Integer ids as the runs of consecutive values they form: [(first, last), ...].
-    Units made together have consecutive ids, so a launch of 100,000 is one span."""
-    spans: list[tuple[int, int]] = []
-    for i in sorted(set(ids)):
-        if spans and i == spans[-1][1] + 1:
-            spans[-1] = (spans[-1][0], i)
-        else:
-            spans.append((i, i))
-    return spans
-
-
-def _driver_insert_many(conn: sa.Connection, table: sa.Table, rows: list[dict[str, Any]]) -> None:
-    """INSERT many rows (all with the keys of the first) through the driver's own
-    executemany, skipping SQLAlchemy's per-row parameter machinery, which cost more than
-    the insert itself for a 100,000-unit launch. Columns whose type needs a bind
-    processor (JSON, booleans) are converted in place: `rows` is consumed."""
-    keys = list(rows[0])
-    for key in keys:
-        process = table.c[key].type.bind_processor(conn.dialect)
-        if process is not None:
-            for row in rows:
-                row[key] = process(row[key])
-    quote = conn.dialect.identifier_preparer.quote
-    sql = (
-        f"INSERT INTO {quote(table.name)} ({', '.join(quote(k) for k in keys)}) "
-        f"VALUES ({', '.join('?' for _ in keys)})"
-    )
-    values = operator.itemgetter(*keys)
-    params = [values(row) for row in rows] if len(keys) > 1 else [(values(row),) for row in rows]
-    conn.exec_driver_sql(sql, params)
-
-
-def new_agent_id(prefix: str = "") -> str:
-    """An unguessable agent id: knowing it is what lets a browser act for the agent."""
-    return prefix + secrets.token_urlsafe(18)
 
 
 class MephistoDB:
@@ -151,28 +97,21 @@ class MephistoDB:
         with self._tx.begin(write=True) as conn:
             yield conn
 
-    def _read(self) -> Any:
+    @contextmanager
+    def savepoint(self) -> Iterator[sa.Connection]:
+        """A part of the current transaction that fails alone: its changes are undone,
+        the enclosing transaction's stay (outside a transaction: one of its own)."""
+        with self._tx.savepoint() as conn:
+            yield conn
+
+    def read(self) -> AbstractContextManager[sa.Connection]:
+        """A connection to read with (the current transaction's, if this thread has one)."""
         return self._tx.begin(write=False)
 
-    @staticmethod
-    def _key(table: str, entity_id: str | int) -> Any:
-        if table in ("agents", "onboarding_agents"):
-            return str(entity_id)
-        try:
-            return int(entity_id)
-        except (TypeError, ValueError):
-            raise EntryDoesNotExist(
-                f"{_ENTITY_NAMES[table]} {entity_id!r} does not exist (ids are integers)"
-            ) from None
-
-    @staticmethod
-    def _out(table: str, row: Any) -> dict[str, Any]:
-        d = dict(row._mapping)
-        for col in _INT_IDS[table]:
-            v = d.get(col)
-            if v is not None:
-                d[col] = str(v)
-        return d
+    @property
+    def current_connection(self) -> sa.Connection | None:
+        """The connection of this thread's open transaction, if any."""
+        return self._tx.current
 
     def _filters(self, table: str, filters: Mapping[str, Any]) -> list[sa.ColumnElement[bool]]:
         t = s.TABLES[table][0]
@@ -182,56 +121,36 @@ class MephistoDB:
                 continue
             col = t.c[name]
             if isinstance(value, (list, tuple, set, frozenset)):
-                vals = [self._coerce(table, name, v) for v in value]
+                vals = [coerce(table, name, v) for v in value]
                 clauses.append(col.in_(vals))
             else:
-                clauses.append(col == self._coerce(table, name, value))
+                clauses.append(col == coerce(table, name, value))
         return clauses
-
-    @staticmethod
-    def _coerce(table: str, column: str, value: Any) -> Any:
-        if column in _INT_IDS[table]:
-            try:
-                return int(value)
-            except (TypeError, ValueError):
-                return -1  # matches nothing, like an unknown id
-        return value
-
-    @staticmethod
-    def _translate(exc: sa.exc.IntegrityError, table: str, values: Mapping[str, Any]) -> Exception:
-        msg = str(exc.orig).lower()
-        what = _ENTITY_NAMES[table]
-        if "foreign key" in msg:
-            return EntryDoesNotExist(f"cannot create {what}: it refers to a missing entry ({exc.orig})")
-        if "unique" in msg or "duplicate" in msg:
-            shown = {k: v for k, v in values.items() if k.endswith(("_name", "_id", "_index"))}
-            return EntryAlreadyExists(f"{what} already exists: {shown}")
-        return DatabaseError(f"cannot write {what}: {exc.orig}")
 
     def _insert(self, table: str, values: dict[str, Any]) -> str:
         t, pk = s.TABLES[table]
-        values = {k: self._coerce(table, k, v) if v is not None else None for k, v in values.items()}
-        values.setdefault("creation_date", _now())
+        values = {k: coerce(table, k, v) if v is not None else None for k, v in values.items()}
+        values.setdefault("creation_date", now())
         try:
-            with self._tx.savepoint() as conn:
+            with self.savepoint() as conn:
                 new_id = conn.execute(t.insert().returning(t.c[pk]), values).scalar_one()
         except sa.exc.IntegrityError as exc:
-            raise self._translate(exc, table, values) from None
+            raise translate(exc, table, values) from None
         return str(new_id)
 
     def _get(self, table: str, entity_id: str | int) -> dict[str, Any]:
         t, pk = s.TABLES[table]
-        with self._read() as conn:
-            row = conn.execute(t.select().where(t.c[pk] == self._key(table, entity_id))).first()
+        with self.read() as conn:
+            row = conn.execute(t.select().where(t.c[pk] == key(table, entity_id))).first()
         if row is None:
-            raise EntryDoesNotExist(f"{_ENTITY_NAMES[table]} {entity_id} does not exist")
-        return self._out(table, row)
+            raise EntryDoesNotExist(f"{ENTITY_NAMES[table]} {entity_id} does not exist")
+        return out(table, row)
 
     def _find_rows(self, table: str, **filters: Any) -> list[dict[str, Any]]:
         t, pk = s.TABLES[table]
         query = t.select().where(*self._filters(table, filters)).order_by(t.c[pk])
-        with self._read() as conn:
-            return [self._out(table, row) for row in conn.execute(query)]
+        with self.read() as conn:
+            return [out(table, row) for row in conn.execute(query)]
 
     def _update(self, table: str, entity_id: str | int, values: dict[str, Any]) -> None:
         t, pk = s.TABLES[table]
@@ -239,14 +158,14 @@ class MephistoDB:
         if not values:
             return
         try:
-            with self._tx.savepoint() as conn:
+            with self.savepoint() as conn:
                 res = conn.execute(
-                    t.update().where(t.c[pk] == self._key(table, entity_id)).values(values)
+                    t.update().where(t.c[pk] == key(table, entity_id)).values(values)
                 )
         except sa.exc.IntegrityError as exc:
-            raise self._translate(exc, table, values) from None
+            raise translate(exc, table, values) from None
         if res.rowcount == 0:
-            raise EntryDoesNotExist(f"{_ENTITY_NAMES[table]} {entity_id} does not exist")
+            raise EntryDoesNotExist(f"{ENTITY_NAMES[table]} {entity_id} does not exist")
 
     def _set_status(
         self,
@@ -260,19 +179,19 @@ class MephistoDB:
         """Set a status if the current one is among `sources` (from the transition
         tables: `unit_update_sources` / `agent_update_sources`); returns the row."""
         t, pk = s.TABLES[table]
-        key = self._key(table, entity_id)
+        row_key = key(table, entity_id)
         allowed = {str(x) for x in sources}
         res = conn.execute(
             t.update()
-            .where(t.c[pk] == key, t.c.status.in_(allowed))
+            .where(t.c[pk] == row_key, t.c.status.in_(allowed))
             .values(status=str(new), **(extra or {}))
             .returning(*t.c)
         ).first()
         if res is not None:
             return res
-        current = conn.execute(sa.select(t.c.status).where(t.c[pk] == key)).scalar()
+        current = conn.execute(sa.select(t.c.status).where(t.c[pk] == row_key)).scalar()
         if current is None:
-            raise EntryDoesNotExist(f"{_ENTITY_NAMES[table]} {entity_id} does not exist")
+            raise EntryDoesNotExist(f"{ENTITY_NAMES[table]} {entity_id} does not exist")
         kind = "unit" if table == "units" else "agent"
         raise InvalidTransition(kind, str(entity_id), current, str(new))
 
@@ -395,7 +314,7 @@ class MephistoDB:
         with self.transaction() as conn:
             res = conn.execute(
                 t.update()
-                .where(t.c.task_run_id == self._key("task_runs", task_run_id))
+                .where(t.c.task_run_id == key("task_runs", task_run_id))
                 .values(is_completed=bool(is_completed))
             )
         if res.rowcount == 0:
@@ -454,7 +373,7 @@ class MephistoDB:
         with self.transaction() as conn:
             res = conn.execute(
                 t.update()
-                .where(t.c.assignment_id == self._key("assignments", assignment_id))
+                .where(t.c.assignment_id == key("assignments", assignment_id))
                 .values(data=data)
             )
         if res.rowcount == 0:
@@ -488,84 +407,6 @@ class MephistoDB:
                 "status": str(AssignmentState(status)),
             },
         )
-
-    def new_assignments_with_units(
-        self,
-        task_run_id: str,
-        assignment_data: Sequence[Any],
-        pay_amount: float,
-        units_per_assignment: int | Sequence[int] = 1,
-        status: str = AssignmentState.CREATED,
-    ) -> list[tuple[str, list[str]]]:
-        """Create assignments (one per `assignment_data` item) and their units at once.
-
-        `units_per_assignment` is one count for all or one per assignment. Returns
-        `[(assignment_id, [unit_id, ...]), ...]` in input order. Two multi-row INSERTs
-        in one transaction: a 100,000-unit launch is one call.
-        """
-        n = len(assignment_data)
-        counts = (
-            [units_per_assignment] * n
-            if isinstance(units_per_assignment, int)
-            else list(units_per_assignment)
-        )
-        if len(counts) != n:
-            raise DatabaseError("units_per_assignment must give one count per assignment")
-        if any(c < 1 for c in counts):
-            raise DatabaseError("every assignment needs at least one unit")
-        status = str(AssignmentState(status))
-        run = self.get_task_run(task_run_id)
-        now = _now()
-        common = {
-            "task_id": int(run["task_id"]),
-            "task_run_id": int(run["task_run_id"]),
-            "requester_id": int(run["requester_id"]),
-            "task_type": run["task_type"],
-            "provider_type": run["provider_type"],
-            "sandbox": run["sandbox"],
-            "creation_date": now,
-        }
-        with self.transaction() as conn:
-            a_ids = self._insert_many(
-                conn, s.assignments, "assignment_id", [{**common, "data": d} for d in assignment_data]
-            )
-            unit_rows = [
-                {
-                    **common,
-                    "assignment_id": a_id,
-                    "unit_index": i,
-                    "pay_amount": pay_amount,
-                    "status": status,
-                }
-                for a_id, count in zip(a_ids, counts, strict=True)
-                for i in range(count)
-            ]
-            u_ids = self._insert_many(conn, s.units, "unit_id", unit_rows)
-        out: list[tuple[str, list[str]]] = []
-        pos = 0
-        for a_id, count in zip(a_ids, counts, strict=True):
-            out.append((str(a_id), [str(u) for u in u_ids[pos : pos + count]]))
-            pos += count
-        return out
-
-    def _insert_many(
-        self, conn: sa.Connection, table: sa.Table, pk: str, rows: list[dict[str, Any]]
-    ) -> list[int]:
-        """Insert rows, returning their new ids in input order."""
-        if not rows:
-            return []
-        if self.dialect == "sqlite":
-            # Inside our write-locked transaction rowids are handed out consecutively
-            # from max+1, so the ids are known without RETURNING (3x faster here).
-            start = conn.execute(sa.select(sa.func.max(table.c[pk]))).scalar() or 0
-            for i, row in enumerate(rows, start=start + 1):
-                row[pk] = i
-            _driver_insert_many(conn, table, rows)
-            return [r[pk] for r in rows]
-        result = conn.execute(
-            table.insert().returning(table.c[pk], sort_by_parameter_order=True), rows
-        )
-        return [r[0] for r in result]
 
     def get_unit(self, unit_id: str) -> dict[str, Any]:
         return self._get("units", unit_id)
@@ -614,33 +455,6 @@ class MephistoDB:
             elif agent_id is not None:
                 self._update("units", unit_id, {"agent_id": agent_id})
 
-    def update_units_status(
-        self, unit_ids: Sequence[str], status: str, clear_agent: bool = False
-    ) -> int:
-        """Move many units to `status` in one statement; units for which the change is
-        not legal are left alone. Returns how many changed."""
-        if not unit_ids:
-            return 0
-        target = AssignmentState(status)
-        t = s.units
-        values: dict[str, Any] = {"status": str(target)}
-        if clear_agent:
-            values.update(agent_id=None, worker_id=None)
-        spans = _id_spans(self._key("units", u) for u in unit_ids)
-        changed = 0
-        with self.transaction() as conn:
-            for start in range(0, len(spans), 500):  # stay under parameter limits
-                res = conn.execute(
-                    t.update()
-                    .where(
-                        sa.or_(*(t.c.unit_id.between(a, b) for a, b in spans[start : start + 500])),
-                        t.c.status.in_([str(x) for x in unit_sources(target)]),
-                    )
-                    .values(values)
-                )
-                changed += res.rowcount
-        return changed
-
     def clear_unit_agent_assignment(self, unit_id: str) -> None:
         """Free a unit: back to LAUNCHED with no agent (Mephisto's name)."""
         with self.transaction() as conn:
@@ -658,10 +472,10 @@ class MephistoDB:
         t = s.units
         query = (
             sa.select(t.c.status, sa.func.count())
-            .where(t.c.task_run_id == self._key("task_runs", task_run_id))
+            .where(t.c.task_run_id == key("task_runs", task_run_id))
             .group_by(t.c.status)
         )
-        with self._read() as conn:
+        with self.read() as conn:
             return {status: n for status, n in conn.execute(query)}
 
     def get_assignment_status_counts(self, task_run_id: str) -> dict[str, int]:
@@ -669,17 +483,17 @@ class MephistoDB:
         t = s.units
         query = (
             sa.select(t.c.assignment_id, t.c.status)
-            .where(t.c.task_run_id == self._key("task_runs", task_run_id))
+            .where(t.c.task_run_id == key("task_runs", task_run_id))
             .order_by(t.c.assignment_id)
         )
         by_assignment: dict[int, list[str]] = {}
-        with self._read() as conn:
+        with self.read() as conn:
             for a_id, status in conn.execute(query):
                 by_assignment.setdefault(a_id, []).append(status)
         counts: dict[str, int] = {}
         for statuses in by_assignment.values():
-            key = str(derive_assignment_status(statuses))
-            counts[key] = counts.get(key, 0) + 1
+            status = str(derive_assignment_status(statuses))
+            counts[status] = counts.get(status, 0) + 1
         return counts
 
     # -- workers -------------------------------------------------------------------
@@ -709,36 +523,13 @@ class MephistoDB:
             return self.find_workers(worker_name=worker_name, provider_type=provider_type)[0]
         return Worker(self, worker_id)
 
-    def find_or_new_workers(self, worker_names: Sequence[str], provider_type: str) -> dict[str, str]:
-        """Worker ids by name, creating the missing workers: three statements for any
-        number of names (race-safe: a concurrent creation is simply found)."""
-        names = sorted(set(worker_names))
-        if not names:
-            return {}
-        t = s.workers
-        query = sa.select(t.c.worker_name, t.c.worker_id).where(
-            t.c.provider_type == provider_type, t.c.worker_name.in_(names)
-        )
-        with self.transaction() as conn:
-            found = {n: str(i) for n, i in conn.execute(query)}
-            missing = [n for n in names if n not in found]
-            if missing:
-                now = _now()
-                conn.execute(
-                    self._dialect_insert(t).on_conflict_do_nothing(),
-                    [{"worker_name": n, "provider_type": provider_type, "creation_date": now}
-                     for n in missing],
-                )
-                found = {n: str(i) for n, i in conn.execute(query)}
-        return found
-
     def block_worker(self, worker_id: str, requester_id: str, reason: str) -> None:
         t = s.worker_blocks
         values = {
-            "worker_id": self._key("workers", worker_id),
-            "requester_id": self._key("requesters", requester_id),
+            "worker_id": key("workers", worker_id),
+            "requester_id": key("requesters", requester_id),
             "reason": reason,
-            "creation_date": _now(),
+            "creation_date": now(),
         }
         self._upsert(t, values, ["worker_id", "requester_id"], {"reason": reason})
 
@@ -747,39 +538,27 @@ class MephistoDB:
         with self.transaction() as conn:
             conn.execute(
                 t.delete().where(
-                    t.c.worker_id == self._key("workers", worker_id),
-                    t.c.requester_id == self._key("requesters", requester_id),
+                    t.c.worker_id == key("workers", worker_id),
+                    t.c.requester_id == key("requesters", requester_id),
                 )
             )
 
     def is_worker_blocked(self, worker_id: str, requester_id: str | None = None) -> bool:
-        return bool(self.find_blocked_workers([worker_id], requester_id))
-
-    def find_blocked_workers(
-        self, worker_ids: Sequence[str], requester_id: str | None = None
-    ) -> set[str]:
-        """Which of `worker_ids` are blocked (by `requester_id`, or by any requester)."""
-        if not worker_ids:
-            return set()
+        """Whether `requester_id` (or any requester, when None) blocked this worker."""
         t = s.worker_blocks
-        keys = [self._key("workers", w) for w in worker_ids]
-        query = sa.select(t.c.worker_id).where(t.c.worker_id.in_(keys)).distinct()
+        query = sa.select(t.c.worker_id).where(t.c.worker_id == key("workers", worker_id))
         if requester_id is not None:
-            query = query.where(t.c.requester_id == self._key("requesters", requester_id))
-        with self._read() as conn:
-            return {str(row[0]) for row in conn.execute(query)}
-
-    def _dialect_insert(self, table: sa.Table) -> Any:
-        """An INSERT with ON CONFLICT support for this database's dialect."""
-        return (postgresql.insert if self.dialect == "postgresql" else sqlite.insert)(table)
+            query = query.where(t.c.requester_id == key("requesters", requester_id))
+        with self.read() as conn:
+            return conn.execute(query.limit(1)).first() is not None
 
     def _upsert(
         self, table: sa.Table, values: dict[str, Any], keys: list[str], update: dict[str, Any]
     ) -> None:
-        stmt = self._dialect_insert(table).values(values)
+        stmt = dialect_insert(self.dialect, table).values(values)
         stmt = stmt.on_conflict_do_update(index_elements=keys, set_=update)
         try:
-            with self._tx.savepoint() as conn:
+            with self.savepoint() as conn:
                 conn.execute(stmt)
         except sa.exc.IntegrityError as exc:
             raise EntryDoesNotExist(f"cannot write {table.name}: {exc.orig}") from None
@@ -819,10 +598,10 @@ class MephistoDB:
                     "provider_type": provider_type,
                     "status": str(AgentState(status)),
                     "state": state,
-                    "update_date": _now(),
+                    "update_date": now(),
                 },
             )
-            with self._tx.begin() as conn:
+            with self.transaction() as conn:
                 self._set_status(
                     conn,
                     "units",
@@ -832,60 +611,6 @@ class MephistoDB:
                     {"agent_id": agent_id, "worker_id": int(worker_id)},
                 )
         return agent_id
-
-    def create_agents(self, agents: Sequence[Mapping[str, Any]]) -> None:
-        """Many `new_agent` calls in two statements: insert the agents, assign their units.
-
-        Each mapping has the arguments of `new_agent` (with `agent_id`). All or nothing:
-        if any unit is not LAUNCHED, raises `InvalidTransition` and changes nothing.
-        """
-        if not agents:
-            return
-        now = _now()
-        rows = [
-            {
-                "agent_id": a["agent_id"],
-                "worker_id": int(a["worker_id"]),
-                "unit_id": int(a["unit_id"]),
-                "task_id": int(a["task_id"]),
-                "task_run_id": int(a["task_run_id"]),
-                "assignment_id": int(a["assignment_id"]),
-                "task_type": a["task_type"],
-                "provider_type": a["provider_type"],
-                "status": str(AgentState(a.get("status", AgentState.NONE))),
-                "state": a.get("state"),
-                "creation_date": now,
-                "update_date": now,
-            }
-            for a in agents
-        ]
-        with self._tx.savepoint() as conn:
-            try:
-                conn.execute(s.agents.insert(), rows)
-            except sa.exc.IntegrityError as exc:
-                raise self._translate(exc, "agents", {}) from None
-            res = conn.execute(_ASSIGN_UNIT, rows)
-            if res.rowcount != len(rows):
-                raise InvalidTransition("unit", "(bulk)", "not launched", AssignmentState.ASSIGNED)
-
-    def complete_agents(self, submissions: Sequence[tuple[str, str, Any]]) -> None:
-        """Many submissions at once: `(agent_id, unit_id, state)` each. Every agent must
-        be active (else `InvalidTransition`, nothing changed); its unit, if still its
-        own, becomes COMPLETED. Two statements for the whole batch."""
-        if not submissions:
-            return
-        now = _now()
-        unit_rows = [{"agent_id": a, "unit_id": int(u)} for a, u, _st in submissions]
-        with self._tx.savepoint() as conn:
-            stored = self._stored_states(conn, "agents", [a for a, _u, _st in submissions])
-            agent_rows = [
-                {"agent_id": a, "state": merge_agent_state(a, stored.get(a), st), "now": now}
-                for a, _u, st in submissions
-            ]
-            res = conn.execute(_COMPLETE_AGENT, agent_rows)
-            if res.rowcount != len(agent_rows):
-                raise InvalidTransition("agent", "(bulk)", "not active", AgentState.COMPLETED)
-            conn.execute(_COMPLETE_UNIT, unit_rows)
 
     def get_agent(self, agent_id: str) -> dict[str, Any]:
         return self._get("agents", agent_id)
@@ -926,21 +651,16 @@ class MephistoDB:
             if row is not None and status is not None:
                 self._move_unit_with_agent(conn, row.unit_id, agent_id, AgentState(status))
 
-    def _stored_states(self, conn: sa.Connection, table: str, ids: list[str]) -> dict[str, Any]:
-        t, pk = s.TABLES[table]
-        query = sa.select(t.c[pk], t.c.state).where(t.c[pk].in_(ids))
-        return {row[0]: row[1] for row in conn.execute(query)}
-
     def _update_agent_row(
         self, conn: sa.Connection, table: str, agent_id: str, status: str | None, state: Any
     ) -> Any:
         """The one path that changes an agent or onboarding agent row: the status by the
         transition table, the state merged. Returns the row if the status changed."""
-        values: dict[str, Any] = {"update_date": _now()}
+        values: dict[str, Any] = {"update_date": now()}
         if state is not None:
-            stored = self._stored_states(conn, table, [str(agent_id)])
+            stored = stored_states(conn, table, [str(agent_id)])
             if str(agent_id) not in stored:
-                raise EntryDoesNotExist(f"{_ENTITY_NAMES[table]} {agent_id} does not exist")
+                raise EntryDoesNotExist(f"{ENTITY_NAMES[table]} {agent_id} does not exist")
             values["state"] = merge_agent_state(str(agent_id), stored[str(agent_id)], state)
         if status is None:
             if state is not None:
@@ -989,7 +709,7 @@ class MephistoDB:
                 "task_run_id": task_run_id,
                 "task_type": task_type,
                 "status": str(AgentState(status)),
-                "update_date": _now(),
+                "update_date": now(),
             },
         )
         return agent_id
@@ -1050,18 +770,18 @@ class MephistoDB:
 
     def grant_qualification(self, qualification_id: str, worker_id: str, value: int = 1) -> None:
         """Grant (or change the value of) a qualification."""
-        now = _now()
+        stamp = now()
         self._upsert(
             s.granted_qualifications,
             {
-                "qualification_id": self._key("qualifications", qualification_id),
-                "worker_id": self._key("workers", worker_id),
+                "qualification_id": key("qualifications", qualification_id),
+                "worker_id": key("workers", worker_id),
                 "value": int(value),
-                "creation_date": now,
-                "update_date": now,
+                "creation_date": stamp,
+                "update_date": stamp,
             },
             ["worker_id", "qualification_id"],
-            {"value": int(value), "update_date": now},
+            {"value": int(value), "update_date": stamp},
         )
 
     def check_granted_qualifications(
@@ -1093,31 +813,10 @@ class MephistoDB:
         with self.transaction() as conn:
             conn.execute(
                 g.delete().where(
-                    g.c.qualification_id == self._key("qualifications", qualification_id),
-                    g.c.worker_id == self._key("workers", worker_id),
+                    g.c.qualification_id == key("qualifications", qualification_id),
+                    g.c.worker_id == key("workers", worker_id),
                 )
             )
-
-
-def _sql_list(statuses: Iterable[str]) -> str:
-    return ", ".join(f"'{x}'" for x in statuses)
-
-
-# The bulk paths' allowed source statuses come from the same transition tables as the
-# single-row paths (new_agent takes only LAUNCHED units).
-_ASSIGN_UNIT = sa.text(
-    f"UPDATE units SET status = '{AssignmentState.ASSIGNED}', agent_id = :agent_id, "
-    f"worker_id = :worker_id WHERE unit_id = :unit_id AND status = '{AssignmentState.LAUNCHED}'"
-)
-_COMPLETE_AGENT = sa.text(
-    f"UPDATE agents SET status = '{AgentState.COMPLETED}', state = :state, update_date = :now "
-    f"WHERE agent_id = :agent_id "
-    f"AND status IN ({_sql_list(agent_update_sources(AgentState.COMPLETED))})"
-).bindparams(sa.bindparam("state", type_=sa.JSON))
-_COMPLETE_UNIT = sa.text(
-    f"UPDATE units SET status = '{AssignmentState.COMPLETED}' WHERE unit_id = :unit_id "
-    f"AND agent_id = :agent_id AND status IN ({_sql_list(unit_sources(AssignmentState.COMPLETED))})"
-)
 
 
 class LocalMephistoDB(MephistoDB):

@@ -23,11 +23,10 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mephisto.data_model.agent import OnboardingAgent
 from mephisto.data_model.status import AgentState
+from mephisto.db import batch
 from mephisto.errors import (
     AlreadySubmitted,
-    EntryDoesNotExist,
     ForbiddenAction,
     InvalidTransition,
     UnknownAgent,
@@ -113,7 +112,7 @@ class ClientIOHandler:
     async def _stored(self, agent_id: str, caller: Caller) -> dict[str, Any]:
         """An agent of this run read from the database (`UnknownAgent` if none), once
         the caller is known to be its worker."""
-        row = await self.ctx.writer.read(_stored_agent, agent_id, self.ctx.task_run_id)
+        row = await self.ctx.writer.read(batch.stored_agent, agent_id, self.ctx.task_run_id)
         if row is None:
             raise UnknownAgent("unknown agent id: request an agent first")
         self._check_caller(row["worker_name"], caller)
@@ -151,7 +150,8 @@ class ClientIOHandler:
             try:
                 ctx.blueprint.validate_submission(final_data)
                 if files:
-                    saved = await ctx.writer.read(_save_files, ctx.task_run_id, agent_id, files)
+                    saved = await ctx.background.in_thread(
+                        _save_files, ctx.task_run_id, agent_id, files)
                     final_data = {**final_data, "files": saved} if isinstance(final_data, dict) \
                         else {"data": final_data, "files": saved}
                 state = {
@@ -160,7 +160,8 @@ class ClientIOHandler:
                     "times": {"task_start": agent.started, "task_end": time.time()},
                     "provider_assignment_id": agent.provider_assignment,
                 }
-                await ctx.writer.run_batched(COMPLETE_AGENTS, (agent_id, agent.unit.unit_id, state))
+                await ctx.writer.run_batched(
+                    batch.COMPLETE_AGENTS, (agent_id, agent.unit.unit_id, state))
             except InvalidTransition:
                 # the database says this agent is no longer at work: an earlier commit
                 # whose answer was lost (connection dropped at COMMIT) may have stored it
@@ -186,7 +187,7 @@ class ClientIOHandler:
     ) -> dict[str, Any]:
         if self._agent(agent_id, caller) is None:
             await self._stored(agent_id, caller)  # an agent of this run, from before a restart
-        await self.ctx.writer.run(_merge_metadata, agent_id, metadata)
+        await self.ctx.writer.run(batch.merge_metadata, agent_id, metadata)
         return {"status": "Metadata received", "agent_id": agent_id}
 
     async def log_error(self, agent_id: str | None, error_data: Any) -> None:
@@ -253,51 +254,10 @@ def _same_submission(stored: Any, final_data: Any) -> bool:
     return False
 
 
-# -- database operations (run on the writer thread) ------------------------------------
+# -- files ---------------------------------------------------------------------------------
 
 
-class _CompleteAgents:
-    """Submissions, batched: a commit's submits in a few statements. One item alone
-    takes the same path: there is one rule for a completion (`MephistoDB.complete_agents`)."""
-
-    def run_many(self, db: Any, items: list[tuple[str, str, Any]]) -> list[None]:
-        db.complete_agents(items)
-        return [None] * len(items)
-
-    def run_one(self, db: Any, item: tuple[str, str, Any]) -> None:
-        db.complete_agents([item])
-
-
-COMPLETE_AGENTS = _CompleteAgents()
-
-
-def _stored_agent(db: Any, agent_id: str, task_run_id: str) -> dict[str, Any] | None:
-    """An agent (or onboarding agent) of this run as stored: its worker's name, status
-    and outputs; None if it is not one of this run's."""
-    onboarding = OnboardingAgent.is_onboarding_id(agent_id)
-    try:
-        row = db.get_onboarding_agent(agent_id) if onboarding else db.get_agent(agent_id)
-    except EntryDoesNotExist:
-        return None
-    if row["task_run_id"] != task_run_id:
-        return None
-    state = row.get("state") or {}
-    return {
-        "onboarding": onboarding,
-        "status": row["status"],
-        "worker_name": db.get_worker(row["worker_id"])["worker_name"],
-        "outputs": state.get("outputs") if isinstance(state, dict) else None,
-    }
-
-
-def _merge_metadata(db: Any, agent_id: str, metadata: dict[str, Any]) -> None:
-    if OnboardingAgent.is_onboarding_id(agent_id):
-        db.update_onboarding_agent(agent_id, state={"metadata": metadata})
-    else:
-        db.update_agent(agent_id, state={"metadata": metadata})
-
-
-def _save_files(db: Any, task_run_id: str, agent_id: str, files: list[UploadedFile]) -> list[dict[str, Any]]:
+def _save_files(task_run_id: str, agent_id: str, files: list[UploadedFile]) -> list[dict[str, Any]]:
     """Move a submit's uploaded files into the agent's folder of the run directory."""
     folder = get_run_dir(task_run_id) / agent_id
     folder.mkdir(parents=True, exist_ok=True)

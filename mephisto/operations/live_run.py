@@ -31,7 +31,7 @@ from mephisto.utils.args import Args
 if TYPE_CHECKING:
     from mephisto.abstractions.blueprint import Blueprint, SharedTaskState
     from mephisto.abstractions.crowd_provider import CrowdProvider
-    from mephisto.operations.db_writer import DBWriter
+    from mephisto.db.writer import DBWriter
     from mephisto.operations.metrics import RunMetrics
 
 logger = logging.getLogger(__name__)

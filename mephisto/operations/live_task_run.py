@@ -34,8 +34,9 @@ from typing import Any
 
 from mephisto.data_model.assignment import InitializationData
 from mephisto.data_model.status import AgentState, AssignmentState
+from mephisto.db import batch
+from mephisto.db.writer import DBWriter
 from mephisto.operations.client_io_handler import ClientIOHandler
-from mephisto.operations.db_writer import DBWriter
 from mephisto.operations.live_run import (
     AgentInfo,
     Background,
@@ -234,7 +235,7 @@ class LiveTaskRun:
 
     async def _finish(self) -> None:
         if not self.interrupted:
-            await until_saved(lambda: self.writer.run(_mark_completed, self.task_run_id))
+            await until_saved(lambda: self.writer.run(batch.mark_completed, self.task_run_id))
         for timer in self._timers:
             timer.cancel()
         p = self.progress
@@ -289,9 +290,9 @@ class LiveTaskRun:
             await self.background.in_thread(self.provider.expire_units, units)
         ids = [u.unit_id for u in units]
         if self.interrupted:  # stopping now: one try (a resume relaunches what is left)
-            await self.writer.run(_mark_expired, ids)
+            await self.writer.run(batch.mark_expired, ids)
         else:
-            await until_saved(lambda: self.writer.run(_mark_expired, ids))
+            await until_saved(lambda: self.writer.run(batch.mark_expired, ids))
         self.progress.expired += len(units)
         self.check_done()
 
@@ -325,7 +326,8 @@ class LiveTaskRun:
 
     async def _restore(self) -> None:
         """Load a run whose process died (or was stopped) and carry on from its state."""
-        units, assignments, agents = await self.writer.read(_load_run, self.task_run_id)
+        stored = await self.writer.read(batch.load_run, self.task_run_id)
+        units, assignments, agents = stored.units, stored.assignments, stored.agents
         data = {a_id: InitializationData.from_dict(d) for a_id, d in assignments.items()}
         to_launch: list[UnitInfo] = []
         open_units: list[UnitInfo] = []
@@ -362,7 +364,7 @@ class LiveTaskRun:
                 self.pool.restore_agent(agent)
                 assigned += 1
         self.progress.total = len(units)
-        await self.writer.run(_expire_stale_onboarding, self.task_run_id)
+        await self.writer.run(batch.expire_stale_onboarding, self.task_run_id)
         self.launcher.restore(self.url, self.blueprint.get_initialization_data(),
                               len(assignments), open_units, assigned, to_launch)
         logger.info(
@@ -371,28 +373,3 @@ class LiveTaskRun:
             len(self.pool.active_agents()),
         )
         await self.launcher.fill()
-
-
-def _mark_completed(db: Any, task_run_id: str) -> None:
-    db.update_task_run(task_run_id, is_completed=True)
-
-
-def _mark_expired(db: Any, unit_ids: list[str]) -> int:
-    return db.update_units_status(unit_ids, AssignmentState.EXPIRED)
-
-
-def _load_run(db: Any, task_run_id: str) -> tuple[list[dict[str, Any]], dict[str, Any], list[dict[str, Any]]]:
-    units = [u._row | {"status": u.db_status} for u in db.find_units(task_run_id=task_run_id)]
-    assignments = {a.db_id: a.data for a in db.find_assignments(task_run_id=task_run_id)}
-    agents = []
-    names = {}
-    for agent in db.find_agents(task_run_id=task_run_id, status=[str(s) for s in AgentState.active()]):
-        if agent.worker_id not in names:
-            names[agent.worker_id] = db.get_worker(agent.worker_id)["worker_name"]
-        agents.append(agent._row | {"status": agent.db_status, "worker_name": names[agent.worker_id]})
-    return units, assignments, agents
-
-
-def _expire_stale_onboarding(db: Any, task_run_id: str) -> None:
-    for agent in db.find_onboarding_agents(task_run_id=task_run_id, status=[str(s) for s in AgentState.active()]):
-        db.update_onboarding_agent(agent.db_id, status=AgentState.EXPIRED)

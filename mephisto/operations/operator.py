@@ -18,8 +18,8 @@ import threading
 import time
 from typing import Any
 
+from mephisto.db.writer import DBWriter
 from mephisto.errors import ConfigError, MephistoError
-from mephisto.operations.db_writer import DBWriter
 from mephisto.operations.hydra_config import resolve_run_config
 from mephisto.operations.live_task_run import LiveTaskRun
 from mephisto.utils.args import Args

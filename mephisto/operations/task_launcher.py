@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from mephisto.data_model.assignment import InitializationData
-from mephisto.data_model.status import AssignmentState
+from mephisto.db.batch import mark_launched, new_assignments_with_units
 from mephisto.errors import ConfigError
 from mephisto.operations.live_run import OpenUnits, RunContext, RunEvents, UnitInfo, until_saved
 
@@ -156,7 +156,7 @@ class TaskLauncher:
         reward = float(ctx.task_args.task_reward)
         try:
             created = await ctx.writer.run(
-                _create_units,
+                new_assignments_with_units,
                 ctx.task_run_id,
                 [d.to_dict() for d in items],
                 reward,
@@ -178,7 +178,7 @@ class TaskLauncher:
         ctx = self.ctx
         try:
             await ctx.background.in_thread(ctx.provider.launch_units, batch, self.url)
-            await ctx.writer.run(_mark_launched, [u.unit_id for u in batch])
+            await ctx.writer.run(mark_launched, [u.unit_id for u in batch])
         except BaseException:
             self._created.extendleft(reversed(batch))
             raise
@@ -205,13 +205,3 @@ class TaskLauncher:
         unlaunched = list(self._created)
         self._created.clear()
         return open_units, unlaunched
-
-
-def _create_units(
-    db: Any, task_run_id: str, data: list[dict[str, Any]], reward: float, counts: list[int]
-) -> list[tuple[str, list[str]]]:
-    return db.new_assignments_with_units(task_run_id, data, reward, counts, AssignmentState.CREATED)
-
-
-def _mark_launched(db: Any, unit_ids: list[str]) -> int:
-    return db.update_units_status(unit_ids, AssignmentState.LAUNCHED)

@@ -27,16 +27,17 @@ import time
 from typing import Any
 
 from mephisto.data_model.status import AgentState
-from mephisto.db.database import new_agent_id
+from mephisto.db import batch
+from mephisto.db.rows import new_agent_id
 from mephisto.errors import (
     AlreadySubmitted,
     DatabaseUnavailable,
-    NotEligible,
     EntryAlreadyExists,
     EntryDoesNotExist,
     ForbiddenAction,
     InvalidTransition,
     MalformedRequest,
+    NotEligible,
     UnknownAgent,
 )
 from mephisto.operations.live_run import (
@@ -93,9 +94,14 @@ class WorkerPool:
             worker = self.workers.get(name)
             if worker is None:
                 ctx = self.ctx
-                worker = await ctx.writer.run_batched(
-                    LOAD_WORKERS,
+                record = await ctx.writer.run_batched(
+                    batch.LOAD_WORKERS,
                     (name, ctx.provider_type, ctx.task_run_id, ctx.task_id, ctx.requester_id),
+                )
+                worker = WorkerInfo(
+                    record.worker_id, record.worker_name, assignments=record.assignments,
+                    task_units=record.task_units, granted=record.granted,
+                    blocked=record.blocked, standing_at=time.monotonic(),
                 )
                 self.workers[name] = worker
                 # only first sight needs the lock: later requests find the worker above
@@ -119,7 +125,7 @@ class WorkerPool:
         due, self._standing_due = self._standing_due, {}
         try:
             standing = await self.ctx.writer.read(
-                workers_standing, list(due), self.ctx.requester_id
+                batch.workers_standing, list(due), self.ctx.requester_id
             )
         except Exception as exc:
             for _worker, future in due.values():
@@ -231,7 +237,7 @@ class WorkerPool:
         )
         try:
             await ctx.writer.run_batched(
-                CREATE_AGENTS,
+                batch.CREATE_AGENTS,
                 {
                     "agent_id": agent.agent_id,
                     "worker_id": worker.worker_id,
@@ -280,7 +286,7 @@ class WorkerPool:
         database is unavailable (an outage is often a moment), then None: unknown."""
         for pause in CREATION_CHECK_PAUSES:
             try:
-                return await self.ctx.writer.read(_agent_exists, agent_id)
+                return await self.ctx.writer.read(batch.agent_exists, agent_id)
             except DatabaseUnavailable:
                 await asyncio.sleep(pause)
         return None
@@ -288,7 +294,7 @@ class WorkerPool:
     async def _settle_creation(self, agent: AgentInfo) -> None:
         """Once the database answers again: track the agent if its creation was saved
         (a reload then gets it back), else free its unit."""
-        if await until_saved(lambda: self.ctx.writer.read(_agent_exists, agent.agent_id)):
+        if await until_saved(lambda: self.ctx.writer.read(batch.agent_exists, agent.agent_id)):
             self._track(agent)
             self.ctx.metrics.agent_started()
         else:
@@ -318,7 +324,8 @@ class WorkerPool:
     ) -> AgentInfo:
         ctx = self.ctx
         agent_id = await ctx.writer.run(
-            _create_onboarding_agent, worker.worker_id, ctx.task_id, ctx.task_run_id, ctx.task_type
+            batch.create_onboarding_agent, worker.worker_id, ctx.task_id, ctx.task_run_id,
+            ctx.task_type,
         )
         agent = AgentInfo(
             agent_id=agent_id,
@@ -361,7 +368,7 @@ class WorkerPool:
             qualification = ctx.onboarding_qualification
             assert qualification is not None  # onboarding agents exist only with onboarding
             qualified = await ctx.writer.run(
-                _finish_onboarding, agent.agent_id, agent.worker.worker_id, qualification,
+                batch.finish_onboarding, agent.agent_id, agent.worker.worker_id, qualification,
                 passed, data,
             )
         agent.status = str(AgentState.APPROVED if passed else AgentState.REJECTED)
@@ -419,12 +426,8 @@ class WorkerPool:
 
     async def drop_agent(self, agent: AgentInfo, status: AgentState) -> None:
         """End an agent that did not submit; its unit goes back to other workers."""
-        writer = self.ctx.writer
         with agent.saving():
-            if agent.unit is None:
-                await writer.run(_update_onboarding_status, agent.agent_id, status)
-            else:
-                await writer.run(_update_agent_status, agent.agent_id, status)
+            await self.ctx.writer.run(batch.update_agent_status, agent.agent_id, status)
         self.agent_finished(agent, str(status))
         if agent.unit is not None:
             logger.info("agent %s (%s) ended: %s", agent.agent_id, agent.worker.worker_name, status)
@@ -473,119 +476,6 @@ class WorkerPool:
 _DROPPED = frozenset(str(s) for s in AgentState.dropped())
 
 
-# -- database operations (run on the writer thread) ------------------------------------
-
-
-_LoadItem = tuple[str, str, str, str, str]  # name, provider type, task run, task, requester
-
-
-class _LoadWorkers:
-    """Workers seen for the first time, batched: found or created together; their past
-    agents on this task, qualifications and blocks read with one query each."""
-
-    def run_many(self, db: Any, items: list[_LoadItem]) -> list[WorkerInfo]:
-        context = items[0][1:]
-        if any(item[1:] != context for item in items):
-            return [self.run_one(db, item) for item in items]
-        provider_type, task_run_id, task_id, requester_id = context
-        ids = db.find_or_new_workers([item[0] for item in items], provider_type)
-        infos = {name: WorkerInfo(worker_id=ids[name], worker_name=name) for name in ids}
-        by_id = {info.worker_id: info for info in infos.values()}
-        for agent in db.find_agents(worker_id=list(by_id), task_id=task_id):
-            _count_agent(by_id[agent.worker_id], agent, task_run_id)
-        for worker_id, standing in workers_standing(db, list(by_id), requester_id).items():
-            _set_standing(by_id[worker_id], *standing)
-        return [infos[item[0]] for item in items]
-
-    def run_one(self, db: Any, item: _LoadItem) -> WorkerInfo:
-        return self.run_many(db, [item])[0]
-
-
-LOAD_WORKERS = _LoadWorkers()
-
-
-def _count_agent(info: WorkerInfo, agent: Any, task_run_id: str) -> None:
-    if agent.task_run_id == task_run_id:
-        info.assignments.add(agent.assignment_id)
-    if agent.db_status not in _DROPPED:
-        info.task_units += 1
-
-
-def workers_standing(
-    db: Any, worker_ids: list[str], requester_id: str
-) -> dict[str, tuple[dict[str, int], bool]]:
-    """Each worker's granted qualifications (name -> value) and whether this requester
-    blocked them: three queries whatever the number of workers."""
-    names = {q.db_id: q.qualification_name for q in db.find_qualifications()}
-    granted: dict[str, dict[str, int]] = {worker_id: {} for worker_id in worker_ids}
-    for g in db.check_granted_qualifications(worker_id=worker_ids):
-        if g.qualification_id in names and g.worker_id in granted:
-            granted[g.worker_id][names[g.qualification_id]] = g.value
-    blocked = db.find_blocked_workers(worker_ids, requester_id)
-    return {worker_id: (granted[worker_id], worker_id in blocked) for worker_id in worker_ids}
-
-
 def _set_standing(worker: WorkerInfo, granted: dict[str, int], blocked: bool) -> None:
     worker.granted, worker.blocked = granted, blocked
     worker.standing_at = time.monotonic()
-
-
-class _CreateAgents:
-    """Agent creation, batched: a commit's new agents in two statements."""
-
-    def run_many(self, db: Any, items: list[dict[str, Any]]) -> list[str]:
-        db.create_agents(items)
-        return [item["agent_id"] for item in items]
-
-    def run_one(self, db: Any, item: dict[str, Any]) -> str:
-        return db.new_agent(
-            item["worker_id"], item["unit_id"], item["task_id"], item["task_run_id"],
-            item["assignment_id"], item["task_type"], item["provider_type"],
-            status=item["status"], state=item["state"], agent_id=item["agent_id"],
-        )
-
-
-CREATE_AGENTS = _CreateAgents()
-
-
-def _create_onboarding_agent(
-    db: Any, worker_id: str, task_id: str, task_run_id: str, task_type: str
-) -> str:
-    return db.new_onboarding_agent(
-        worker_id, task_id, task_run_id, task_type, status=AgentState.ONBOARDING
-    )
-
-
-def _finish_onboarding(
-    db: Any, agent_id: str, worker_id: str, qualification: str, passed: bool, data: dict[str, Any]
-) -> bool:
-    """Record an onboarding's outcome; True if the worker now holds the qualification.
-    A failure recorded before (another run, another tab) stands until a requester
-    clears it: a pass does not overturn it."""
-    status = AgentState.APPROVED if passed else AgentState.REJECTED
-    db.update_onboarding_agent(agent_id, status=status, state=data)
-    found = db.find_qualifications(qualification_name=qualification)
-    qid = found[0].db_id if found else db.make_qualification(qualification)
-    if passed:
-        held = db.check_granted_qualifications(qualification_id=qid, worker_id=worker_id)
-        if held and not held[0].value:
-            return False
-    db.grant_qualification(qid, worker_id, 1 if passed else 0)
-    return passed
-
-
-def _agent_exists(db: Any, agent_id: str) -> bool:
-    try:
-        db.get_agent(agent_id)
-    except EntryDoesNotExist:
-        return False
-    return True
-
-
-def _update_agent_status(db: Any, agent_id: str, status: str) -> None:
-    db.update_agent(agent_id, status=status)
-
-
-def _update_onboarding_status(db: Any, agent_id: str, status: str) -> None:
-    db.update_onboarding_agent(agent_id, status=status)
-

@@ -75,6 +75,12 @@ class ConnectionLimits:
     retry_after: int = 5  # seconds, in the 503 answered past max_connections
 
 
+# After a refusal, what a client still sends is read and dropped for this long, or up to
+# this many bytes, before the connection is closed (see `_refuse`).
+LINGER_SECONDS = 2.0
+LINGER_BYTES = 16 * 2**20
+
+
 def raise_open_files_limit() -> int | None:
     """Raise this process's soft RLIMIT_NOFILE to its hard limit; return the soft limit
     (None where there is no such limit, on Windows).
@@ -203,6 +209,7 @@ class LimitedHttpProtocol(HttpToolsProtocol):
         self._head_timer: asyncio.TimerHandle | None = None
         self._body_timer: asyncio.TimerHandle | None = None
         self._body_seen = 0.0
+        self._lingering: int | None = None  # after a refusal: bytes dropped since
 
     # -- connection -------------------------------------------------------------------
 
@@ -226,6 +233,11 @@ class LimitedHttpProtocol(HttpToolsProtocol):
         super().connection_lost(exc)
 
     def data_received(self, data: bytes | memoryview) -> None:
+        if self._lingering is not None:  # refused: dropped, up to a point
+            self._lingering += len(data)
+            if self._lingering > LINGER_BYTES:
+                self.transport.close()
+            return
         if self.timeout_keep_alive_task is not None:
             self.timeout_keep_alive_task.cancel()
             self.timeout_keep_alive_task = None
@@ -379,13 +391,22 @@ class LimitedHttpProtocol(HttpToolsProtocol):
 
     def _refuse(self, status: int, message: str) -> None:
         """Answer `status` with `{"error": message}` (unless the app already started an
-        answer on this connection) and close, reading nothing more."""
+        answer on this connection) and close. The close lingers: our side is shut for
+        writing at once, and what the client still sends is read and dropped (for at most
+        LINGER_SECONDS and LINGER_BYTES), because closing with unread data makes the
+        kernel reset the connection, and a reset can destroy the answer before the
+        client reads it."""
         _refused(message)
         self._cancel_timers()
         cycle = self.cycle
         if cycle is None or cycle.response_complete or not cycle.response_started:
             self.transport.write(self._answer(status, message))
-        self.transport.close()
+        self._lingering = 0
+        if self.transport.can_write_eof():
+            self.transport.write_eof()
+            self.loop.call_later(LINGER_SECONDS, self.transport.close)
+        else:
+            self.transport.close()
 
     def _answer(self, status: int, message: str, extra_headers: bytes = b"") -> bytes:
         body = json.dumps({"error": message}).encode()

@@ -25,6 +25,7 @@ from mephisto.data_model.status import (
     AssignmentState,
 )
 from mephisto.data_model.unit import Unit
+from mephisto.db import batch
 from mephisto.errors import (
     DatabaseError,
     EntryAlreadyExists,
@@ -58,7 +59,7 @@ class Run:
         )
 
     def units(self, n: int = 1, per_assignment: int = 1, status: str = "launched") -> list[str]:
-        created = self.db.new_assignments_with_units(
+        created = batch.new_assignments_with_units(self.db,
             self.task_run_id,
             [{"shared": {"i": i}, "unit_data": [{}] * per_assignment} for i in range(n)],
             pay_amount=0.25,
@@ -193,11 +194,11 @@ class MephistoDBContract:
 
     def test_find_or_new_workers_in_bulk(self, db: Any) -> None:
         existing = db.new_worker("old", "mock")
-        ids = db.find_or_new_workers(["old", "new1", "new2", "new1"], "mock")
+        ids = batch.find_or_new_workers(db, ["old", "new1", "new2", "new1"], "mock")
         assert set(ids) == {"old", "new1", "new2"} and ids["old"] == existing
-        assert db.find_or_new_workers(["new2"], "mock") == {"new2": ids["new2"]}
+        assert batch.find_or_new_workers(db, ["new2"], "mock") == {"new2": ids["new2"]}
         assert len(db.find_workers(provider_type="mock")) == 3
-        assert db.find_or_new_workers([], "mock") == {}
+        assert batch.find_or_new_workers(db, [], "mock") == {}
 
     def test_duplicate_unit_index(self, db: Any, run: Run) -> None:
         unit = db.get_unit(run.units(1)[0])
@@ -218,7 +219,7 @@ class MephistoDBContract:
     # -- bulk creation ------------------------------------------------------------------
 
     def test_bulk_creation(self, db: Any, run: Run) -> None:
-        created = db.new_assignments_with_units(
+        created = batch.new_assignments_with_units(db,
             run.task_run_id,
             [{"shared": {"i": i}} for i in range(50)],
             pay_amount=0.5,
@@ -238,11 +239,11 @@ class MephistoDBContract:
 
     def test_bulk_creation_bad_input_changes_nothing(self, db: Any, run: Run) -> None:
         with pytest.raises(DatabaseError):
-            db.new_assignments_with_units(run.task_run_id, [{}, {}], 0.5, units_per_assignment=[1])
+            batch.new_assignments_with_units(db, run.task_run_id, [{}, {}], 0.5, units_per_assignment=[1])
         with pytest.raises(DatabaseError):
-            db.new_assignments_with_units(run.task_run_id, [{}], 0.5, units_per_assignment=0)
+            batch.new_assignments_with_units(db, run.task_run_id, [{}], 0.5, units_per_assignment=0)
         with pytest.raises(EntryDoesNotExist):
-            db.new_assignments_with_units("999", [{}], 0.5)
+            batch.new_assignments_with_units(db, "999", [{}], 0.5)
         assert db.find_assignments() == [] and db.find_units() == []
 
     def test_bulk_creation_twice_keeps_ids_distinct(self, db: Any, run: Run) -> None:
@@ -252,7 +253,7 @@ class MephistoDBContract:
 
     def test_find_units_filters(self, db: Any, run: Run) -> None:
         units = run.units(6)
-        db.update_units_status(units[:2], "assigned")
+        batch.update_units_status(db, units[:2], "assigned")
         other = Run(db, "task-b")
         other.units(3)
         assert [u.db_id for u in db.find_units(task_run_id=run.task_run_id, status="assigned")] == units[:2]
@@ -297,13 +298,13 @@ class MephistoDBContract:
         units = run.units(4)
         db.update_unit(units[0], status="assigned")
         db.update_unit(units[0], status="completed")
-        assert db.update_units_status(units, "expired") == 3
+        assert batch.update_units_status(db, units, "expired") == 3
         assert db.get_unit(units[0])["status"] == "completed"
 
     def test_bulk_status_changes_exactly_the_units_named(self, db: Any, run: Run) -> None:
         units = run.units(1200, status="created")
         chosen = units[3:900:7] + units[900:1100] + [units[0], units[-1], units[5]]
-        assert db.update_units_status(chosen, "launched") == len(set(chosen))
+        assert batch.update_units_status(db, chosen, "launched") == len(set(chosen))
         statuses = {u.db_id: u.db_status for u in db.find_units(task_run_id=run.task_run_id)}
         assert {u for u, st in statuses.items() if st == "launched"} == set(chosen)
 
@@ -413,12 +414,12 @@ class MephistoDBContract:
     def test_bulk_create_and_complete_agents(self, db: Any, run: Run) -> None:
         units = run.units(3)
         rows = self._agent_rows(db, run, units, ["a", "b", "c"])
-        db.create_agents(rows)
+        batch.create_agents(db, rows)
         for row in rows:
             unit = db.get_unit(row["unit_id"])
             assert (unit["status"], unit["agent_id"]) == ("assigned", row["agent_id"])
             assert db.get_agent(row["agent_id"])["state"] == {"inputs": {"u": row["unit_id"]}}
-        db.complete_agents([(r["agent_id"], r["unit_id"], {"outputs": i}) for i, r in enumerate(rows)])
+        batch.complete_agents(db, [(r["agent_id"], r["unit_id"], {"outputs": i}) for i, r in enumerate(rows)])
         assert db.get_unit_status_counts(run.task_run_id) == {"completed": 3}
         assert [db.get_agent(r["agent_id"])["state"] for r in rows] == [
             {"inputs": {"u": r["unit_id"]}, "outputs": i} for i, r in enumerate(rows)
@@ -428,20 +429,20 @@ class MephistoDBContract:
         units = run.units(2)
         db.update_unit(units[1], status="expired")
         with pytest.raises(InvalidTransition):
-            db.create_agents(self._agent_rows(db, run, units, ["a", "b"]))
+            batch.create_agents(db, self._agent_rows(db, run, units, ["a", "b"]))
         assert db.find_agents() == []
         assert db.get_unit(units[0])["status"] == "launched"
         rows = self._agent_rows(db, run, units[:1], ["a"])
-        db.create_agents(rows)
+        batch.create_agents(db, rows)
         with pytest.raises(EntryAlreadyExists):  # same worker, same assignment
-            db.create_agents(self._agent_rows(db, run, units[:1], ["a"]))
+            batch.create_agents(db, self._agent_rows(db, run, units[:1], ["a"]))
 
     def test_bulk_complete_refuses_inactive_agents(self, db: Any, run: Run) -> None:
         u1, u2 = run.units(2)
         a1, a2 = run.agent(u1, "a"), run.agent(u2, "b")
         db.update_agent(a2, status="timeout")
         with pytest.raises(InvalidTransition):
-            db.complete_agents([(a1, u1, {"x": 1}), (a2, u2, {"x": 2})])
+            batch.complete_agents(db, [(a1, u1, {"x": 1}), (a2, u2, {"x": 2})])
         assert db.get_agent(a1)["status"] == "in task"
         assert db.get_unit(u1)["status"] == "assigned"
 
@@ -449,7 +450,7 @@ class MephistoDBContract:
         (unit_id,) = run.units(1)
         agent_id = run.agent(unit_id, "a", status="none")  # none -> completed is not legal
         with pytest.raises(InvalidTransition):
-            db.complete_agents([(agent_id, unit_id, {"x": 1})])
+            batch.complete_agents(db, [(agent_id, unit_id, {"x": 1})])
         with pytest.raises(InvalidTransition):
             db.update_agent(agent_id, status="completed")
         assert db.get_agent(agent_id)["status"] == "none"
@@ -460,13 +461,13 @@ class MephistoDBContract:
     def test_a_completion_is_never_rewritten(self, db: Any, run: Run, path: str) -> None:
         (unit_id,) = run.units(1)
         agent_id = run.agent(unit_id)
-        db.complete_agents([(agent_id, unit_id, {"outputs": {"answer": 1}})])
+        batch.complete_agents(db, [(agent_id, unit_id, {"outputs": {"answer": 1}})])
         before = db.get_agent(agent_id)
         with pytest.raises(InvalidTransition):
             if path == "single":
                 db.update_agent(agent_id, status="completed", state={"outputs": {"answer": 2}})
             else:
-                db.complete_agents([(agent_id, unit_id, {"outputs": {"answer": 2}})])
+                batch.complete_agents(db, [(agent_id, unit_id, {"outputs": {"answer": 2}})])
         with pytest.raises(InvalidTransition):
             db.update_agent(agent_id, status="completed")
         with pytest.raises(InvalidTransition):  # a state write cannot replace the outputs
@@ -485,7 +486,7 @@ class MephistoDBContract:
         if path == "single":
             db.update_agent(agent_id, status="completed", state=submitted)
         else:
-            db.complete_agents([(agent_id, unit_id, submitted)])
+            batch.complete_agents(db, [(agent_id, unit_id, submitted)])
         state = db.get_agent(agent_id)["state"]
         assert state["metadata"] == {"feedback": "fine", "time": 3}
         assert state["outputs"] == {"answer": 1} and state["times"]["task_end"] == 2.0
@@ -641,8 +642,8 @@ class MephistoDBContract:
         db.block_worker(b.db_id, requester.db_id, "spam")
         db.block_worker(b.db_id, other, "spam")
         ids = [a.db_id, b.db_id, c.db_id]
-        assert db.find_blocked_workers(ids, requester.db_id) == {a.db_id, b.db_id}
-        assert db.find_blocked_workers(ids, other) == {b.db_id}
-        assert db.find_blocked_workers(ids) == {a.db_id, b.db_id}
-        assert db.find_blocked_workers([c.db_id]) == set()
-        assert db.find_blocked_workers([]) == set()
+        assert batch.find_blocked_workers(db, ids, requester.db_id) == {a.db_id, b.db_id}
+        assert batch.find_blocked_workers(db, ids, other) == {b.db_id}
+        assert batch.find_blocked_workers(db, ids) == {a.db_id, b.db_id}
+        assert batch.find_blocked_workers(db, [c.db_id]) == set()
+        assert batch.find_blocked_workers(db, []) == set()

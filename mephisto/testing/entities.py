@@ -20,6 +20,7 @@ from mephisto.data_model.requester import Requester
 from mephisto.data_model.status import AgentState, AssignmentState
 from mephisto.data_model.task_run import TaskRun, TaskRunArgs
 from mephisto.data_model.unit import Unit
+from mephisto.db import batch
 from mephisto.errors import EntryDoesNotExist
 
 MOCK = "mock"  # the provider and task type of everything made here
@@ -116,7 +117,7 @@ def make_completed_unit(db: Any) -> str:
     if not workers or not runs:
         raise EntryDoesNotExist("make_completed_unit needs a worker and an incomplete run")
     worker, run = workers[-1], runs[-1]
-    [(assignment_id, [unit_id])] = db.new_assignments_with_units(
+    [(assignment_id, [unit_id])] = batch.new_assignments_with_units(db,
         run.db_id, [None], pay_amount=0.2, status=AssignmentState.LAUNCHED
     )
     agent_id = db.new_agent(worker.db_id, unit_id, run.task_id, run.db_id, assignment_id,

@@ -260,7 +260,7 @@ class DBWriter:
         """After a call failed inside the shared transaction: raise if that transaction
         is gone (an outage, or a rollback the database did by itself), so no later call
         runs outside it and nobody is told their write was kept."""
-        if classify_outage(exc) is not None or transaction_lost(self.db._tx.current):
+        if classify_outage(exc) is not None or transaction_lost(self.db.current_connection):
             raise exc
 
     def _commit_lone_item(self, kind: Batch, item: Any) -> list[Outcome]:
@@ -322,7 +322,7 @@ class DBWriter:
 
     def _one(self, fn: Callable[..., Any], *args: Any) -> Outcome:
         try:
-            with self.db._tx.savepoint():
+            with self.db.savepoint():
                 return fn(self.db, *args), None
         except Exception as exc:  # reported to that caller only
             self._check_transaction(exc)
@@ -335,7 +335,7 @@ class DBWriter:
             return [self._one(op.fn, *op.args) for op in ops]  # type: ignore[arg-type]
         items = [op.args[0] for op in ops]
         try:
-            with self.db._tx.savepoint():
+            with self.db.savepoint():
                 results = kind.run_many(self.db, items)
             return [(r, None) for r in results]
         except Exception as exc:
