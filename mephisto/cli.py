@@ -8,13 +8,16 @@ import logging
 import sys
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 from rich.console import Console
 from rich.table import Table
 
 from mephisto.errors import ConfigError, MephistoError
+
+if TYPE_CHECKING:
+    from mephisto.db.database import MephistoDB
 
 console = Console(stderr=False)
 err_console = Console(stderr=True)
@@ -200,7 +203,7 @@ def _simulate(url: str, num_workers: int) -> None:
     ).start()
 
 
-def _show_results(db: Any, task_run_id: str, limit: int = 5) -> None:
+def _show_results(db: MephistoDB, task_run_id: str, limit: int = 5) -> None:
     table = Table(title=f"first results of run {task_run_id}")
     for col in ("unit", "worker", "sentence", "answer"):
         table.add_column(col)
@@ -316,7 +319,7 @@ def bench(task_source: str | None, threshold_ms: float, levels: list[int],
                       f"requests) already at {levels[0]} workers.", soft_wrap=True)
 
 
-def _bench_level(db: Any, source: str, level: int, units: int, load_process: Any) -> dict[str, Any]:
+def _bench_level(db: MephistoDB, source: str, level: int, units: int, load_process: Any) -> dict[str, Any]:
     """One level: a fresh run served by its own operator, completed by the load process."""
     from mephisto.abstractions.blueprints.static_task import SharedStaticTaskState
     from mephisto.operations.operator import Operator

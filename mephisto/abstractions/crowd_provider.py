@@ -26,7 +26,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
+
+if TYPE_CHECKING:
+    from mephisto.db.database import MephistoDB
 
 
 @dataclass
@@ -41,7 +44,7 @@ class CrowdProvider:
     PROVIDER_TYPE: ClassVar[str | None] = None
     ArgsClass: ClassVar[type[Any]] = ProviderArgs
 
-    def __init__(self, db: Any, args: Any = None) -> None:
+    def __init__(self, db: MephistoDB, args: Any = None) -> None:
         self.db = db
         self.args = args
 
@@ -49,7 +52,7 @@ class CrowdProvider:
     def assert_task_args(cls, args: Any, shared_state: Any) -> None:
         """Raise `ConfigError` for provider configuration that cannot work."""
 
-    def get_requester(self, db: Any, args: Any) -> Any:
+    def get_requester(self, db: MephistoDB, args: Any) -> Any:
         raise NotImplementedError
 
     def setup_resources_for_task_run(

@@ -37,10 +37,13 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from mephisto.db.engine import Outage, classify_outage, transaction_lost
 from mephisto.errors import DatabaseUnavailable, ShutdownError
+
+if TYPE_CHECKING:
+    from mephisto.db.database import MephistoDB
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -51,9 +54,9 @@ _STOP = object()
 class Batch(Protocol):
     """A kind of write that many callers' items can share one statement for."""
 
-    def run_many(self, db: Any, items: list[Any]) -> list[Any]: ...
+    def run_many(self, db: MephistoDB, items: list[Any]) -> list[Any]: ...
 
-    def run_one(self, db: Any, item: Any) -> Any: ...
+    def run_one(self, db: MephistoDB, item: Any) -> Any: ...
 
 
 class _Op:
@@ -152,7 +155,7 @@ def _resolve(future: asyncio.Future[Any], result: Any, error: BaseException | No
 
 
 class DBWriter:
-    def __init__(self, db: Any, max_batch: int = 1000, read_threads: int = 4) -> None:
+    def __init__(self, db: MephistoDB, max_batch: int = 1000, read_threads: int = 4) -> None:
         self.db = db
         self.max_batch = max_batch
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()

@@ -16,7 +16,7 @@ import gc
 import logging
 import threading
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mephisto.db.writer import DBWriter
 from mephisto.errors import ConfigError, MephistoError
@@ -24,6 +24,9 @@ from mephisto.operations.hydra_config import resolve_run_config
 from mephisto.operations.live_task_run import LiveTaskRun
 from mephisto.utils.args import Args
 from mephisto.utils.memory import gc_paused
+
+if TYPE_CHECKING:
+    from mephisto.db.database import MephistoDB
 
 logger = logging.getLogger(__name__)
 
@@ -55,7 +58,7 @@ def _tune_gc_for_serving() -> None:
 
 
 class Operator:
-    def __init__(self, db: Any = None) -> None:
+    def __init__(self, db: MephistoDB | None = None) -> None:
         if db is None:
             from mephisto.db import MephistoDB
 

@@ -26,6 +26,7 @@ from mephisto.data_model.status import (
 )
 from mephisto.data_model.unit import Unit
 from mephisto.db import batch
+from mephisto.db.database import MephistoDB
 from mephisto.errors import (
     DatabaseError,
     EntryAlreadyExists,
@@ -50,7 +51,7 @@ _ILLEGAL_AGENT = [
 class Run:
     """A requester, task and task run to hang units on."""
 
-    def __init__(self, db: Any, name: str = "task-a") -> None:
+    def __init__(self, db: MephistoDB, name: str = "task-a") -> None:
         self.db = db
         self.requester_id = db.new_requester(f"req-{name}", "mock")
         self.task_id = db.new_task(name, "mock")
@@ -91,32 +92,33 @@ class MephistoDBContract:
         raise NotImplementedError("subclasses provide a `db` fixture")
 
     @pytest.fixture
-    def run(self, db: Any) -> Run:
+    def run(self, db: MephistoDB) -> Run:
         return Run(db)
 
     # -- create / get / find ------------------------------------------------------
 
-    def test_project_roundtrip(self, db: Any) -> None:
+    def test_project_roundtrip(self, db: MephistoDB) -> None:
         pid = db.new_project("proj")
         assert db.get_project(pid)["project_name"] == "proj"
         assert [p.db_id for p in db.find_projects(project_name="proj")] == [pid]
         assert db.find_projects(project_name="other") == []
 
-    def test_task_roundtrip_and_update(self, db: Any) -> None:
+    def test_task_roundtrip_and_update(self, db: MephistoDB) -> None:
         pid = db.new_project("proj")
         tid = db.new_task("my-task", "static_task", project_id=pid)
         row = db.get_task(tid)
         assert (row["task_name"], row["task_type"], row["project_id"]) == ("my-task", "static_task", pid)
         db.update_task(tid, task_name="renamed")
         assert db.find_tasks(task_name="renamed")[0].db_id == tid
-        assert db.find_tasks(project_id=pid)[0].get_project().project_name == "proj"
+        project = db.find_tasks(project_id=pid)[0].get_project()
+        assert project is not None and project.project_name == "proj"
 
-    def test_ids_are_strings(self, db: Any, run: Run) -> None:
+    def test_ids_are_strings(self, db: MephistoDB, run: Run) -> None:
         assert isinstance(run.task_run_id, str)
         unit = db.get_unit(run.units(1)[0])
         assert all(isinstance(unit[k], str) for k in ("unit_id", "assignment_id", "task_run_id"))
 
-    def test_task_run_fields(self, db: Any, run: Run) -> None:
+    def test_task_run_fields(self, db: MephistoDB, run: Run) -> None:
         tr = db.find_task_runs(task_id=run.task_id)[0]
         assert (tr.provider_type, tr.task_type, tr.is_completed, tr.sandbox) == ("mock", "mock", False, True)
         assert tr.args.task.task_title == "t"
@@ -125,7 +127,7 @@ class MephistoDBContract:
         assert tr.get_is_completed() is True
         assert db.find_task_runs(is_completed=False) == []
 
-    def test_get_missing_raises(self, db: Any) -> None:
+    def test_get_missing_raises(self, db: MephistoDB) -> None:
         for getter in ("get_project", "get_task", "get_task_run", "get_assignment", "get_unit",
                        "get_worker", "get_requester", "get_qualification"):
             with pytest.raises(EntryDoesNotExist):
@@ -137,7 +139,7 @@ class MephistoDBContract:
         with pytest.raises(EntryDoesNotExist):
             db.get_onboarding_agent("onboarding_nope")
 
-    def test_update_missing_raises(self, db: Any) -> None:
+    def test_update_missing_raises(self, db: MephistoDB) -> None:
         with pytest.raises(EntryDoesNotExist):
             db.update_task("999", task_name="x")
         with pytest.raises(EntryDoesNotExist):
@@ -147,13 +149,13 @@ class MephistoDBContract:
         with pytest.raises(EntryDoesNotExist):
             db.update_agent("nope", status="completed")
 
-    def test_missing_reference_raises(self, db: Any, run: Run) -> None:
+    def test_missing_reference_raises(self, db: MephistoDB, run: Run) -> None:
         with pytest.raises(EntryDoesNotExist):
             db.new_unit(run.task_id, run.task_run_id, run.requester_id, "999", 0, 1.0, "mock", "mock")
         with pytest.raises(EntryDoesNotExist):
             db.new_task_run("999", run.requester_id, "", "mock", "mock")
 
-    def test_empty_names_rejected(self, db: Any) -> None:
+    def test_empty_names_rejected(self, db: MephistoDB) -> None:
         for call in (lambda: db.new_task("", "mock"), lambda: db.new_worker("", "mock"),
                      lambda: db.make_qualification(""), lambda: db.new_requester("", "mock")):
             with pytest.raises(DatabaseError):
@@ -161,20 +163,20 @@ class MephistoDBContract:
 
     # -- unique constraints ---------------------------------------------------------
 
-    def test_duplicate_task_name(self, db: Any) -> None:
+    def test_duplicate_task_name(self, db: MephistoDB) -> None:
         db.new_task("same", "mock")
         with pytest.raises(EntryAlreadyExists):
             db.new_task("same", "static_task")
         assert len(db.find_tasks(task_name="same")) == 1
 
-    def test_duplicate_task_name_on_rename(self, db: Any) -> None:
+    def test_duplicate_task_name_on_rename(self, db: MephistoDB) -> None:
         db.new_task("a", "mock")
         b = db.new_task("b", "mock")
         with pytest.raises(EntryAlreadyExists):
             db.update_task(b, task_name="a")
         assert db.get_task(b)["task_name"] == "b"
 
-    def test_duplicate_project_requester_qualification(self, db: Any) -> None:
+    def test_duplicate_project_requester_qualification(self, db: MephistoDB) -> None:
         db.new_project("p")
         db.new_requester("r", "mock")
         db.make_qualification("q")
@@ -185,14 +187,14 @@ class MephistoDBContract:
         with pytest.raises(EntryAlreadyExists):
             db.make_qualification("q")
 
-    def test_duplicate_worker_per_provider(self, db: Any) -> None:
+    def test_duplicate_worker_per_provider(self, db: MephistoDB) -> None:
         db.new_worker("alice", "mock")
         db.new_worker("alice", "mturk")  # same person name on another provider is fine
         with pytest.raises(EntryAlreadyExists):
             db.new_worker("alice", "mock")
         assert db.find_or_new_worker("alice", "mock").db_id == db.find_workers("alice", "mock")[0].db_id
 
-    def test_find_or_new_workers_in_bulk(self, db: Any) -> None:
+    def test_find_or_new_workers_in_bulk(self, db: MephistoDB) -> None:
         existing = db.new_worker("old", "mock")
         ids = batch.find_or_new_workers(db, ["old", "new1", "new2", "new1"], "mock")
         assert set(ids) == {"old", "new1", "new2"} and ids["old"] == existing
@@ -200,13 +202,13 @@ class MephistoDBContract:
         assert len(db.find_workers(provider_type="mock")) == 3
         assert batch.find_or_new_workers(db, [], "mock") == {}
 
-    def test_duplicate_unit_index(self, db: Any, run: Run) -> None:
+    def test_duplicate_unit_index(self, db: MephistoDB, run: Run) -> None:
         unit = db.get_unit(run.units(1)[0])
         with pytest.raises(EntryAlreadyExists):
             db.new_unit(run.task_id, run.task_run_id, run.requester_id, unit["assignment_id"], 0,
                         1.0, "mock", "mock")
 
-    def test_one_agent_per_worker_per_assignment(self, db: Any, run: Run) -> None:
+    def test_one_agent_per_worker_per_assignment(self, db: MephistoDB, run: Run) -> None:
         u0, u1 = run.units(1, per_assignment=2)
         run.agent(u0, "w1")
         with pytest.raises(EntryAlreadyExists):
@@ -218,7 +220,7 @@ class MephistoDBContract:
 
     # -- bulk creation ------------------------------------------------------------------
 
-    def test_bulk_creation(self, db: Any, run: Run) -> None:
+    def test_bulk_creation(self, db: MephistoDB, run: Run) -> None:
         created = batch.new_assignments_with_units(db,
             run.task_run_id,
             [{"shared": {"i": i}} for i in range(50)],
@@ -237,7 +239,7 @@ class MephistoDBContract:
             assert all(u.db_status == "created" and u.pay_amount == 0.5 for u in units)
         assert db.get_unit_status_counts(run.task_run_id) == {"created": 75}
 
-    def test_bulk_creation_bad_input_changes_nothing(self, db: Any, run: Run) -> None:
+    def test_bulk_creation_bad_input_changes_nothing(self, db: MephistoDB, run: Run) -> None:
         with pytest.raises(DatabaseError):
             batch.new_assignments_with_units(db, run.task_run_id, [{}, {}], 0.5, units_per_assignment=[1])
         with pytest.raises(DatabaseError):
@@ -246,12 +248,12 @@ class MephistoDBContract:
             batch.new_assignments_with_units(db, "999", [{}], 0.5)
         assert db.find_assignments() == [] and db.find_units() == []
 
-    def test_bulk_creation_twice_keeps_ids_distinct(self, db: Any, run: Run) -> None:
+    def test_bulk_creation_twice_keeps_ids_distinct(self, db: MephistoDB, run: Run) -> None:
         first = run.units(10)
         second = run.units(10)
         assert len(set(first) | set(second)) == 20
 
-    def test_find_units_filters(self, db: Any, run: Run) -> None:
+    def test_find_units_filters(self, db: MephistoDB, run: Run) -> None:
         units = run.units(6)
         batch.update_units_status(db, units[:2], "assigned")
         other = Run(db, "task-b")
@@ -265,7 +267,7 @@ class MephistoDBContract:
     # -- status transitions ---------------------------------------------------------------
 
     @pytest.mark.parametrize(("old", "new"), _ILLEGAL_UNIT)
-    def test_illegal_unit_transition(self, db: Any, run: Run, old: str, new: str) -> None:
+    def test_illegal_unit_transition(self, db: MephistoDB, run: Run, old: str, new: str) -> None:
         (unit_id,) = run.units(1, status=old)
         with pytest.raises(InvalidTransition) as info:
             db.update_unit(unit_id, status=new)
@@ -273,7 +275,7 @@ class MephistoDBContract:
         assert db.get_unit(unit_id)["status"] == old
 
     @pytest.mark.parametrize(("old", "new"), _ILLEGAL_AGENT)
-    def test_illegal_agent_transition(self, db: Any, run: Run, old: str, new: str) -> None:
+    def test_illegal_agent_transition(self, db: MephistoDB, run: Run, old: str, new: str) -> None:
         (unit_id,) = run.units(1)
         agent_id = run.agent(unit_id, status=old)
         with pytest.raises(InvalidTransition):
@@ -281,27 +283,27 @@ class MephistoDBContract:
         assert db.get_agent(agent_id)["status"] == old
 
     @pytest.mark.parametrize(("old", "new"), _ILLEGAL_AGENT[:20])
-    def test_illegal_onboarding_transition(self, db: Any, run: Run, old: str, new: str) -> None:
+    def test_illegal_onboarding_transition(self, db: MephistoDB, run: Run, old: str, new: str) -> None:
         worker = db.find_or_new_worker("w", "mock")
         oid = db.new_onboarding_agent(worker.db_id, run.task_id, run.task_run_id, "mock", status=old)
         with pytest.raises(InvalidTransition):
             db.update_onboarding_agent(oid, status=new)
         assert db.get_onboarding_agent(oid)["status"] == old
 
-    def test_legal_unit_lifecycle(self, db: Any, run: Run) -> None:
+    def test_legal_unit_lifecycle(self, db: MephistoDB, run: Run) -> None:
         (unit_id,) = run.units(1, status="created")
         for status in ("launched", "assigned", "completed", "accepted"):
             db.update_unit(unit_id, status=status)
             assert db.get_unit(unit_id)["status"] == status
 
-    def test_bulk_status_skips_illegal(self, db: Any, run: Run) -> None:
+    def test_bulk_status_skips_illegal(self, db: MephistoDB, run: Run) -> None:
         units = run.units(4)
         db.update_unit(units[0], status="assigned")
         db.update_unit(units[0], status="completed")
         assert batch.update_units_status(db, units, "expired") == 3
         assert db.get_unit(units[0])["status"] == "completed"
 
-    def test_bulk_status_changes_exactly_the_units_named(self, db: Any, run: Run) -> None:
+    def test_bulk_status_changes_exactly_the_units_named(self, db: MephistoDB, run: Run) -> None:
         units = run.units(1200, status="created")
         chosen = units[3:900:7] + units[900:1100] + [units[0], units[-1], units[5]]
         assert batch.update_units_status(db, chosen, "launched") == len(set(chosen))
@@ -310,7 +312,7 @@ class MephistoDBContract:
 
     # -- agents move their units ----------------------------------------------------------
 
-    def test_new_agent_assigns_unit(self, db: Any, run: Run) -> None:
+    def test_new_agent_assigns_unit(self, db: MephistoDB, run: Run) -> None:
         (unit_id,) = run.units(1)
         agent_id = run.agent(unit_id)
         unit = Unit(db, unit_id)
@@ -320,11 +322,11 @@ class MephistoDBContract:
         assert agent.get_status() == AgentState.IN_TASK
         assert unit.worker_id == agent.worker_id
 
-    def test_agent_ids_are_unguessable(self, db: Any, run: Run) -> None:
+    def test_agent_ids_are_unguessable(self, db: MephistoDB, run: Run) -> None:
         ids = [run.agent(u, f"w{i}") for i, u in enumerate(run.units(3))]
         assert len(set(ids)) == 3 and all(len(i) >= 20 for i in ids)
 
-    def test_new_agent_on_taken_unit_changes_nothing(self, db: Any, run: Run) -> None:
+    def test_new_agent_on_taken_unit_changes_nothing(self, db: MephistoDB, run: Run) -> None:
         (unit_id,) = run.units(1)
         first = run.agent(unit_id, "w1")
         with pytest.raises(InvalidTransition):
@@ -332,7 +334,7 @@ class MephistoDBContract:
         assert [a.db_id for a in db.find_agents(unit_id=unit_id)] == [first]
         assert db.get_unit(unit_id)["agent_id"] == first
 
-    def test_submit_completes_unit(self, db: Any, run: Run) -> None:
+    def test_submit_completes_unit(self, db: MephistoDB, run: Run) -> None:
         (unit_id,) = run.units(1)
         agent = Agent(db, run.agent(unit_id))
         agent.mark_done({"answer": 42})
@@ -344,7 +346,7 @@ class MephistoDBContract:
         assert db.get_unit(unit_id)["status"] == "accepted"
 
     @pytest.mark.parametrize("dropped", ["timeout", "returned", "disconnect", "expired"])
-    def test_dropped_agent_frees_unit(self, db: Any, run: Run, dropped: str) -> None:
+    def test_dropped_agent_frees_unit(self, db: MephistoDB, run: Run, dropped: str) -> None:
         (unit_id,) = run.units(1)
         agent_id = run.agent(unit_id, "w1")
         db.update_agent(agent_id, status=dropped)
@@ -354,14 +356,14 @@ class MephistoDBContract:
         assigned = Unit(db, unit_id).get_assigned_agent()
         assert assigned is not None and assigned.get_worker().worker_name == "w2"
 
-    def test_late_agent_change_leaves_expired_unit(self, db: Any, run: Run) -> None:
+    def test_late_agent_change_leaves_expired_unit(self, db: MephistoDB, run: Run) -> None:
         (unit_id,) = run.units(1)
         agent_id = run.agent(unit_id)
         db.update_unit(unit_id, status="expired")
         db.update_agent(agent_id, status="expired")
         assert db.get_unit(unit_id)["status"] == "expired"
 
-    def test_reject_and_soft_reject_move_unit(self, db: Any, run: Run) -> None:
+    def test_reject_and_soft_reject_move_unit(self, db: MephistoDB, run: Run) -> None:
         u1, u2 = run.units(2)
         a1, a2 = Agent(db, run.agent(u1, "w1")), Agent(db, run.agent(u2, "w2"))
         a1.mark_done({})
@@ -371,7 +373,7 @@ class MephistoDBContract:
         assert db.get_unit(u1)["status"] == "rejected"
         assert db.get_unit(u2)["status"] == "soft_rejected"
 
-    def test_agent_state_roundtrip(self, db: Any, run: Run) -> None:
+    def test_agent_state_roundtrip(self, db: MephistoDB, run: Run) -> None:
         (unit_id,) = run.units(1)
         agent = Agent(db, run.agent(unit_id))
         agent.state.set_data({"inputs": {"x": 1}, "outputs": None, "times": {"task_start": 1.0}})
@@ -379,7 +381,7 @@ class MephistoDBContract:
         assert again.state.inputs == {"x": 1}
         assert again.state.get_task_start() == 1.0
 
-    def test_find_agents_filters(self, db: Any, run: Run) -> None:
+    def test_find_agents_filters(self, db: MephistoDB, run: Run) -> None:
         units = run.units(3)
         ids = [run.agent(u, f"w{i}") for i, u in enumerate(units)]
         db.update_agent(ids[0], status="completed")
@@ -388,7 +390,7 @@ class MephistoDBContract:
         w1 = db.find_workers(worker_name="w1")[0]
         assert [a.db_id for a in w1.get_agents()] == [ids[1]]
 
-    def test_onboarding_agent(self, db: Any, run: Run) -> None:
+    def test_onboarding_agent(self, db: MephistoDB, run: Run) -> None:
         worker = db.find_or_new_worker("w", "mock")
         oid = db.new_onboarding_agent(worker.db_id, run.task_id, run.task_run_id, "mock")
         assert oid.startswith("onboarding_")
@@ -398,7 +400,7 @@ class MephistoDBContract:
         assert agent.get_status() == "completed"
         assert agent.state.outputs == {"a": 1}
 
-    def _agent_rows(self, db: Any, run: Run, units: list[str], names: list[str]) -> list[dict[str, Any]]:
+    def _agent_rows(self, db: MephistoDB, run: Run, units: list[str], names: list[str]) -> list[dict[str, Any]]:
         from mephisto.db.database import new_agent_id
 
         rows = []
@@ -411,7 +413,7 @@ class MephistoDBContract:
             })
         return rows
 
-    def test_bulk_create_and_complete_agents(self, db: Any, run: Run) -> None:
+    def test_bulk_create_and_complete_agents(self, db: MephistoDB, run: Run) -> None:
         units = run.units(3)
         rows = self._agent_rows(db, run, units, ["a", "b", "c"])
         batch.create_agents(db, rows)
@@ -425,7 +427,7 @@ class MephistoDBContract:
             {"inputs": {"u": r["unit_id"]}, "outputs": i} for i, r in enumerate(rows)
         ]
 
-    def test_bulk_create_agents_all_or_nothing(self, db: Any, run: Run) -> None:
+    def test_bulk_create_agents_all_or_nothing(self, db: MephistoDB, run: Run) -> None:
         units = run.units(2)
         db.update_unit(units[1], status="expired")
         with pytest.raises(InvalidTransition):
@@ -437,7 +439,7 @@ class MephistoDBContract:
         with pytest.raises(EntryAlreadyExists):  # same worker, same assignment
             batch.create_agents(db, self._agent_rows(db, run, units[:1], ["a"]))
 
-    def test_bulk_complete_refuses_inactive_agents(self, db: Any, run: Run) -> None:
+    def test_bulk_complete_refuses_inactive_agents(self, db: MephistoDB, run: Run) -> None:
         u1, u2 = run.units(2)
         a1, a2 = run.agent(u1, "a"), run.agent(u2, "b")
         db.update_agent(a2, status="timeout")
@@ -446,7 +448,7 @@ class MephistoDBContract:
         assert db.get_agent(a1)["status"] == "in task"
         assert db.get_unit(u1)["status"] == "assigned"
 
-    def test_bulk_complete_follows_the_transition_table(self, db: Any, run: Run) -> None:
+    def test_bulk_complete_follows_the_transition_table(self, db: MephistoDB, run: Run) -> None:
         (unit_id,) = run.units(1)
         agent_id = run.agent(unit_id, "a", status="none")  # none -> completed is not legal
         with pytest.raises(InvalidTransition):
@@ -458,7 +460,7 @@ class MephistoDBContract:
     # -- one completion rule, single and bulk; saved state is merged, never overwritten --
 
     @pytest.mark.parametrize("path", ["single", "bulk"])
-    def test_a_completion_is_never_rewritten(self, db: Any, run: Run, path: str) -> None:
+    def test_a_completion_is_never_rewritten(self, db: MephistoDB, run: Run, path: str) -> None:
         (unit_id,) = run.units(1)
         agent_id = run.agent(unit_id)
         batch.complete_agents(db, [(agent_id, unit_id, {"outputs": {"answer": 1}})])
@@ -477,7 +479,7 @@ class MephistoDBContract:
         assert db.get_unit(unit_id)["status"] == "completed"
 
     @pytest.mark.parametrize("path", ["single", "bulk"])
-    def test_metadata_saved_before_the_submit_is_kept(self, db: Any, run: Run, path: str) -> None:
+    def test_metadata_saved_before_the_submit_is_kept(self, db: MephistoDB, run: Run, path: str) -> None:
         (unit_id,) = run.units(1)
         agent_id = run.agent(unit_id)
         db.update_agent(agent_id, state={"metadata": {"feedback": "fine"}})
@@ -495,7 +497,7 @@ class MephistoDBContract:
             "feedback": "fine", "time": 3, "after": True,
         }
 
-    def test_an_active_agent_may_be_set_to_its_status_again(self, db: Any, run: Run) -> None:
+    def test_an_active_agent_may_be_set_to_its_status_again(self, db: MephistoDB, run: Run) -> None:
         (unit_id,) = run.units(1)
         agent_id = run.agent(unit_id)
         db.update_agent(agent_id, status="in task", state={"x": 1})
@@ -504,7 +506,7 @@ class MephistoDBContract:
         with pytest.raises(InvalidTransition):
             db.update_agent(agent_id, status="timeout")
 
-    def test_onboarding_completion_is_never_rewritten(self, db: Any, run: Run) -> None:
+    def test_onboarding_completion_is_never_rewritten(self, db: MephistoDB, run: Run) -> None:
         worker = db.find_or_new_worker("w", "mock")
         oid = db.new_onboarding_agent(worker.db_id, run.task_id, run.task_run_id, "mock",
                                       status="onboarding")
@@ -518,7 +520,7 @@ class MephistoDBContract:
 
     # -- run progress --------------------------------------------------------------------
 
-    def test_assignment_statuses(self, db: Any, run: Run) -> None:
+    def test_assignment_statuses(self, db: MephistoDB, run: Run) -> None:
         units = run.units(2, per_assignment=2)
         db.update_unit(units[0], status="assigned")
         db.update_unit(units[0], status="completed")
@@ -534,7 +536,7 @@ class MephistoDBContract:
         assert tr.update_completion_progress() is True
         assert db.get_task_run(run.task_run_id)["is_completed"] is True
 
-    def test_mixed_assignment(self, db: Any, run: Run) -> None:
+    def test_mixed_assignment(self, db: MephistoDB, run: Run) -> None:
         u0, u1 = run.units(1, per_assignment=2)
         for status in ("assigned", "completed", "accepted"):
             db.update_unit(u0, status=status)
@@ -543,7 +545,7 @@ class MephistoDBContract:
 
     # -- transactions ---------------------------------------------------------------------
 
-    def test_transaction_rolls_back(self, db: Any, run: Run) -> None:
+    def test_transaction_rolls_back(self, db: MephistoDB, run: Run) -> None:
         with pytest.raises(RuntimeError), db.transaction():
             db.new_task("inside", "mock")
             db.new_worker("inside", "mock")
@@ -551,7 +553,7 @@ class MephistoDBContract:
         assert db.find_tasks(task_name="inside") == []
         assert db.find_workers(worker_name="inside") == []
 
-    def test_error_inside_transaction_keeps_the_rest(self, db: Any) -> None:
+    def test_error_inside_transaction_keeps_the_rest(self, db: MephistoDB) -> None:
         with db.transaction():
             db.new_task("a", "mock")
             with pytest.raises(EntryAlreadyExists):
@@ -559,7 +561,7 @@ class MephistoDBContract:
             db.new_task("b", "mock")
         assert {t.task_name for t in db.find_tasks()} == {"a", "b"}
 
-    def test_concurrent_agents_one_unit(self, db: Any, run: Run) -> None:
+    def test_concurrent_agents_one_unit(self, db: MephistoDB, run: Run) -> None:
         (unit_id,) = run.units(1)
         workers = [db.find_or_new_worker(f"w{i}", "mock").db_id for i in range(8)]
         unit = db.get_unit(unit_id)
@@ -585,7 +587,7 @@ class MephistoDBContract:
 
     # -- qualifications and blocks ----------------------------------------------------------
 
-    def test_qualification_grant_and_revoke(self, db: Any) -> None:
+    def test_qualification_grant_and_revoke(self, db: MephistoDB) -> None:
         qid = db.make_qualification("good")
         worker = db.find_or_new_worker("w", "mock")
         assert worker.get_granted_qualification("good") is None
@@ -602,7 +604,7 @@ class MephistoDBContract:
         with pytest.raises(EntryDoesNotExist):
             db.get_granted_qualification(qid, worker.db_id)
 
-    def test_qualification_errors(self, db: Any) -> None:
+    def test_qualification_errors(self, db: MephistoDB) -> None:
         worker = db.find_or_new_worker("w", "mock")
         with pytest.raises(EntryDoesNotExist):
             worker.grant_qualification("never-made")
@@ -612,7 +614,7 @@ class MephistoDBContract:
         with pytest.raises(EntryDoesNotExist):
             db.delete_qualification("never-made")
 
-    def test_delete_qualification_removes_grants(self, db: Any) -> None:
+    def test_delete_qualification_removes_grants(self, db: MephistoDB) -> None:
         qid = db.make_qualification("q")
         worker = db.find_or_new_worker("w", "mock")
         db.grant_qualification(qid, worker.db_id, 0)
@@ -622,7 +624,7 @@ class MephistoDBContract:
         assert db.check_granted_qualifications(worker_id=worker.db_id) == []
         db.make_qualification("q")  # the name is free again
 
-    def test_block_worker(self, db: Any, run: Run) -> None:
+    def test_block_worker(self, db: MephistoDB, run: Run) -> None:
         worker = db.find_or_new_worker("w", "mock")
         requester = db.find_requesters()[0]
         other = db.find_requesters()[0].__class__(db, db.new_requester("other", "mock"))
@@ -634,7 +636,7 @@ class MephistoDBContract:
         worker.unblock_worker("ok now", requester)
         assert not worker.is_blocked(requester)
 
-    def test_find_blocked_workers(self, db: Any, run: Run) -> None:
+    def test_find_blocked_workers(self, db: MephistoDB, run: Run) -> None:
         requester = db.find_requesters()[0]
         other = db.new_requester("other", "mock")
         a, b, c = (db.find_or_new_worker(n, "mock") for n in ("a", "b", "c"))

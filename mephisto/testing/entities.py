@@ -12,7 +12,7 @@ on first; `get_test_unit` returns a unit as `new_unit` makes it (created).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
 from mephisto.data_model.agent import Agent
 from mephisto.data_model.assignment import Assignment
@@ -22,6 +22,9 @@ from mephisto.data_model.task_run import TaskRun, TaskRunArgs
 from mephisto.data_model.unit import Unit
 from mephisto.db import batch
 from mephisto.errors import EntryDoesNotExist
+
+if TYPE_CHECKING:
+    from mephisto.db.database import MephistoDB
 
 MOCK = "mock"  # the provider and task type of everything made here
 TEST_PAY = 15.0
@@ -34,25 +37,25 @@ def mock_init_params() -> str:
     return yaml.safe_dump(TaskRunArgs.get_mock_params(), sort_keys=False)
 
 
-def get_test_project(db: Any) -> tuple[str, str]:
+def get_test_project(db: MephistoDB) -> tuple[str, str]:
     """Create the project "test_project": (name, id)."""
     name = "test_project"
     return name, db.new_project(name)
 
 
-def get_test_worker(db: Any) -> tuple[str, str]:
+def get_test_worker(db: MephistoDB) -> tuple[str, str]:
     """Create the mock worker "test_worker": (name, id)."""
     name = "test_worker"
     return name, db.new_worker(name, MOCK)
 
 
-def get_test_requester(db: Any) -> tuple[str, str]:
+def get_test_requester(db: MephistoDB) -> tuple[str, str]:
     """Create the mock requester "test_requester": (name, id)."""
     name = "test_requester"
     return name, db.new_requester(name, MOCK)
 
 
-def get_mock_requester(db: Any) -> Requester:
+def get_mock_requester(db: MephistoDB) -> Requester:
     """The first mock requester, created as "MOCK_REQUESTER" if there is none."""
     found = db.find_requesters(provider_type=MOCK)
     if found:
@@ -60,20 +63,20 @@ def get_mock_requester(db: Any) -> Requester:
     return Requester(db, db.new_requester("MOCK_REQUESTER", MOCK))
 
 
-def get_test_task(db: Any) -> tuple[str, str]:
+def get_test_task(db: MephistoDB) -> tuple[str, str]:
     """Create the mock task "test_task" (in no project): (name, id)."""
     name = "test_task"
     return name, db.new_task(name, MOCK)
 
 
-def get_test_task_run(db: Any) -> str:
+def get_test_task_run(db: MephistoDB) -> str:
     """Create "test_task", "test_requester" and a run of that task: the run's id."""
     _name, task_id = get_test_task(db)
     _requester_name, requester_id = get_test_requester(db)
     return str(db.new_task_run(task_id, requester_id, mock_init_params(), MOCK, MOCK))
 
 
-def get_test_assignment(db: Any) -> str:
+def get_test_assignment(db: MephistoDB) -> str:
     """Create a task run (`get_test_task_run`) and one assignment in it: its id."""
     run = TaskRun.get(db, get_test_task_run(db))
     return str(
@@ -82,7 +85,7 @@ def get_test_assignment(db: Any) -> str:
     )
 
 
-def get_test_unit(db: Any, unit_index: int = 0) -> str:
+def get_test_unit(db: MephistoDB, unit_index: int = 0) -> str:
     """Create an assignment (`get_test_assignment`) and one unit of it, as `new_unit`
     leaves it (status created): the unit's id."""
     assignment = Assignment.get(db, get_test_assignment(db))
@@ -93,7 +96,7 @@ def get_test_unit(db: Any, unit_index: int = 0) -> str:
     )
 
 
-def get_test_agent(db: Any, unit_id: str | None = None) -> str:
+def get_test_agent(db: MephistoDB, unit_id: str | None = None) -> str:
     """Create "test_worker" and an agent of it on `unit_id` (default: a new
     `get_test_unit`), launching the unit first if it is still created: the agent's id."""
     _name, worker_id = get_test_worker(db)
@@ -108,7 +111,7 @@ def get_test_agent(db: Any, unit_id: str | None = None) -> str:
     )
 
 
-def make_completed_unit(db: Any) -> str:
+def make_completed_unit(db: MephistoDB) -> str:
     """A unit that the newest worker has submitted, in the newest incomplete task run:
     a new assignment with one launched unit, an agent at work on it, and its submission. Needs
     a worker and an incomplete run in `db`. Returns the unit's id."""

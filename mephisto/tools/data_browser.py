@@ -8,7 +8,7 @@ one query.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
@@ -18,11 +18,14 @@ from mephisto.db import schema as s
 from mephisto.errors import EntryDoesNotExist
 from mephisto.utils.memory import gc_paused
 
+if TYPE_CHECKING:
+    from mephisto.db.database import MephistoDB
+
 _WITH_WORK = [str(x) for x in AssignmentState.completed()]
 
 
 class DataBrowser:
-    def __init__(self, db: Any = None) -> None:
+    def __init__(self, db: MephistoDB | None = None) -> None:
         if db is None:
             from mephisto.db import MephistoDB
 

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import traceback
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mephisto.data_model.status import AssignmentState
 from mephisto.data_model.unit import Unit
@@ -32,6 +32,9 @@ from mephisto.data_model.worker import Worker
 from mephisto.errors import EntryDoesNotExist
 from mephisto.tools.data_browser import DataBrowser
 from mephisto.utils.qualifications import find_or_create_qualification
+
+if TYPE_CHECKING:
+    from mephisto.db.database import MephistoDB
 
 Ask = Callable[[str], str]
 Say = Callable[[str], None]
@@ -59,7 +62,7 @@ def _format_unit(browser: DataBrowser, format_data: FormatData, unit: Unit, say:
 
 
 def print_results(
-    db: Any,
+    db: MephistoDB,
     task_name: str,
     format_data_for_printing: FormatData,
     start: int | None = None,
@@ -176,7 +179,7 @@ def _decide(
 
 
 def run_examine_by_worker(
-    db: Any,
+    db: MephistoDB,
     format_data_for_printing: FormatData,
     task_name: str | None = None,
     block_qualification: str | None = None,
@@ -226,7 +229,7 @@ def run_examine_by_worker(
 
 
 def run_examine_or_review(
-    db: Any, format_data_for_printing: FormatData, *, ask: Ask = input, say: Say = print
+    db: MephistoDB, format_data_for_printing: FormatData, *, ask: Ask = input, say: Say = print
 ) -> None:
     """Ask whether to review (`run_examine_by_worker`) or examine (`print_results`);
     "e", "e <end>" or "e <start> <end>" choose which results to show (default 0-15)."""

@@ -10,11 +10,14 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mephisto.abstractions.crowd_provider import CrowdProvider, ProviderArgs
 from mephisto.data_model.requester import Requester
 from mephisto.errors import EntryAlreadyExists, MalformedRequest
+
+if TYPE_CHECKING:
+    from mephisto.db.database import MephistoDB
 
 PROVIDER_TYPE = "mock"
 _SHIM = Path(__file__).with_name("mock_wrap_crowd_source.js")
@@ -33,7 +36,7 @@ class MockProvider(CrowdProvider):
     PROVIDER_TYPE = PROVIDER_TYPE
     ArgsClass = MockProviderArgs
 
-    def get_requester(self, db: Any, args: Any) -> Requester:
+    def get_requester(self, db: MephistoDB, args: Any) -> Requester:
         name = str(args.provider.get("requester_name") or "MOCK_REQUESTER")
         found = db.find_requesters(requester_name=name)
         if found:
