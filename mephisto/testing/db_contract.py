@@ -401,7 +401,7 @@ class MephistoDBContract:
         assert agent.state.outputs == {"a": 1}
 
     def _agent_rows(self, db: MephistoDB, run: Run, units: list[str], names: list[str]) -> list[dict[str, Any]]:
-        from mephisto.db.database import new_agent_id
+        from mephisto.db.rows import new_agent_id
 
         rows = []
         for unit_id, name in zip(units, names, strict=True):
