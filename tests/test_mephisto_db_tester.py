@@ -57,11 +57,8 @@ KEPT_OURS = {
     "test_unit_updates": "update_unit from `created` to `completed` with no agent: a unit "
     "is completed only by its agent's submission",
 }
-# Failing until the database gains the check (left to the restructure of db/database.py).
-NOT_YET = {
-    "test_update_task_failures": "update_task accepts an empty task name, and renaming a "
-    "task that already has runs",
-}
+# Failing until the database gains a check (none left).
+NOT_YET: dict[str, str] = {}
 
 
 def _ci() -> bool:

@@ -249,7 +249,16 @@ class MephistoDB:
     def update_task(
         self, task_id: str, task_name: str | None = None, project_id: str | None = None
     ) -> None:
-        self._update("tasks", task_id, {"task_name": task_name, "project_id": project_id})
+        """Rename a task or move it to a project. A task with runs keeps its name: its
+        runs' data and its onboarding qualification are known by it."""
+        if task_name is not None and not task_name.strip():
+            raise DatabaseError("a task needs a task_name")
+        with self.transaction():
+            if task_name is not None and task_name != self.get_task(task_id)["task_name"]:
+                if self.find_task_runs(task_id=task_id):
+                    raise DatabaseError(
+                        f"task {task_id} has task runs: its name cannot change any more")
+            self._update("tasks", task_id, {"task_name": task_name, "project_id": project_id})
 
     # -- requesters ---------------------------------------------------------------
 
