@@ -113,6 +113,17 @@ class MephistoDBContract:
         project = db.find_tasks(project_id=pid)[0].get_project()
         assert project is not None and project.project_name == "proj"
 
+    def test_a_task_with_runs_keeps_its_name(self, db: MephistoDB, run: Run) -> None:
+        with pytest.raises(DatabaseError):
+            db.update_task(run.task_id, task_name="")
+        with pytest.raises(DatabaseError, match="task runs"):
+            db.update_task(run.task_id, task_name="another-name")
+        name = db.get_task(run.task_id)["task_name"]
+        db.update_task(run.task_id, task_name=name)  # the same name is no change
+        pid = db.new_project("later")
+        db.update_task(run.task_id, project_id=pid)  # moving it to a project is allowed
+        assert db.get_task(run.task_id)["project_id"] == pid
+
     def test_ids_are_strings(self, db: MephistoDB, run: Run) -> None:
         assert isinstance(run.task_run_id, str)
         unit = db.get_unit(run.units(1)[0])
