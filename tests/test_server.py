@@ -345,6 +345,33 @@ async def test_lying_content_length_is_caught_while_streaming(
     assert backend.calls == []
 
 
+async def test_client_leaving_mid_body_is_not_a_server_error(
+    url: str, backend: FakeBackend, requests_seen: list[Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    """A browser closing its tab while the body is on its way: no answer is possible, no
+    ERROR is logged, and the hook sees 499 (client closed request), not 500."""
+    host, port = url.removeprefix("http://").split(":")
+    with caplog.at_level(logging.DEBUG, logger="mephisto.server.app"):
+        for path, content_type, start in [
+            ("/submit_task", "application/json", b'{"USED_AGENT_ID": "'),
+            ("/submit_task", "multipart/form-data; boundary=b",
+             b'--b\r\nContent-Disposition: form-data; name="USED_AGENT_ID"\r\n\r\nab'),
+            ("/request_agent", "application/json", b'{"provider_data": {'),
+        ]:
+            _reader, writer = await asyncio.open_connection(host, int(port))
+            writer.write(f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: {content_type}\r\n"
+                         "Content-Length: 1000\r\n\r\n".encode() + start)
+            await writer.drain()
+            writer.close()
+            await writer.wait_closed()
+        await eventually(lambda: len(requests_seen) == 3)
+    assert [status for _, _, status in requests_seen] == [499, 499, 499]
+    ours = [r for r in caplog.records if r.name == "mephisto.server.app"]
+    assert ours and all(r.levelno == logging.DEBUG for r in ours), caplog.text
+    assert all("disconnected" in r.getMessage() for r in ours)
+    assert backend.calls == []
+
+
 async def test_oversize_multipart_is_413(url: str, backend: FakeBackend) -> None:
     async with SimulatedWorker(url, "w1") as worker:
         await worker.request_agent()

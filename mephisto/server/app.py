@@ -24,7 +24,7 @@ from typing import Any
 from starlette.applications import Starlette
 from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import FileResponse, Response
 from starlette.routing import Route, WebSocketRoute
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -50,6 +50,7 @@ Handler = Callable[[Request], Awaitable[Response]]
 
 ASSETS_DIR = Path(__file__).resolve().parent / "assets"
 WS_CLOSE_UNKNOWN_AGENT = 4004
+CLIENT_CLOSED_REQUEST = 499  # the status `on_request` sees when a client left mid-request
 RECENT_UPDATE_IDS = 1024  # live-update ids remembered per socket and agent for dedupe
 MAX_UPLOAD_FILES = 100
 MAX_FORM_FIELDS = 1000
@@ -152,6 +153,7 @@ class _TaskServer:
         async def app(scope: Scope, receive: Receive, send: Send) -> None:
             request = Request(scope, receive)
             start = time.perf_counter()
+            response: Response | None
             if request.method not in methods:
                 response = self.error(
                     405, f"method {request.method} is not allowed here (use {allow})",
@@ -179,15 +181,23 @@ class _TaskServer:
                         response = self.error(403, reason)
                     else:
                         response = self.error(503, "the task is shutting down")
+                except ClientDisconnect:
+                    # the browser left mid-body (tab closed, network lost): no one to
+                    # answer, nothing was changed
+                    logger.debug("%s %s: the client disconnected before its request was "
+                                 "read", request.method, request.url.path)
+                    response = None
                 except Exception:
                     logger.exception("error answering %s %s", request.method, request.url.path)
                     response = self.error(500, "internal server error")
+            status = CLIENT_CLOSED_REQUEST if response is None else response.status_code
             if self.on_request is not None and name is not None:
                 try:
-                    self.on_request(name, time.perf_counter() - start, response.status_code)
+                    self.on_request(name, time.perf_counter() - start, status)
                 except Exception:
                     logger.exception("on_request hook failed")
-            await response(scope, receive, send)
+            if response is not None:
+                await response(scope, receive, send)
 
         return _ASGIEndpoint(app)
 
