@@ -545,6 +545,30 @@ async def test_alive_and_heartbeat(url: str, backend: FakeBackend) -> None:
     assert worker.agent_id not in backend.sockets
 
 
+async def test_heartbeat_with_an_out_of_range_timestamp_gets_server_time(
+    url: str, backend: FakeBackend, caplog: pytest.LogCaptureFixture
+) -> None:
+    """1e306 * 1000 is inf, and round(inf) raised: the socket died with a traceback."""
+    async with SimulatedWorker(url, "w1") as worker:
+        worker.heartbeat_interval = 60.0  # only the heartbeats sent here get answers
+        await worker.request_agent()
+        await worker.connect()
+        with caplog.at_level(logging.WARNING):
+            for ts in ["1e306", "-1e306", "1.7976931348623157e308", "1" + "0" * 400,
+                       "8.65e12", "-8.65e12"]:
+                since = len(worker.received)
+                await worker.send_raw(f'{{"packet_type": "heartbeat", "client_timestamp": {ts}}}')
+                beat = await worker.wait_for_packet("heartbeat", since=since)
+                assert abs(beat["data"]["last_mephisto_ping"] - time.time() * 1000) < 5000, ts
+        # the edge of a JavaScript Date is still echoed
+        since = len(worker.received)
+        await worker.send_raw('{"packet_type": "heartbeat", "client_timestamp": 8.64e12}')
+        beat = await worker.wait_for_packet("heartbeat", since=since)
+        assert beat["data"]["last_mephisto_ping"] == 8_640_000_000_000_000
+        assert worker.ws is not None and not worker.ws.closed
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text
+
+
 async def test_live_updates_are_delivered_and_deduplicated(
     url: str, backend: FakeBackend
 ) -> None:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import math
 import time
 from collections import deque
 from collections.abc import AsyncGenerator, Awaitable, Callable
@@ -51,6 +50,9 @@ Handler = Callable[[Request], Awaitable[Response]]
 ASSETS_DIR = Path(__file__).resolve().parent / "assets"
 WS_CLOSE_UNKNOWN_AGENT = 4004
 CLIENT_CLOSED_REQUEST = 499  # the status `on_request` sees when a client left mid-request
+# A heartbeat's client_timestamp outside a JavaScript Date's range (±8.64e15 ms) cannot
+# be a browser's clock (and 1e306 * 1000 is inf): it is answered with server time.
+MAX_CLIENT_TIMESTAMP = 8.64e12
 RECENT_UPDATE_IDS = 1024  # live-update ids remembered per socket and agent for dedupe
 MAX_UPLOAD_FILES = 100
 MAX_FORM_FIELDS = 1000
@@ -423,8 +425,9 @@ class _TaskServer:
         packet_type = packet.get("packet_type")
         if packet_type == "heartbeat":
             ts = packet.get("client_timestamp")
-            if isinstance(ts, bool) or not isinstance(ts, int | float) or not math.isfinite(ts):
-                ts = time.time()
+            if (isinstance(ts, bool) or not isinstance(ts, int | float)
+                    or not -MAX_CLIENT_TIMESTAMP <= ts <= MAX_CLIENT_TIMESTAMP):
+                ts = time.time()  # missing, not a number, or out of range
             await sender({"packet_type": "heartbeat",
                           "data": {"last_mephisto_ping": round(ts * 1000)}})
             return True
