@@ -264,7 +264,7 @@ MALFORMED_BODIES = [
     ("/request_agent", b"", "not valid JSON"),
     ("/request_agent", b"\xff\xfe\x00garbage", "not valid JSON"),
     ("/request_agent", b'{"provider_data": NaN}', "not valid JSON"),
-    ("/request_agent", b"[" * 2000 + b"]" * 2000, "not valid JSON"),  # deep nesting: no crash
+    ("/request_agent", b"[" * 2000 + b"]" * 2000, "nested more than 64 levels"),  # no crash
     ("/request_agent", b'{"client_timestamp": 1}', "missing field 'provider_data'"),
     ("/request_agent", b'{"provider_data": "w1"}', "'provider_data' must be an object"),
     ("/submit_task", b'{"final_data": {}}', "missing field 'USED_AGENT_ID'"),
@@ -298,6 +298,86 @@ async def test_malformed_bodies_are_400(
         assert set(body) == {"error"}
         assert message in body["error"], (path, raw[:40], body)
     assert backend.calls == [] and _state(backend) == before
+
+
+def _nested(depth: int) -> bytes:
+    return b'{"a": ' + b"[" * (depth - 1) + b"]" * (depth - 1) + b"}"
+
+
+async def test_json_nested_deeper_than_the_limit_is_400(
+    url: str, session: aiohttp.ClientSession, backend: FakeBackend
+) -> None:
+    """~980 levels parsed, then the database layer's JSON encoder hit the recursion
+    limit: a 500. Now anything deeper than 64 levels is refused up front."""
+    async with SimulatedWorker(url, "w1") as worker:
+        await worker.request_agent()
+        agent = (worker.agent_id or "").encode()
+    body = b'{"USED_AGENT_ID": "' + agent + b'", "metadata": {"x": '
+    status, answer = await call(session, "POST", url + "/submit_metadata",
+                                raw=body + _nested(62) + b"}}")  # 64 levels in all
+    assert status == 200, answer
+    for depth in (63, 100, 980):
+        status, answer = await call(session, "POST", url + "/submit_metadata",
+                                    raw=body + _nested(depth) + b"}}")
+        assert status == 400 and "nested more than 64 levels deep" in answer["error"], depth
+    # brackets inside strings do not count
+    status, answer = await call(session, "POST", url + "/submit_metadata",
+                                raw=body + b'"' + b"[{" * 500 + b'"}}')
+    assert status == 200, answer
+    assert [name for name, _ in backend.calls].count("submit_metadata") == 2
+
+
+async def test_lone_surrogates_are_400_naming_the_field(
+    url: str, session: aiohttp.ClientSession, backend: FakeBackend
+) -> None:
+    """A worker_name of "\\ud800" reached the database, which cannot encode it: a 500."""
+    for raw, field in [
+        (b'{"provider_data": {"worker_name": "\\ud800"}}', "'provider_data.worker_name'"),
+        (b'{"provider_data": {"worker_name": "w", "x": [1, {"\\uDFFFk": 2}]}}',
+         "'provider_data.x[1].\\udfffk'"),
+        (b'{"provider_data": {"worker_name": "a\\udc00b"}, "client_timestamp": 1}',
+         "'provider_data.worker_name'"),
+    ]:
+        status, answer = await call(session, "POST", url + "/request_agent", raw=raw)
+        assert status == 400, (raw, answer)
+        assert "invalid unicode" in answer["error"] and field in answer["error"], answer
+    # the same code point as raw bytes (CESU-8) is not UTF-8
+    status, answer = await call(session, "POST", url + "/request_agent",
+                                raw=b'{"provider_data": {"worker_name": "\xed\xa0\x80"}}')
+    assert status == 400 and "not UTF-8" in answer["error"]
+    assert backend.calls == []
+    # a proper pair is an ordinary character
+    status, answer = await call(session, "POST", url + "/request_agent",
+                                raw=b'{"provider_data": {"worker_name": "\\ud83d\\ude00", '
+                                b'"agent_registration_id": "r"}}')
+    assert status == 200 and backend.calls[-1][1][0]["worker_name"] == "\U0001f600"
+
+
+async def test_numbers_overflowing_to_infinity_are_400(
+    url: str, session: aiohttp.ClientSession, backend: FakeBackend
+) -> None:
+    for number in (b"1e999", b"-1e400", b"1" + b"0" * 400 + b".0"):
+        status, answer = await call(session, "POST", url + "/log_error",
+                                    raw=b'{"USED_AGENT_ID": null, "error_data": ' + number + b"}")
+        assert status == 400 and "number out of range" in answer["error"], number
+    status, _ = await call(session, "POST", url + "/log_error",
+                           raw=b'{"USED_AGENT_ID": null, "error_data": [1e306, -0.0, 5e-324]}')
+    assert status == 200
+    assert backend.errors == [(None, [1e306, -0.0, 5e-324])]
+
+
+async def test_multipart_final_string_data_is_checked_like_a_json_body(
+    url: str, session: aiohttp.ClientSession, backend: FakeBackend
+) -> None:
+    for final_string_data, message in [('{"a": "\\ud800"}', "invalid unicode"),
+                                       ("[" * 65 + "]" * 65, "nested more than 64")]:
+        form = aiohttp.FormData(default_to_multipart=True)
+        form.add_field("USED_AGENT_ID", "a")
+        form.add_field("final_string_data", final_string_data)
+        status, answer = await call(session, "POST", url + "/submit_task", data=form)
+        assert status == 400 and "'final_string_data'" in answer["error"], answer
+        assert message in answer["error"], answer
+    assert backend.calls == []
 
 
 async def test_oversize_body_with_content_length_is_413(

@@ -14,6 +14,8 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
+import re
 import time
 from collections import deque
 from collections.abc import AsyncGenerator, Awaitable, Callable
@@ -53,6 +55,7 @@ CLIENT_CLOSED_REQUEST = 499  # the status `on_request` sees when a client left m
 # A heartbeat's client_timestamp outside a JavaScript Date's range (±8.64e15 ms) cannot
 # be a browser's clock (and 1e306 * 1000 is inf): it is answered with server time.
 MAX_CLIENT_TIMESTAMP = 8.64e12
+MAX_JSON_DEPTH = 64  # arrays and objects nested deeper are refused (400)
 RECENT_UPDATE_IDS = 1024  # live-update ids remembered per socket and agent for dedupe
 MAX_UPLOAD_FILES = 100
 MAX_FORM_FIELDS = 1000
@@ -546,15 +549,105 @@ class _RecentIds:
         return False
 
 
+class _Refused(ValueError):
+    """A JSON value we refuse while parsing; the message follows `what`."""
+
+
 def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not valid JSON")
+    raise _Refused(f"is not valid JSON ({name} is not a JSON number)")
+
+
+def _finite_float(literal: str) -> float:
+    value = float(literal)
+    if math.isinf(value):  # 1e999: NaN and Infinity by the back door
+        raise _Refused(f"has a number out of range ({literal[:30]})")
+    return value
+
+
+# A lone surrogate can only come from a \uD800-\uDFFF escape once the bytes were decoded
+# as strict UTF-8; a str given to _parse_json may carry one as is. These run over the
+# raw text, so the parsed value is walked only when the text hints at a problem.
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 def _parse_json(raw: str | bytes, what: str) -> Any:
+    """Parse JSON from a client; MalformedRequest (400) for anything we cannot store.
+
+    Refused beyond syntax: bytes that are not UTF-8, NaN/Infinity (also as 1e999),
+    arrays/objects nested more than MAX_JSON_DEPTH deep (the database layer's encoder
+    recurses), and strings holding a lone surrogate ("\\ud800": not valid unicode, no
+    database can store it).
+    """
     try:
-        return json.loads(raw, parse_constant=_reject_constant)
-    except (ValueError, RecursionError):  # includes JSONDecodeError, UnicodeDecodeError
+        text = raw.decode() if isinstance(raw, bytes) else raw
+    except UnicodeDecodeError:
+        raise MalformedRequest(f"{what} is not valid JSON (not UTF-8)") from None
+    try:
+        value = json.loads(text, parse_constant=_reject_constant, parse_float=_finite_float)
+    except _Refused as exc:
+        raise MalformedRequest(f"{what} {exc}") from None
+    except RecursionError:
+        raise MalformedRequest(f"{what} is nested more than {MAX_JSON_DEPTH} levels deep"
+                               ) from None
+    except ValueError:  # JSONDecodeError; int literals over 4300 digits
         raise MalformedRequest(f"{what} is not valid JSON") from None
+    if text.count("[") + text.count("{") > MAX_JSON_DEPTH and _too_deep(value):
+        raise MalformedRequest(f"{what} is nested more than {MAX_JSON_DEPTH} levels deep")
+    if (("\\u" in text and _SURROGATE_ESCAPE.search(text) is not None)
+            or (not isinstance(raw, bytes) and not text.isascii()
+                and _SURROGATE.search(text) is not None)):
+        _refuse_lone_surrogates(value, what)
+    return value
+
+
+def _too_deep(value: Any) -> bool:
+    """Whether arrays/objects nest more than MAX_JSON_DEPTH deep (level by level, no
+    recursion: cheaper than a walk that tracks each container's depth)."""
+    level = [value] if type(value) is dict or type(value) is list else []
+    for _ in range(MAX_JSON_DEPTH):
+        level = [item for node in level
+                 for item in (node.values() if type(node) is dict else node)
+                 if type(item) is dict or type(item) is list]
+        if not level:
+            return False
+    return True
+
+
+def _refuse_lone_surrogates(value: Any, what: str) -> None:
+    """MalformedRequest naming the first field (key or value) holding a lone surrogate."""
+    if isinstance(value, str):
+        if _SURROGATE.search(value):
+            raise MalformedRequest(f"{what} has invalid unicode (a lone surrogate)")
+        return
+    # (container, path to it as nested (parent path, key) pairs)
+    stack: list[tuple[Any, Any]] = [(value, None)] if isinstance(value, dict | list) else []
+    while stack:
+        node, path = stack.pop()
+        for key, item in node.items() if isinstance(node, dict) else enumerate(node):
+            if ((isinstance(key, str) and _SURROGATE.search(key))
+                    or (isinstance(item, str) and _SURROGATE.search(item))):
+                raise MalformedRequest(f"{what} has invalid unicode (a lone surrogate) in "
+                                       f"field '{_path_name((path, key))}'")
+            if isinstance(item, dict | list):
+                stack.append((item, (path, key)))
+
+
+def _path_name(path: Any) -> str:
+    """`a.b[2].c` for a path of nested (parent, key) pairs; keys escaped and shortened."""
+    keys: list[str | int] = []
+    while path is not None:
+        path, key = path
+        keys.append(key)
+    name = ""
+    for key in reversed(keys):
+        if isinstance(key, int):
+            name += f"[{key}]"
+        else:
+            text = key.encode("utf-8", "backslashreplace").decode()  # \\ud800 as text
+            text = text if len(text) <= 40 else text[:37] + "..."
+            name += f".{text}" if name else text
+    return name if len(name) <= 200 else "..." + name[-197:]
 
 
 def _parse_json_object(raw: str | bytes, what: str) -> dict[str, Any]:
