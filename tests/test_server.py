@@ -352,7 +352,7 @@ MALFORMED_BODIES = [
     ("/request_agent", b"", "not valid JSON"),
     ("/request_agent", b"\xff\xfe\x00garbage", "not valid JSON"),
     ("/request_agent", b'{"provider_data": NaN}', "not valid JSON"),
-    ("/request_agent", b"[" * 2000 + b"]" * 2000, "not valid JSON"),  # deep nesting: no crash
+    ("/request_agent", b"[" * 2000 + b"]" * 2000, "nested more than 64 levels"),  # no crash
     ("/request_agent", b'{"client_timestamp": 1}', "missing field 'provider_data'"),
     ("/request_agent", b'{"provider_data": "w1"}', "'provider_data' must be an object"),
     ("/submit_task", b'{"final_data": {}}', "missing field 'USED_AGENT_ID'"),
@@ -386,6 +386,89 @@ async def test_malformed_bodies_are_400(
         assert set(body) == {"error"}
         assert message in body["error"], (path, raw[:40], body)
     assert backend.calls == [] and _state(backend) == before
+
+
+def _nested(depth: int) -> bytes:
+    return b'{"a": ' + b"[" * (depth - 1) + b"]" * (depth - 1) + b"}"
+
+
+async def test_json_nested_deeper_than_the_limit_is_400(
+    url: str, session: aiohttp.ClientSession, backend: FakeBackend
+) -> None:
+    """~980 levels parsed, then the database layer's JSON encoder hit the recursion
+    limit: a 500. Now anything deeper than 64 levels is refused up front."""
+    async with SimulatedWorker(url, "w1") as worker:
+        await worker.request_agent()
+        agent = (worker.agent_id or "").encode()
+    body = b'{"USED_AGENT_ID": "' + agent + b'", "metadata": {"x": '
+    status, answer = await call(session, "POST", url + "/submit_metadata",
+                                raw=body + _nested(62) + b"}}")  # 64 levels in all
+    assert status == 200, answer
+    for depth in (63, 100, 980):
+        status, answer = await call(session, "POST", url + "/submit_metadata",
+                                    raw=body + _nested(depth) + b"}}")
+        assert status == 400 and "nested more than 64 levels deep" in answer["error"], depth
+    # brackets inside strings do not count
+    status, answer = await call(session, "POST", url + "/submit_metadata",
+                                raw=body + b'"' + b"[{" * 500 + b'"}}')
+    assert status == 200, answer
+    assert [name for name, _ in backend.calls].count("submit_metadata") == 2
+
+
+async def test_lone_surrogates_are_400_naming_the_field(
+    url: str, session: aiohttp.ClientSession, backend: FakeBackend
+) -> None:
+    """A worker_name of "\\ud800" reached the database, which cannot encode it: a 500."""
+    for raw, field in [
+        (b'{"provider_data": {"worker_name": "\\ud800"}}', "'provider_data.worker_name'"),
+        (b'{"provider_data": {"worker_name": "w", "x": [1, {"\\uDFFFk": 2}]}}',
+         "'provider_data.x[1].\\udfffk'"),
+        (b'{"provider_data": {"worker_name": "a\\udc00b"}, "client_timestamp": 1}',
+         "'provider_data.worker_name'"),
+    ]:
+        status, answer = await call(session, "POST", url + "/request_agent", raw=raw)
+        assert status == 400, (raw, answer)
+        assert "invalid unicode" in answer["error"] and field in answer["error"], answer
+    # the same code point as raw bytes (CESU-8) is not UTF-8
+    status, answer = await call(session, "POST", url + "/request_agent",
+                                raw=b'{"provider_data": {"worker_name": "\xed\xa0\x80"}}')
+    assert status == 400 and "not UTF-8" in answer["error"]
+    assert backend.calls == []
+    # a proper pair is an ordinary character
+    status, answer = await call(session, "POST", url + "/request_agent",
+                                raw=b'{"provider_data": {"worker_name": "\\ud83d\\ude00", '
+                                b'"agent_registration_id": "r"}}')
+    assert status == 200 and backend.calls[-1][1][0]["worker_name"] == "\U0001f600"
+
+
+async def test_numbers_overflowing_to_infinity_are_400(
+    url: str, session: aiohttp.ClientSession, backend: FakeBackend
+) -> None:
+    for number in (b"1e999", b"-1e400", b"1" + b"0" * 400 + b".0"):
+        status, answer = await call(session, "POST", url + "/log_error",
+                                    raw=b'{"USED_AGENT_ID": null, "error_data": ' + number + b"}")
+        assert status == 400 and "number out of range" in answer["error"], number
+    status, _ = await call(session, "POST", url + "/log_error",
+                           raw=b'{"USED_AGENT_ID": null, "error_data": [1e306, -0.0, 5e-324]}')
+    assert status == 200
+    assert backend.errors == [(None, [1e306, -0.0, 5e-324])]
+
+
+async def test_multipart_final_string_data_is_checked_like_a_json_body(
+    url: str, session: aiohttp.ClientSession, backend: FakeBackend
+) -> None:
+    async with SimulatedWorker(url, "w1") as worker:
+        agent_id = (await worker.request_agent())["agent_id"]
+    for final_string_data, message in [('{"a": "\\ud800"}', "invalid unicode"),
+                                       ("[" * 65 + "]" * 65, "nested more than 64")]:
+        form = aiohttp.FormData(default_to_multipart=True)
+        form.add_field("USED_AGENT_ID", agent_id)
+        form.add_field("final_string_data", final_string_data)
+        status, answer = await call(session, "POST", url + "/submit_task", data=form)
+        assert status == 400 and "'final_string_data'" in answer["error"], answer
+        assert message in answer["error"], answer
+    assert {name for name, _args in backend.calls} == {"request_agent", "check_submit"}
+    assert backend.submissions == []
 
 
 async def test_oversize_body_with_content_length_is_413(
@@ -430,6 +513,33 @@ async def test_lying_content_length_is_caught_while_streaming(
     writer.close()
     await writer.wait_closed()
     assert head.startswith(b"HTTP/1.1 413")
+    assert backend.calls == []
+
+
+async def test_client_leaving_mid_body_is_not_a_server_error(
+    url: str, backend: FakeBackend, requests_seen: list[Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    """A browser closing its tab while the body is on its way: no answer is possible, no
+    ERROR is logged, and the hook sees 499 (client closed request), not 500."""
+    host, port = url.removeprefix("http://").split(":")
+    with caplog.at_level(logging.DEBUG, logger="mephisto.server.app"):
+        for path, content_type, start in [
+            ("/submit_task", "application/json", b'{"USED_AGENT_ID": "'),
+            ("/submit_task", "multipart/form-data; boundary=b",
+             b'--b\r\nContent-Disposition: form-data; name="USED_AGENT_ID"\r\n\r\nab'),
+            ("/request_agent", "application/json", b'{"provider_data": {'),
+        ]:
+            _reader, writer = await asyncio.open_connection(host, int(port))
+            writer.write(f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: {content_type}\r\n"
+                         "Content-Length: 1000\r\n\r\n".encode() + start)
+            await writer.drain()
+            writer.close()
+            await writer.wait_closed()
+        await eventually(lambda: len(requests_seen) == 3)
+    assert [status for _, _, status in requests_seen] == [499, 499, 499]
+    ours = [r for r in caplog.records if r.name == "mephisto.server.app"]
+    assert ours and all(r.levelno == logging.DEBUG for r in ours), caplog.text
+    assert all("disconnected" in r.getMessage() for r in ours)
     assert backend.calls == []
 
 
@@ -556,6 +666,23 @@ async def test_ids_longer_than_the_limit_are_400(url: str, backend: FakeBackend)
     assert backend.calls == []
 
 
+async def test_ids_that_cannot_be_ours_never_reach_the_backend(
+    url: str, backend: FakeBackend
+) -> None:
+    async with SimulatedWorker(url, "w1") as worker:
+        for odd in ("a b", "a\x00b", "é", "a/b", "a\nb"):
+            worker.agent_id = odd
+            for action in (worker.submit({}), worker.submit_metadata({})):
+                with pytest.raises(SimulatedWorkerError) as info:
+                    await action
+                assert info.value.status == 404, odd
+        worker.worker_id = "w\x00nul"  # PostgreSQL text cannot hold NUL: refused first
+        with pytest.raises(SimulatedWorkerError) as info:
+            await worker.request_agent()
+        assert info.value.status == 400 and "control character" in (info.value.error or "")
+    assert backend.calls == []
+
+
 async def test_the_same_submit_again_is_answered_and_changes_nothing(
     url: str, backend: FakeBackend
 ) -> None:
@@ -654,6 +781,30 @@ async def test_alive_and_heartbeat(url: str, backend: FakeBackend) -> None:
         await eventually(lambda: bool(backend.closed_sockets))
     assert backend.closed_sockets == [(worker.agent_id, send)]
     assert worker.agent_id not in backend.sockets
+
+
+async def test_heartbeat_with_an_out_of_range_timestamp_gets_server_time(
+    url: str, backend: FakeBackend, caplog: pytest.LogCaptureFixture
+) -> None:
+    """1e306 * 1000 is inf, and round(inf) raised: the socket died with a traceback."""
+    async with SimulatedWorker(url, "w1") as worker:
+        worker.heartbeat_interval = 60.0  # only the heartbeats sent here get answers
+        await worker.request_agent()
+        await worker.connect()
+        with caplog.at_level(logging.WARNING):
+            for ts in ["1e306", "-1e306", "1.7976931348623157e308", "1" + "0" * 400,
+                       "8.65e12", "-8.65e12"]:
+                since = len(worker.received)
+                await worker.send_raw(f'{{"packet_type": "heartbeat", "client_timestamp": {ts}}}')
+                beat = await worker.wait_for_packet("heartbeat", since=since)
+                assert abs(beat["data"]["last_mephisto_ping"] - time.time() * 1000) < 5000, ts
+        # the edge of a JavaScript Date is still echoed
+        since = len(worker.received)
+        await worker.send_raw('{"packet_type": "heartbeat", "client_timestamp": 8.64e12}')
+        beat = await worker.wait_for_packet("heartbeat", since=since)
+        assert beat["data"]["last_mephisto_ping"] == 8_640_000_000_000_000
+        assert worker.ws is not None and not worker.ws.closed
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text
 
 
 async def test_live_updates_are_delivered_and_deduplicated(

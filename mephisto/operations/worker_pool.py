@@ -26,6 +26,7 @@ import logging
 import time
 from typing import Any
 
+from mephisto.data_model import packets
 from mephisto.data_model.status import AgentState
 from mephisto.db import batch
 from mephisto.db.rows import new_agent_id
@@ -439,7 +440,7 @@ class WorkerPool:
             return
         status = "done" if agent.status == AgentState.COMPLETED else agent.status
         try:
-            await agent.send({"packet_type": "update_status", "data": {"status": status}})
+            await agent.send(packets.update_status(status))
         except Exception:  # the socket went away; the agent's state is already saved
             agent.send = None
 

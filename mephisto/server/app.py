@@ -16,6 +16,7 @@ import hmac
 import json
 import logging
 import math
+import re
 import tempfile
 import time
 from collections import deque
@@ -24,12 +25,13 @@ from pathlib import Path
 from typing import Any
 
 from starlette.applications import Starlette
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import FileResponse, Response
 from starlette.routing import Route, WebSocketRoute
 from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.websockets import WebSocket
 
+from mephisto.data_model import packets
 from mephisto.errors import (
     DatabaseUnavailable,
     MalformedRequest,
@@ -39,7 +41,7 @@ from mephisto.errors import (
     ShutdownError,
     UnknownAgent,
 )
-from mephisto.server.backend import Caller, ServerSettings, TaskBackend
+from mephisto.server.backend import AGENT_ID, Caller, ServerSettings, TaskBackend
 from mephisto.server.uploads import MultipartSubmit
 
 logger = logging.getLogger(__name__)
@@ -51,10 +53,16 @@ Handler = Callable[[Request], Awaitable[Response]]
 
 ASSETS_DIR = Path(__file__).resolve().parent / "assets"
 WS_CLOSE_UNKNOWN_AGENT = 4004
+CLIENT_CLOSED_REQUEST = 499  # the status `on_request` sees when a client left mid-request
+# A heartbeat's client_timestamp outside a JavaScript Date's range (±8.64e15 ms) cannot
+# be a browser's clock (and 1e306 * 1000 is inf): it is answered with server time.
+MAX_CLIENT_TIMESTAMP = 8.64e12
+MAX_JSON_DEPTH = 64  # arrays and objects nested deeper are refused (400)
 RECENT_UPDATE_IDS = 1024  # live-update ids remembered per socket and agent for dedupe
 MAX_UPLOAD_FILES = 100
 MAX_FORM_FIELDS = 1000
 _DEFAULT_UPLOAD_DIR = Path(tempfile.gettempdir()) / "mephisto-uploads"
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _GET = frozenset({"GET", "HEAD"})
 _POST = frozenset({"POST"})
 
@@ -156,6 +164,7 @@ class _TaskServer:
         async def app(scope: Scope, receive: Receive, send: Send) -> None:
             request = Request(scope, receive)
             start = time.perf_counter()
+            response: Response | None
             if request.method not in methods:
                 response = self.error(
                     405, f"method {request.method} is not allowed here (use {allow})",
@@ -167,8 +176,9 @@ class _TaskServer:
                 except RequestError as exc:
                     response = self.error(exc.status_code, str(exc))
                 except DatabaseUnavailable as exc:
-                    logger.warning("%s %s: database unavailable: %s", request.method,
-                                   request.url.path, exc)
+                    # the writer logs an outage once; one line per request would flood
+                    logger.debug("%s %s: database unavailable: %s", request.method,
+                                 request.url.path, exc)
                     response = self.error(
                         503, "the server cannot save work right now; try again shortly",
                         {"Retry-After": str(exc.retry_after)},
@@ -183,15 +193,23 @@ class _TaskServer:
                         response = self.error(403, reason)
                     else:
                         response = self.error(503, "the task is shutting down")
+                except ClientDisconnect:
+                    # the browser left mid-body (tab closed, network lost): no one to
+                    # answer, nothing was changed
+                    logger.debug("%s %s: the client disconnected before its request was "
+                                 "read", request.method, request.url.path)
+                    response = None
                 except Exception:
                     logger.exception("error answering %s %s", request.method, request.url.path)
                     response = self.error(500, "internal server error")
+            status = CLIENT_CLOSED_REQUEST if response is None else response.status_code
             if self.on_request is not None and name is not None:
                 try:
-                    self.on_request(name, time.perf_counter() - start, response.status_code)
+                    self.on_request(name, time.perf_counter() - start, status)
                 except Exception:
                     logger.exception("on_request hook failed")
-            await response(scope, receive, send)
+            if response is not None:
+                await response(scope, receive, send)
 
         return _ASGIEndpoint(app)
 
@@ -266,9 +284,13 @@ class _TaskServer:
         provider_data = _field(body, "provider_data", dict)
         limit = self.settings.max_id_chars
         for key, value in provider_data.items():
-            if isinstance(value, str) and len(value) > limit:
-                raise MalformedRequest(
-                    f"field 'provider_data.{key}' is longer than {limit} characters")
+            if isinstance(value, str):
+                if len(value) > limit:
+                    raise MalformedRequest(
+                        f"field 'provider_data.{key}' is longer than {limit} characters")
+                if _CONTROL.search(value):
+                    raise MalformedRequest(
+                        f"field 'provider_data.{key}' contains a control character")
         answer = await self.backend.request_agent(provider_data, _caller(request))
         return self.json({"data": answer})
 
@@ -323,8 +345,8 @@ class _TaskServer:
         agent_id = body.get("USED_AGENT_ID")  # null before an agent exists
         if agent_id is not None and (not isinstance(agent_id, str) or not agent_id):
             raise MalformedRequest("field 'USED_AGENT_ID' must be a non-empty string or null")
-        if agent_id is not None:
-            agent_id = self._agent_id(body, "USED_AGENT_ID")
+        if agent_id is not None:  # only logged (escaped): any string will do
+            agent_id = _agent_id(body, "USED_AGENT_ID", self.settings.max_id_chars, shaped=False)
         await self.backend.log_error(agent_id, body.get("error_data"))
         return self.json({"status": "ok"})
 
@@ -410,15 +432,15 @@ class _TaskServer:
             logger.warning("websocket: dropped a message that is not a JSON object")
             return True
         packet_type = packet.get("packet_type")
-        if packet_type == "heartbeat":
+        if packet_type == packets.HEARTBEAT:
             ts = packet.get("client_timestamp")
-            if isinstance(ts, bool) or not isinstance(ts, int | float) or not math.isfinite(ts):
-                ts = time.time()
-            await sender({"packet_type": "heartbeat",
-                          "data": {"last_mephisto_ping": round(ts * 1000)}})
+            if (isinstance(ts, bool) or not isinstance(ts, int | float)
+                    or not -MAX_CLIENT_TIMESTAMP <= ts <= MAX_CLIENT_TIMESTAMP):
+                ts = time.time()  # missing, not a number, or out of range
+            await sender(packets.heartbeat(round(ts * 1000)))
             return True
         subject_id = packet.get("subject_id")
-        if packet_type == "mephisto_bound_live_update":
+        if packet_type == packets.MEPHISTO_BOUND_LIVE_UPDATE:
             recent = bound.get(subject_id) if isinstance(subject_id, str) else None
             if recent is None:
                 logger.warning("websocket: live update for agent %r on a socket that did not "
@@ -438,11 +460,11 @@ class _TaskServer:
             except Exception:
                 logger.exception("agent_packet(%s) failed", subject_id)
             return True
-        if packet_type == "alive":
+        if packet_type == packets.ALIVE:
             if not isinstance(subject_id, str) or not subject_id:
                 logger.warning("websocket: `alive` without a subject_id; ignored")
                 return True
-            if len(subject_id) > self.settings.max_id_chars:
+            if len(subject_id) > self.settings.max_id_chars or not AGENT_ID.fullmatch(subject_id):
                 await self._close(websocket, sender, WS_CLOSE_UNKNOWN_AGENT)
                 return False
             try:
@@ -498,7 +520,7 @@ class _SocketSender:
         self.lock = asyncio.Lock()
         self.closed = False
 
-    async def __call__(self, packet: dict[str, Any]) -> None:
+    async def __call__(self, packet: packets.Packet) -> None:
         if self.closed:
             return
         text = json.dumps(packet, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
@@ -535,15 +557,105 @@ class _RecentIds:
         return False
 
 
+class _Refused(ValueError):
+    """A JSON value we refuse while parsing; the message follows `what`."""
+
+
 def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not valid JSON")
+    raise _Refused(f"is not valid JSON ({name} is not a JSON number)")
+
+
+def _finite_float(literal: str) -> float:
+    value = float(literal)
+    if math.isinf(value):  # 1e999: NaN and Infinity by the back door
+        raise _Refused(f"has a number out of range ({literal[:30]})")
+    return value
+
+
+# A lone surrogate can only come from a \uD800-\uDFFF escape once the bytes were decoded
+# as strict UTF-8; a str given to _parse_json may carry one as is. These run over the
+# raw text, so the parsed value is walked only when the text hints at a problem.
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 def _parse_json(raw: str | bytes, what: str) -> Any:
+    """Parse JSON from a client; MalformedRequest (400) for anything we cannot store.
+
+    Refused beyond syntax: bytes that are not UTF-8, NaN/Infinity (also as 1e999),
+    arrays/objects nested more than MAX_JSON_DEPTH deep (the database layer's encoder
+    recurses), and strings holding a lone surrogate ("\\ud800": not valid unicode, no
+    database can store it).
+    """
     try:
-        return json.loads(raw, parse_constant=_reject_constant)
-    except (ValueError, RecursionError):  # includes JSONDecodeError, UnicodeDecodeError
+        text = raw.decode() if isinstance(raw, bytes) else raw
+    except UnicodeDecodeError:
+        raise MalformedRequest(f"{what} is not valid JSON (not UTF-8)") from None
+    try:
+        value = json.loads(text, parse_constant=_reject_constant, parse_float=_finite_float)
+    except _Refused as exc:
+        raise MalformedRequest(f"{what} {exc}") from None
+    except RecursionError:
+        raise MalformedRequest(f"{what} is nested more than {MAX_JSON_DEPTH} levels deep"
+                               ) from None
+    except ValueError:  # JSONDecodeError; int literals over 4300 digits
         raise MalformedRequest(f"{what} is not valid JSON") from None
+    if text.count("[") + text.count("{") > MAX_JSON_DEPTH and _too_deep(value):
+        raise MalformedRequest(f"{what} is nested more than {MAX_JSON_DEPTH} levels deep")
+    if (("\\u" in text and _SURROGATE_ESCAPE.search(text) is not None)
+            or (not isinstance(raw, bytes) and not text.isascii()
+                and _SURROGATE.search(text) is not None)):
+        _refuse_lone_surrogates(value, what)
+    return value
+
+
+def _too_deep(value: Any) -> bool:
+    """Whether arrays/objects nest more than MAX_JSON_DEPTH deep (level by level, no
+    recursion: cheaper than a walk that tracks each container's depth)."""
+    level = [value] if type(value) is dict or type(value) is list else []
+    for _ in range(MAX_JSON_DEPTH):
+        level = [item for node in level
+                 for item in (node.values() if type(node) is dict else node)
+                 if type(item) is dict or type(item) is list]
+        if not level:
+            return False
+    return True
+
+
+def _refuse_lone_surrogates(value: Any, what: str) -> None:
+    """MalformedRequest naming the first field (key or value) holding a lone surrogate."""
+    if isinstance(value, str):
+        if _SURROGATE.search(value):
+            raise MalformedRequest(f"{what} has invalid unicode (a lone surrogate)")
+        return
+    # (container, path to it as nested (parent path, key) pairs)
+    stack: list[tuple[Any, Any]] = [(value, None)] if isinstance(value, dict | list) else []
+    while stack:
+        node, path = stack.pop()
+        for key, item in node.items() if isinstance(node, dict) else enumerate(node):
+            if ((isinstance(key, str) and _SURROGATE.search(key))
+                    or (isinstance(item, str) and _SURROGATE.search(item))):
+                raise MalformedRequest(f"{what} has invalid unicode (a lone surrogate) in "
+                                       f"field '{_path_name((path, key))}'")
+            if isinstance(item, dict | list):
+                stack.append((item, (path, key)))
+
+
+def _path_name(path: Any) -> str:
+    """`a.b[2].c` for a path of nested (parent, key) pairs; keys escaped and shortened."""
+    keys: list[str | int] = []
+    while path is not None:
+        path, key = path
+        keys.append(key)
+    name = ""
+    for key in reversed(keys):
+        if isinstance(key, int):
+            name += f"[{key}]"
+        else:
+            text = key.encode("utf-8", "backslashreplace").decode()  # \\ud800 as text
+            text = text if len(text) <= 40 else text[:37] + "..."
+            name += f".{text}" if name else text
+    return name if len(name) <= 200 else "..." + name[-197:]
 
 
 def _parse_json_object(raw: str | bytes, what: str) -> dict[str, Any]:
@@ -565,7 +677,9 @@ def _field(body: dict[str, Any], name: str, kind: type) -> Any:
     return value
 
 
-def _agent_id(body: dict[str, Any], label: str, limit: int) -> str:
+def _agent_id(body: dict[str, Any], label: str, limit: int, shaped: bool = True) -> str:
+    """The agent id a body names (400 when missing, not a string, or too long; 404 when
+    it cannot be an agent id, unless `shaped` is False: then any string will do)."""
     name = label.rpartition(".")[2]
     if name not in body:
         raise MalformedRequest(f"missing field '{label}'")
@@ -574,6 +688,8 @@ def _agent_id(body: dict[str, Any], label: str, limit: int) -> str:
         raise MalformedRequest(f"field '{label}' must be a non-empty string")
     if len(value) > limit:
         raise MalformedRequest(f"field '{label}' is longer than {limit} characters")
+    if shaped and not AGENT_ID.fullmatch(value):
+        raise UnknownAgent("unknown agent id: request an agent first")
     return value
 
 

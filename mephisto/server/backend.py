@@ -10,12 +10,24 @@ they changed is committed.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol, TypedDict
+from typing import Any, Protocol
 
-SendPacket = Callable[[dict[str, Any]], Awaitable[None]]
+from mephisto.data_model.packets import AgentResponse, Packet
+
+__all__ = [
+    "AGENT_ID", "AgentResponse", "Caller", "SendPacket", "ServerSettings", "TaskBackend",
+    "UploadedFile",
+]
+
+SendPacket = Callable[[Packet], Awaitable[None]]
+
+# What an agent id can look like (ours are URL-safe tokens, Mephisto's are integers).
+# Anything else is refused as an unknown agent before it reaches a backend.
+AGENT_ID = re.compile(r"[A-Za-z0-9_.:-]+")
 
 Caller = Mapping[str, str]
 """Who a request says it comes from: its query parameters, where the provider's page
@@ -23,18 +35,6 @@ shim puts the worker's provider ids on every request (`getProviderURLParams`; th
 shim sends `worker_id` and `assignment_id`). Empty when the client sent none. The
 backend asks the provider which worker that names, and refuses to let one worker act on
 another's agent."""
-
-
-class AgentResponse(TypedDict, total=False):
-    """`data` of a /request_agent or /submit_onboarding answer (mephisto-task 2.x).
-
-    `agent_id` None means the worker is blocked; `failure_reason` says why.
-    """
-
-    agent_id: str | None
-    worker_id: str | None
-    init_task_data: Any
-    failure_reason: str | None
 
 
 @dataclass

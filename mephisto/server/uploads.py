@@ -23,8 +23,8 @@ from typing import IO, Any
 from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
 
-from mephisto.errors import MalformedRequest, PayloadTooLarge
-from mephisto.server.backend import UploadedFile
+from mephisto.errors import MalformedRequest, PayloadTooLarge, UnknownAgent
+from mephisto.server.backend import AGENT_ID, UploadedFile
 
 __all__ = ["MultipartSubmit"]
 
@@ -209,6 +209,8 @@ class MultipartSubmit:
                 if not value or len(value) > 128:
                     raise MalformedRequest(f"field '{AGENT_FIELD}' must be a non-empty string "
                                            "of at most 128 characters")
+                if not AGENT_ID.fullmatch(value):
+                    raise UnknownAgent("unknown agent id: request an agent first")
                 await self.check_agent(value)
                 self.agent_checked = True
             return

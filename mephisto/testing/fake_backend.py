@@ -5,11 +5,11 @@ check that rejected input changed nothing."""
 from __future__ import annotations
 
 import secrets
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mephisto.data_model import packets
 from mephisto.errors import (
     AlreadySubmitted,
     ForbiddenAction,
@@ -213,11 +213,7 @@ class FakeBackend:
         self.packets.append((agent_id, packet))
         send = self.sockets.get(agent_id)
         if self.echo_live_updates and send is not None:
-            await send({
-                "packet_type": "client_bound_live_update",
-                "subject_id": agent_id,
-                "data": {"echo": packet.get("data"), "update_id": str(uuid.uuid4())},
-            })
+            await send(packets.live_update(agent_id, {"echo": packet.get("data")}))
 
     async def agent_socket_closed(self, agent_id: str, send: SendPacket) -> None:
         self._call("agent_socket_closed", agent_id)
