@@ -54,6 +54,35 @@ async def test_metadata_sent_before_the_submit_is_kept(
     assert state["inputs"] == {"text": "item-0"}
 
 
+async def test_metadata_sent_before_a_restart_is_kept_by_the_submit_after_it(
+    tmp_path: Path, task_html: Path
+) -> None:
+    db = MephistoDB(f"sqlite:///{tmp_path / 'meta.db'}")
+    config = static_run_config(task_html, task_name="meta", resume_incomplete_run=True)
+    first = Operator(db)
+    try:
+        run_id = first.launch_task_run(config, SharedStaticTaskState(static_task_data=_data(2)))
+        worker = SimulatedWorker(first.get_running_task_runs()[run_id].url, "w1", "hit-1")
+        async with worker:
+            await worker.request_agent()
+            await worker.submit_metadata({"note": {"type": "note", "text": "before"}})
+    finally:
+        first.shutdown()  # Ctrl-C: the agent keeps its unit
+    second = Operator(db)
+    try:
+        second.launch_task_run(config, SharedStaticTaskState(static_task_data=_data(2)))
+        back = SimulatedWorker(second.get_running_task_runs()[run_id].url, "w1", "hit-1")
+        back.agent_id = worker.agent_id
+        async with back:
+            await back.submit({"answer": "after"})
+    finally:
+        second.shutdown()
+    (agent,) = [a for a in db.find_agents() if a.db_id == worker.agent_id]
+    assert agent._row["state"]["outputs"] == {"answer": "after"}
+    assert agent._row["state"]["metadata"] == {"note": {"type": "note", "text": "before"}}
+    db.shutdown()
+
+
 # -- 2. onboarding cannot be raced past --------------------------------------------------------
 
 

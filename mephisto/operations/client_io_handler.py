@@ -31,6 +31,7 @@ from mephisto.errors import (
     InvalidTransition,
     UnknownAgent,
 )
+from mephisto.operations.live_run import agent_state
 from mephisto.server.backend import AgentResponse, Caller, SendPacket, UploadedFile
 from mephisto.utils.dirs import get_run_dir
 
@@ -154,14 +155,11 @@ class ClientIOHandler:
                         _save_files, ctx.task_run_id, agent_id, files)
                     final_data = {**final_data, "files": saved} if isinstance(final_data, dict) \
                         else {"data": final_data, "files": saved}
-                state = {
-                    "inputs": agent.unit.init_data,
-                    "outputs": final_data,
-                    "times": {"task_start": agent.started, "task_end": time.time()},
-                    "provider_assignment_id": agent.provider_assignment,
-                }
+                state = agent_state(agent.unit.init_data, agent.started,
+                                    agent.provider_assignment, final_data, time.time())
                 await ctx.writer.run_batched(
-                    batch.COMPLETE_AGENTS, (agent_id, agent.unit.unit_id, state))
+                    batch.COMPLETE_AGENTS,
+                    (agent_id, agent.unit.unit_id, state, not agent.state_extended))
             except InvalidTransition:
                 # the database says this agent is no longer at work: an earlier commit
                 # whose answer was lost (connection dropped at COMMIT) may have stored it
@@ -185,8 +183,11 @@ class ClientIOHandler:
     async def submit_metadata(
         self, agent_id: str, metadata: dict[str, Any], caller: Caller
     ) -> dict[str, Any]:
-        if self._agent(agent_id, caller) is None:
+        agent = self._agent(agent_id, caller)
+        if agent is None:
             await self._stored(agent_id, caller)  # an agent of this run, from before a restart
+        else:
+            agent.state_extended = True  # before the write: a submit queued after merges
         await self.ctx.writer.run(batch.merge_metadata, agent_id, metadata)
         return {"status": "Metadata received", "agent_id": agent_id}
 

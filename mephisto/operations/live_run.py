@@ -93,6 +93,9 @@ class AgentInfo:
     timer: asyncio.TimerHandle | None = None
     # set while a write for it (submit, drop) is being committed; resolved when done
     pending: asyncio.Future[None] | None = None
+    # its stored state may hold more than the run wrote when creating it (metadata): a
+    # submit then merges with what is stored instead of superseding it
+    state_extended: bool = False
     send: Any = None  # websocket send function, when one is bound
 
     @property
@@ -172,6 +175,22 @@ class RunProgress:
     def rate(self) -> float:
         elapsed = time.monotonic() - self.started_at
         return self.completed / elapsed if elapsed > 0 else 0.0
+
+
+def agent_state(
+    inputs: Any, started: float, provider_assignment: str | None,
+    outputs: Any = None, ended: float | None = None,
+) -> dict[str, Any]:
+    """An agent's saved state as a live run writes it: when the agent is created, and
+    (with `outputs` and `ended`) when it submits. Both have every key of `CREATION_KEYS`,
+    so a submission's state supersedes the state written at creation."""
+    times = {"task_start": started} if ended is None else {"task_start": started,
+                                                             "task_end": ended}
+    return {"inputs": inputs, "outputs": outputs, "times": times,
+            "provider_assignment_id": provider_assignment}
+
+
+CREATION_KEYS = frozenset(agent_state(None, 0.0, None))
 
 
 class Background:

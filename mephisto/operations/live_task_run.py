@@ -38,6 +38,7 @@ from mephisto.db import batch
 from mephisto.db.writer import DBWriter
 from mephisto.operations.client_io_handler import ClientIOHandler
 from mephisto.operations.live_run import (
+    CREATION_KEYS,
     AgentInfo,
     Background,
     RunContext,
@@ -360,6 +361,8 @@ class LiveTaskRun:
                     agent_id=agent_row["agent_id"], worker=worker, unit=info,
                     status=agent_row["status"], started=started or agent_row["creation_date"],
                     provider_assignment=state.get("provider_assignment_id"),
+                    # anything beyond what a run writes at creation must be merged
+                    state_extended=not set(state) <= CREATION_KEYS,
                 )
                 self.pool.restore_agent(agent)
                 assigned += 1

@@ -49,6 +49,7 @@ from mephisto.operations.live_run import (
     UnitInfo,
     UnitSupply,
     WorkerInfo,
+    agent_state,
     until_saved,
 )
 from mephisto.server.backend import AgentResponse, Caller
@@ -222,12 +223,7 @@ class WorkerPool:
         worker.active += 1
         worker.task_units += 1
         started = time.time()
-        state = {
-            "inputs": unit.init_data,
-            "outputs": None,
-            "times": {"task_start": started},
-            "provider_assignment_id": provider_assignment,
-        }
+        state = agent_state(unit.init_data, started, provider_assignment)
         agent = AgentInfo(
             agent_id=new_agent_id(),
             worker=worker,

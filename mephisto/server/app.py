@@ -22,7 +22,9 @@ import time
 from collections import deque
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
+from urllib.parse import parse_qsl
 
 from starlette.applications import Starlette
 from starlette.requests import ClientDisconnect, Request
@@ -288,7 +290,7 @@ class _TaskServer:
                 if len(value) > limit:
                     raise MalformedRequest(
                         f"field 'provider_data.{key}' is longer than {limit} characters")
-                if _CONTROL.search(value):
+                if not value.isprintable() and _CONTROL.search(value):
                     raise MalformedRequest(
                         f"field 'provider_data.{key}' contains a control character")
         answer = await self.backend.request_agent(provider_data, _caller(request))
@@ -693,6 +695,22 @@ def _agent_id(body: dict[str, Any], label: str, limit: int, shaped: bool = True)
     return value
 
 
+_NO_CALLER: Caller = MappingProxyType({})
+_CALLERS: dict[bytes, Caller] = {}  # query strings seen lately, parsed (read-only)
+_CALLERS_KEPT = 4096
+
+
 def _caller(connection: Request | WebSocket) -> Caller:
-    """The request's query parameters: the provider shim's identity of the worker."""
-    return dict(connection.query_params) if connection.scope["query_string"] else {}
+    """The request's query parameters: the provider shim's identity of the worker. A
+    worker sends the same ones on every request, so the parsed form of recent query
+    strings is kept (a bounded map) rather than parsed again each time."""
+    raw: bytes = connection.scope["query_string"]
+    if not raw:
+        return _NO_CALLER
+    caller = _CALLERS.get(raw)
+    if caller is None:
+        if len(_CALLERS) >= _CALLERS_KEPT:
+            _CALLERS.clear()
+        caller = _CALLERS[raw] = MappingProxyType(
+            dict(parse_qsl(raw.decode("latin-1"), keep_blank_values=True)))
+    return caller

@@ -489,6 +489,18 @@ class MephistoDBContract:
         assert (after["status"], after["state"]) == (before["status"], before["state"])
         assert db.get_unit(unit_id)["status"] == "completed"
 
+    def test_a_superseding_completion_still_follows_the_one_rule(
+        self, db: MephistoDB, run: Run
+    ) -> None:
+        (unit_id,) = run.units(1)
+        agent_id = run.agent(unit_id)
+        batch.complete_agents(db, [(agent_id, unit_id, {"outputs": 1})], superseding={agent_id})
+        assert db.get_agent(agent_id)["state"] == {"outputs": 1}  # stored state not read
+        with pytest.raises(InvalidTransition):
+            batch.complete_agents(db, [(agent_id, unit_id, {"outputs": 2})],
+                                  superseding={agent_id})
+        assert db.get_agent(agent_id)["state"] == {"outputs": 1}
+
     @pytest.mark.parametrize("path", ["single", "bulk"])
     def test_metadata_saved_before_the_submit_is_kept(self, db: MephistoDB, run: Run, path: str) -> None:
         (unit_id,) = run.units(1)
