@@ -12,10 +12,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from mephisto.db import (
-    MephistoDB,
-    batch,  # noqa: E402 (sorted below by ruff)
-)
+from mephisto.db import MephistoDB, batch
 
 
 def main() -> None:

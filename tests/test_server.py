@@ -747,7 +747,7 @@ async def test_metrics_endpoint(session: aiohttp.ClientSession) -> None:
                 assert "fake_total" not in await response.text()
     # without a token, workers' port does not serve metrics at all
     async with running_server(create_app(FakeBackend(), metrics_registry=registry)) as url:
-        status, body = await call(session, "GET", url + "/metrics")
+        status, _body = await call(session, "GET", url + "/metrics")
     assert status == 404
 
 

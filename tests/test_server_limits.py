@@ -128,13 +128,6 @@ async def healthz(url: str) -> int:
     return status
 
 
-def rss_bytes() -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) * 1024
-    raise RuntimeError("no VmRSS")  # pragma: no cover
-
-
 def error_of(body: bytes) -> str:
     error = json.loads(body)["error"]
     assert isinstance(error, str) and error

@@ -254,10 +254,10 @@ class MephistoDB:
         if task_name is not None and not task_name.strip():
             raise DatabaseError("a task needs a task_name")
         with self.transaction():
-            if task_name is not None and task_name != self.get_task(task_id)["task_name"]:
-                if self.find_task_runs(task_id=task_id):
-                    raise DatabaseError(
-                        f"task {task_id} has task runs: its name cannot change any more")
+            renamed = task_name is not None and task_name != self.get_task(task_id)["task_name"]
+            if renamed and self.find_task_runs(task_id=task_id):
+                raise DatabaseError(
+                    f"task {task_id} has task runs: its name cannot change any more")
             self._update("tasks", task_id, {"task_name": task_name, "project_id": project_id})
 
     # -- requesters ---------------------------------------------------------------
