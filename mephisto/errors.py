@@ -17,6 +17,7 @@
     │   ├── AlreadySubmitted         409: the agent already submitted
     │   └── PayloadTooLarge          413: body over the configured limit
     ├── NotEligible                  a worker may not take (more) work on this run
+    ├── ProviderError                a crowd provider refused or failed a call: names it
     ├── BuildError                   a front-end build (npm) failed or npm is missing
     └── ShutdownError                the run is shutting down; no new work accepted
 
@@ -133,6 +134,18 @@ class NotEligible(MephistoError):
         super().__init__(reason)
         self.reason = reason
         self.worker_id = worker_id
+
+
+class ProviderError(MephistoError):
+    """A crowd provider refused or failed a call (bad credentials, its own 4xx/5xx, a
+    timeout). The message names the provider and what to do. `retryable`: the same call
+    may succeed later (an outage, a timeout); calls that pay are safe to retry anyway,
+    since each carries its payment's request token."""
+
+    def __init__(self, provider_type: str, message: str, retryable: bool = False) -> None:
+        super().__init__(f"{provider_type}: {message}")
+        self.provider_type = provider_type
+        self.retryable = retryable
 
 
 class BuildError(MephistoError):

@@ -153,6 +153,27 @@ class AgentState(StrEnum):
 _A = AssignmentState
 _G = AgentState
 
+class PaymentStatus(StrEnum):
+    """Status of a payment (a bonus): recorded before the provider is asked, then paid,
+    or failed and tried again with the same request token."""
+
+    RECORDED = "recorded"
+    PAID = "paid"
+    FAILED = "failed"
+
+
+PAYMENT_TRANSITIONS: dict[PaymentStatus, frozenset[PaymentStatus]] = {
+    PaymentStatus.RECORDED: frozenset({PaymentStatus.PAID, PaymentStatus.FAILED}),
+    PaymentStatus.FAILED: frozenset({PaymentStatus.PAID, PaymentStatus.FAILED}),
+    PaymentStatus.PAID: frozenset(),  # paid is final: nothing pays it again
+}
+
+
+def payment_sources(target: PaymentStatus) -> list[PaymentStatus]:
+    """Payment statuses from which `target` may be reached."""
+    return [s for s, targets in PAYMENT_TRANSITIONS.items() if target in targets]
+
+
 # Legal unit status changes: from -> allowed targets.
 UNIT_TRANSITIONS: dict[AssignmentState, frozenset[AssignmentState]] = {
     _A.CREATED: frozenset({_A.LAUNCHED, _A.EXPIRED}),

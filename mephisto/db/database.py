@@ -18,6 +18,7 @@ A live run's set-based statements (bulk launch, bulk agents, bulk workers) live 
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from typing import Any
@@ -26,6 +27,7 @@ import sqlalchemy as sa
 
 from mephisto.data_model.agent import Agent, OnboardingAgent, merge_agent_state
 from mephisto.data_model.assignment import Assignment
+from mephisto.data_model.payment import Payment
 from mephisto.data_model.project import NO_PROJECT_NAME, Project
 from mephisto.data_model.qualification import GrantedQualification, Qualification
 from mephisto.data_model.requester import Requester
@@ -34,8 +36,10 @@ from mephisto.data_model.status import (
     UNIT_TRANSITIONS,
     AgentState,
     AssignmentState,
+    PaymentStatus,
     agent_update_sources,
     derive_assignment_status,
+    payment_sources,
     unit_sources,
     unit_update_sources,
 )
@@ -192,7 +196,7 @@ class MephistoDB:
         current = conn.execute(sa.select(t.c.status).where(t.c[pk] == row_key)).scalar()
         if current is None:
             raise EntryDoesNotExist(f"{ENTITY_NAMES[table]} {entity_id} does not exist")
-        kind = "unit" if table == "units" else "agent"
+        kind = {"units": "unit", "payments": "payment"}.get(table, "agent")
         raise InvalidTransition(kind, str(entity_id), current, str(new))
 
     # -- projects ---------------------------------------------------------------
@@ -826,6 +830,120 @@ class MephistoDB:
                     g.c.worker_id == key("workers", worker_id),
                 )
             )
+
+    # -- payments ------------------------------------------------------------------------
+
+    def new_payment(
+        self,
+        requester_id: str,
+        worker_id: str,
+        provider_type: str,
+        amount: float,
+        reason: str,
+        unit_id: str | None = None,
+    ) -> str:
+        """Record a payment about to be made (status `recorded`), with a fresh request
+        token. Committed before any provider is asked."""
+        if not amount or amount <= 0:
+            raise DatabaseError(f"a payment needs a positive amount, got {amount!r}")
+        if not reason or not reason.strip():
+            raise DatabaseError("a payment needs a reason (workers see it)")
+        stamp = now()
+        return self._insert(
+            "payments",
+            {
+                "requester_id": requester_id,
+                "worker_id": worker_id,
+                "unit_id": unit_id,
+                "provider_type": provider_type,
+                "amount": float(amount),
+                "reason": reason,
+                "status": str(PaymentStatus.RECORDED),
+                "request_token": secrets.token_hex(16),
+                "attempts": 0,
+                "creation_date": stamp,
+                "update_date": stamp,
+            },
+        )
+
+    def get_payment(self, payment_id: str) -> dict[str, Any]:
+        return self._get("payments", payment_id)
+
+    def find_payments(
+        self,
+        worker_id: str | None = None,
+        unit_id: str | None = None,
+        requester_id: str | None = None,
+        provider_type: str | None = None,
+        status: str | Sequence[str] | None = None,
+    ) -> list[Payment]:
+        rows = self._find_rows(
+            "payments", worker_id=worker_id, unit_id=unit_id, requester_id=requester_id,
+            provider_type=provider_type, status=status,
+        )
+        return [Payment(self, r["payment_id"], r) for r in rows]
+
+    def update_payment(
+        self,
+        payment_id: str,
+        status: str,
+        provider_ref: str | None = None,
+        error: str | None = None,
+    ) -> None:
+        """Record the outcome of a try: `paid` (with the provider's reference) or
+        `failed` (with the error). A paid payment is never changed again."""
+        target = PaymentStatus(status)
+        values: dict[str, Any] = {
+            "update_date": now(),
+            "attempts": s.payments.c.attempts + 1,
+            "error": error if target is PaymentStatus.FAILED else None,
+        }
+        if provider_ref is not None:
+            values["provider_ref"] = provider_ref
+        with self.transaction() as conn:
+            self._set_status(conn, "payments", payment_id, target, payment_sources(target), values)
+
+    # -- provider records ----------------------------------------------------------------
+
+    def put_provider_record(
+        self, provider_type: str, kind: str, record_key: str, value: Any
+    ) -> None:
+        """Create or replace a provider's record (`value`: JSON)."""
+        stamp = now()
+        self._upsert(
+            s.provider_records,
+            {"provider_type": provider_type, "kind": kind, "record_key": str(record_key),
+             "value": value, "creation_date": stamp, "update_date": stamp},
+            ["provider_type", "kind", "record_key"],
+            {"value": value, "update_date": stamp},
+        )
+
+    def get_provider_record(self, provider_type: str, kind: str, record_key: str) -> Any:
+        """A provider's record, or None."""
+        t = s.provider_records
+        query = sa.select(t.c.value).where(
+            t.c.provider_type == provider_type, t.c.kind == kind,
+            t.c.record_key == str(record_key),
+        )
+        with self.read() as conn:
+            return conn.execute(query).scalar()
+
+    def find_provider_records(self, provider_type: str, kind: str) -> dict[str, Any]:
+        """Every record of this kind, by key."""
+        t = s.provider_records
+        query = sa.select(t.c.record_key, t.c.value).where(
+            t.c.provider_type == provider_type, t.c.kind == kind
+        ).order_by(t.c.record_key)
+        with self.read() as conn:
+            return {k: v for k, v in conn.execute(query)}
+
+    def delete_provider_record(self, provider_type: str, kind: str, record_key: str) -> None:
+        t = s.provider_records
+        with self.transaction() as conn:
+            conn.execute(t.delete().where(
+                t.c.provider_type == provider_type, t.c.kind == kind,
+                t.c.record_key == str(record_key),
+            ))
 
 
 class LocalMephistoDB(MephistoDB):

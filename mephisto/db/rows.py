@@ -31,6 +31,7 @@ ENTITY_NAMES = {
     "onboarding_agents": "onboarding agent",
     "qualifications": "qualification",
     "granted_qualifications": "granted qualification",
+    "payments": "payment",
 }
 
 # integer id columns of each table: stored as int, handed out as str

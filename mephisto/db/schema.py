@@ -196,6 +196,45 @@ worker_blocks = sa.Table(
     _created(),
 )
 
+# Money sent to workers beyond a unit's pay (bonuses). A payment is recorded (committed)
+# before the provider is asked to make it, and carries a request token the provider
+# sees on every try, so a retry or a crash never pays twice.
+payments = sa.Table(
+    "payments",
+    metadata,
+    sa.Column("payment_id", Id, primary_key=True, autoincrement=True),
+    sa.Column("requester_id", Id, sa.ForeignKey("requesters.requester_id"), nullable=False),
+    sa.Column("worker_id", Id, sa.ForeignKey("workers.worker_id"), nullable=False),
+    sa.Column("unit_id", Id, sa.ForeignKey("units.unit_id"), nullable=True),
+    sa.Column("provider_type", sa.Text, nullable=False),
+    sa.Column("amount", sa.Float, nullable=False),
+    sa.Column("reason", sa.Text, nullable=False),
+    sa.Column("status", sa.Text, nullable=False),
+    sa.Column("request_token", sa.Text, nullable=False, unique=True),
+    sa.Column("provider_ref", sa.Text, nullable=True),  # the provider's id, once known
+    sa.Column("attempts", sa.Integer, nullable=False, default=0),
+    sa.Column("error", sa.Text, nullable=True),  # why the last try failed
+    _created(),
+    sa.Column("update_date", _now, nullable=False),
+    sa.Index("ix_payments_worker", "worker_id"),
+    sa.Index("ix_payments_status", "provider_type", "status"),
+)
+
+# What a crowd provider keeps for itself (HITs of units, studies of runs, tokens of
+# participants, ...): its records by kind and key, as JSON. Providers act on the plain
+# entities; this is their own store. Never credentials: those live where each service
+# keeps them.
+provider_records = sa.Table(
+    "provider_records",
+    metadata,
+    sa.Column("provider_type", sa.Text, primary_key=True),
+    sa.Column("kind", sa.Text, primary_key=True),
+    sa.Column("record_key", sa.Text, primary_key=True),
+    sa.Column("value", sa.JSON, nullable=False),
+    _created(),
+    sa.Column("update_date", _now, nullable=False),
+)
+
 # table name -> (table, primary key column name)
 TABLES: dict[str, tuple[sa.Table, str]] = {
     "projects": (projects, "project_id"),
@@ -209,4 +248,5 @@ TABLES: dict[str, tuple[sa.Table, str]] = {
     "onboarding_agents": (onboarding_agents, "onboarding_agent_id"),
     "qualifications": (qualifications, "qualification_id"),
     "granted_qualifications": (granted_qualifications, "granted_qualification_id"),
+    "payments": (payments, "payment_id"),
 }

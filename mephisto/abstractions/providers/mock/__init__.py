@@ -1,6 +1,7 @@
 """`mock`: a crowd provider with no crowd. Identity comes from the task URL
-(`?worker_id=...&assignment_id=...`); launching and expiring do nothing remote; the
-requester is created on first use. For local testing and demos.
+(`?worker_id=...&assignment_id=...`); the requester is created on first use; what a real
+provider would be asked (publishing, reviews, bonuses, blocks, qualifications) is
+recorded in the mock's own records. For local testing and demos.
 
 A package only so that Mephisto's paths `mock.mock_provider` and `mock.provider_type`
 (thin re-exports) can sit beside it; the plugin is this module."""
@@ -12,11 +13,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mephisto.abstractions.crowd_provider import CrowdProvider, ProviderArgs
+from mephisto.abstractions.crowd_provider import (
+    Capability,
+    CrowdProvider,
+    ProviderArgs,
+    RequesterCheck,
+)
 from mephisto.data_model.requester import Requester
-from mephisto.errors import EntryAlreadyExists, MalformedRequest
+from mephisto.errors import EntryAlreadyExists, MalformedRequest, ProviderError
 
 if TYPE_CHECKING:
+    from mephisto.data_model.agent import Agent
+    from mephisto.data_model.payment import Payment
+    from mephisto.data_model.task_run import TaskRun
+    from mephisto.data_model.worker import Worker
     from mephisto.db.database import MephistoDB
 
 PROVIDER_TYPE = "mock"
@@ -33,24 +43,58 @@ class MockProviderArgs(ProviderArgs):
 
 
 class MockProvider(CrowdProvider):
+    """Everything a real provider does, recorded in its own records instead of sent: the
+    units it published, its review decisions, bonuses, blocks and qualifications (so
+    tests and the review tools can see what the provider was asked)."""
+
     PROVIDER_TYPE = PROVIDER_TYPE
     ArgsClass = MockProviderArgs
+    CAPABILITIES = frozenset(Capability)
+
+    def _put(self, kind: str, key: str, value: Any) -> None:
+        self.db.put_provider_record(PROVIDER_TYPE, kind, key, value)
+
+    # -- requesters ---------------------------------------------------------------------
+
+    @classmethod
+    def register_requester(
+        cls, db: MephistoDB, requester_name: str, credentials: Mapping[str, str]
+    ) -> Requester:
+        if credentials:
+            raise ProviderError(PROVIDER_TYPE, "the mock provider takes no credentials; got "
+                                + ", ".join(sorted(credentials)))
+        return _find_or_create_requester(db, requester_name)
 
     def get_requester(self, db: MephistoDB, args: Any) -> Requester:
         name = str(args.provider.get("requester_name") or "MOCK_REQUESTER")
-        found = db.find_requesters(requester_name=name)
-        if found:
-            return found[0]
-        try:
-            return Requester(db, db.new_requester(name, self.PROVIDER_TYPE))
-        except EntryAlreadyExists:
-            return db.find_requesters(requester_name=name)[0]
+        return _find_or_create_requester(db, name)
+
+    def check_requester(self, requester: Requester) -> RequesterCheck:
+        return RequesterCheck(True, "ready (the mock provider needs no account)", balance=0.0)
+
+    # -- a task run's work ------------------------------------------------------------------
+
+    def setup_resources_for_task_run(
+        self, task_run: TaskRun, args: Any, shared_state: Any, server_url: str
+    ) -> None:
+        self._task_run_id = task_run.db_id
 
     def launch_units(self, units: list[Any], server_url: str) -> None:
-        """Nothing to publish: workers open the server URL directly."""
+        """Nothing to publish: workers open the server URL directly. Recorded as open."""
+        run = getattr(self, "_task_run_id", None)
+        for unit in units:
+            self._put("open_unit", str(unit.unit_id), {"task_run_id": run, "url": server_url})
 
     def expire_units(self, units: list[Any]) -> None:
-        """Nothing to withdraw."""
+        for unit in units:
+            self.db.delete_provider_record(PROVIDER_TYPE, "open_unit", str(unit.unit_id))
+
+    def open_units(self, task_run: TaskRun) -> list[str]:
+        records = self.db.find_provider_records(PROVIDER_TYPE, "open_unit")
+        return sorted((k for k, v in records.items() if v["task_run_id"] == task_run.db_id),
+                      key=int)
+
+    # -- workers arriving -----------------------------------------------------------------
 
     def worker_name_from_registration(self, provider_data: dict[str, Any]) -> str:
         name = provider_data.get("worker_name")
@@ -66,3 +110,51 @@ class MockProvider(CrowdProvider):
 
     def wrap_crowd_source_js(self) -> str:
         return _SHIM.read_text()
+
+    # -- review ---------------------------------------------------------------------------
+
+    def _decide(self, agent: Agent, decision: str, note: str | None) -> None:
+        self._put("review", agent.db_id, {"decision": decision, "note": note})
+
+    def approve_work(self, agent: Agent, review_note: str | None = None) -> None:
+        self._decide(agent, "approved", review_note)
+
+    def reject_work(self, agent: Agent, reason: str) -> None:
+        self._decide(agent, "rejected", reason)
+
+    def soft_reject_work(self, agent: Agent, review_note: str | None = None) -> None:
+        self._decide(agent, "soft_rejected", review_note)
+
+    def pay_bonus(self, payment: Payment) -> str:
+        known = self.db.get_provider_record(PROVIDER_TYPE, "bonus", payment.request_token)
+        if known is not None:  # a retry: already paid under this token
+            return str(known["ref"])
+        ref = f"mock-bonus-{payment.db_id}"
+        self._put("bonus", payment.request_token, {
+            "ref": ref, "worker_id": payment.worker_id, "amount": payment.amount,
+            "reason": payment.reason,
+        })
+        return ref
+
+    def block_worker(self, worker: Worker, requester: Requester, reason: str) -> None:
+        self._put("block", f"{requester.db_id}:{worker.db_id}", {"reason": reason})
+
+    def unblock_worker(self, worker: Worker, requester: Requester) -> None:
+        self.db.delete_provider_record(PROVIDER_TYPE, "block", f"{requester.db_id}:{worker.db_id}")
+
+    def grant_qualification(self, worker: Worker, qualification_name: str, value: int) -> None:
+        self._put("qualification", f"{worker.db_id}:{qualification_name}", {"value": value})
+
+    def revoke_qualification(self, worker: Worker, qualification_name: str) -> None:
+        self.db.delete_provider_record(PROVIDER_TYPE, "qualification",
+                                       f"{worker.db_id}:{qualification_name}")
+
+
+def _find_or_create_requester(db: MephistoDB, name: str) -> Requester:
+    found = db.find_requesters(requester_name=name)
+    if found:
+        return found[0]
+    try:
+        return Requester(db, db.new_requester(name, PROVIDER_TYPE))
+    except EntryAlreadyExists:
+        return db.find_requesters(requester_name=name)[0]

@@ -1,0 +1,85 @@
+"""Paying workers beyond a unit's reward (bonuses), exactly once.
+
+Every payment is written to the database first (status `recorded`, committed), then
+the provider is asked to make it with the payment's request token, then the outcome is
+recorded (`paid` with the provider's reference, or `failed` with the error). A retry
+sends the same record, so a provider that deduplicates on the token (MTurk) or checks
+its own records (Prolific, the mock) never pays twice; a crash between the provider's
+answer and our record leaves the payment `recorded`, and `settle_payments` finishes it
+the same way.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+from mephisto.data_model.payment import Payment
+from mephisto.data_model.status import PaymentStatus
+from mephisto.errors import MephistoError, ProviderError
+
+if TYPE_CHECKING:
+    from mephisto.abstractions.crowd_provider import CrowdProvider
+    from mephisto.db.database import MephistoDB
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["pay_bonus", "retry_payment", "settle_payments"]
+
+
+def pay_bonus(
+    db: MephistoDB,
+    provider: CrowdProvider,
+    worker_id: str,
+    amount: float,
+    reason: str,
+    unit_id: str | None = None,
+    requester_id: str | None = None,
+) -> Payment:
+    """Record a bonus for a worker, then pay it. `requester_id` defaults to the unit's.
+    Raises `ProviderError` when the provider fails (the payment stays, `failed`, for
+    `retry_payment`)."""
+    if requester_id is None:
+        if unit_id is None:
+            raise MephistoError("a bonus needs a unit or a requester to pay it")
+        requester_id = str(db.get_unit(unit_id)["requester_id"])
+    payment_id = db.new_payment(
+        requester_id, worker_id, str(provider.PROVIDER_TYPE), amount, reason, unit_id=unit_id
+    )
+    return _send(db, provider, Payment(db, payment_id))
+
+
+def retry_payment(db: MephistoDB, provider: CrowdProvider, payment_id: str) -> Payment:
+    """Try a payment again (same request token). A paid one is returned as it is."""
+    payment = Payment(db, payment_id)
+    if payment.is_paid:
+        return payment
+    return _send(db, provider, payment)
+
+
+def settle_payments(db: MephistoDB, provider: CrowdProvider) -> list[Payment]:
+    """Finish every payment of this provider left `recorded` (a crash) or `failed`.
+    Returns them as they ended; failures are logged, not raised."""
+    done = []
+    pending = [str(PaymentStatus.RECORDED), str(PaymentStatus.FAILED)]
+    for payment in db.find_payments(provider_type=str(provider.PROVIDER_TYPE), status=pending):
+        try:
+            done.append(_send(db, provider, payment))
+        except ProviderError as exc:
+            logger.warning("payment %s not settled: %s", payment.db_id, exc)
+            done.append(Payment(db, payment.db_id))
+    return done
+
+
+def _send(db: MephistoDB, provider: CrowdProvider, payment: Payment) -> Payment:
+    try:
+        ref = provider.pay_bonus(payment)
+    except ProviderError as exc:
+        db.update_payment(payment.db_id, PaymentStatus.FAILED, error=str(exc))
+        raise
+    except Exception as exc:  # an SDK's own error: recorded, then reported as the provider's
+        db.update_payment(payment.db_id, PaymentStatus.FAILED, error=repr(exc))
+        raise ProviderError(str(provider.PROVIDER_TYPE), f"paying a bonus failed: {exc}",
+                            retryable=True) from exc
+    db.update_payment(payment.db_id, PaymentStatus.PAID, provider_ref=ref)
+    return Payment(db, payment.db_id)
