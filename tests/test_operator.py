@@ -322,6 +322,62 @@ async def test_a_blueprint_overriding_on_live_update_gets_the_pages_updates(
     assert received == [(worker.agent_id, data) for data in sent]
 
 
+def test_a_requester_that_is_not_ready_launches_nothing(
+    operator: Operator, task_html: Path, mephisto_db: MephistoDB
+) -> None:
+    from mephisto.abstractions.crowd_provider import RequesterCheck
+    from mephisto.abstractions.providers.mock import MockProvider
+    from mephisto.errors import ProviderError
+    from mephisto.operations.registry import register_mephisto_abstraction
+
+    @register_mephisto_abstraction()
+    class RefusingProvider(MockProvider):
+        PROVIDER_TYPE = "refusing_test_provider"
+
+        def check_requester(self, requester: Any) -> RequesterCheck:
+            return RequesterCheck(False, "the key was revoked: run `mephisto register ...`")
+
+    config = static_run_config(task_html)
+    config["provider"] = {"_provider_type": "refusing_test_provider"}
+    with pytest.raises(ProviderError, match="refusing_test_provider.*revoked.*register"):
+        operator.launch_task_run(config, SharedStaticTaskState(static_task_data=_data(2)))
+    assert mephisto_db.find_task_runs() == [] and mephisto_db.find_units() == []
+
+
+def test_a_resumed_run_publishes_its_open_units_again(
+    task_html: Path, tmp_path: Path
+) -> None:
+    """After a crash the provider may have lost what was published: a resumed run
+    launches its open units again (a provider's launch_units is idempotent per unit)."""
+    from mephisto.abstractions.providers.mock import MockProvider
+    from mephisto.operations.registry import register_mephisto_abstraction
+
+    launched: list[list[str]] = []
+
+    @register_mephisto_abstraction()
+    class CountingProvider(MockProvider):
+        PROVIDER_TYPE = "counting_test_provider"
+
+        def launch_units(self, units: list[Any], server_url: str) -> None:
+            launched.append([u.unit_id for u in units])
+            super().launch_units(units, server_url)
+
+    db = MephistoDB(f"sqlite:///{tmp_path / 'relaunch.db'}")
+    config = static_run_config(task_html, task_name="relaunch", resume_incomplete_run=True)
+    config["provider"] = {"_provider_type": "counting_test_provider"}
+    first, second = Operator(db), Operator(db)
+    try:  # the first keeps running as a crashed process would: nothing was expired
+        run_id = first.launch_task_run(config, SharedStaticTaskState(static_task_data=_data(3)))
+        assert launched == [["1", "2", "3"]]
+        assert second.launch_task_run(config, SharedStaticTaskState(static_task_data=_data(3))) \
+            == run_id
+        assert launched == [["1", "2", "3"], ["1", "2", "3"]]
+    finally:
+        second.shutdown()
+        first.shutdown()
+        db.shutdown()
+
+
 # -- who may work -----------------------------------------------------------------------------
 
 

@@ -368,6 +368,8 @@ class LiveTaskRun:
                 assigned += 1
         self.progress.total = len(units)
         await self.writer.run(batch.expire_stale_onboarding, self.task_run_id)
+        if open_units:  # published before: publish again where the provider lost them
+            await self.background.in_thread(self.provider.launch_units, open_units, self.url)
         self.launcher.restore(self.url, self.blueprint.get_initialization_data(),
                               len(assignments), open_units, assigned, to_launch)
         logger.info(

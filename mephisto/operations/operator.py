@@ -19,7 +19,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from mephisto.db.writer import DBWriter
-from mephisto.errors import ConfigError, MephistoError
+from mephisto.errors import ConfigError, MephistoError, ProviderError
 from mephisto.operations.hydra_config import resolve_run_config
 from mephisto.operations.live_task_run import LiveTaskRun
 from mephisto.utils.args import Args
@@ -55,6 +55,20 @@ def _tune_gc_for_serving() -> None:
     if gc.get_threshold() == _DEFAULT_GC_THRESHOLDS:
         gc.set_threshold(*_SERVING_GC_THRESHOLDS)
     gc.freeze()
+
+
+def _check_requester(provider: Any, requester: Any) -> None:
+    """Refuse to launch, before anything is created, when the requester cannot work
+    (credentials missing or refused): the provider's message says what to do."""
+    try:
+        check = provider.check_requester(requester)
+    except NotImplementedError:  # a third-party provider without the check
+        logger.debug("%s cannot check requesters; launching unchecked", provider.PROVIDER_TYPE)
+        return
+    if not check.ready:
+        raise ProviderError(str(provider.PROVIDER_TYPE),
+                            f"requester {requester.requester_name!r} is not ready: "
+                            f"{check.message}")
 
 
 class Operator:
@@ -98,6 +112,7 @@ class Operator:
         task_name = cfg.task.task_name or task_type
         provider = resolved.provider(self.db, cfg)
         requester = provider.get_requester(self.db, cfg)
+        _check_requester(provider, requester)
         task_run, resume = self._get_task_run(cfg, task_name, task_type, requester)
 
         async def start(blueprint: Any, architect: Any) -> LiveTaskRun:
