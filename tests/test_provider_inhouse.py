@@ -10,6 +10,7 @@ import os
 import stat
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
@@ -37,6 +38,7 @@ from mephisto.data_model.agent import Agent
 from mephisto.data_model.requester import Requester
 from mephisto.data_model.task_run import TaskRun
 from mephisto.data_model.worker import Worker
+from mephisto.db import batch
 from mephisto.db.database import MephistoDB
 from mephisto.errors import ForbiddenAction, MalformedRequest, ProviderError
 from mephisto.testing.provider_contract import Arrival, CrowdHarness, ProviderContract
@@ -282,8 +284,27 @@ def test_links_for_a_run_use_its_recorded_server(db: MephistoDB) -> None:
     provider.setup_resources_for_task_run(run, provider.args, None, "http://127.0.0.1:4321/")
     (link,) = links_for_run(db, run.db_id, ["alice"], timedelta(hours=1))
     assert link.url.startswith("http://127.0.0.1:4321/?token=")
+    # stopped: nothing stays open, and no links until it is served again
+    units = [_Unit(u) for u in batch_units(db, run)]
+    provider.launch_units(units, "http://127.0.0.1:4321/")
+    provider.cleanup_resources_from_task_run(run, "http://127.0.0.1:4321/")
+    assert provider.open_units(run) == []
+    with pytest.raises(ProviderError, match="not being served"):
+        links_for_run(db, run.db_id, ["alice"])
+    provider.setup_resources_for_task_run(run, provider.args, None, "http://127.0.0.1:4322/")
+    assert links_for_run(db, run.db_id, ["alice"])[0].url.startswith("http://127.0.0.1:4322/")
     db.update_task_run(run.db_id, is_completed=True)
     with pytest.raises(ProviderError, match="has finished"):
         links_for_run(db, run.db_id, ["alice"])
     names = anonymous_participants(5)
     assert len(set(names)) == 5 and all(n.startswith("p-") and len(n) == 10 for n in names)
+
+
+@dataclass(frozen=True)
+class _Unit:
+    unit_id: str
+
+
+def batch_units(db: MephistoDB, run: TaskRun) -> list[str]:
+    created = batch.new_assignments_with_units(db, run.db_id, [{}] * 2, 0.5, status="launched")
+    return [unit_ids[0] for _assignment, unit_ids in created]

@@ -93,8 +93,9 @@ def links_for_requester(
 
 
 def run_link_target(db: MephistoDB, task_run_id: str) -> tuple[str, str]:
-    """The server URL and requester name of an in-house run, as recorded at its launch
-    (`ProviderError` for a run that is no in-house run or has finished)."""
+    """The server URL and requester name of an in-house run, as recorded when it was last
+    served (`ProviderError` for a run that is no in-house run, has finished or is not
+    being served)."""
     from mephisto.data_model.task_run import TaskRun
 
     run = TaskRun(db, task_run_id)  # EntryDoesNotExist for an unknown id
@@ -109,6 +110,9 @@ def run_link_target(db: MephistoDB, task_run_id: str) -> tuple[str, str]:
         raise ProviderError(PROVIDER_TYPE, f"task run {task_run_id} has finished: links to "
                                            f"it would lead nowhere (pass a server URL to "
                                            "make links for another server)")
+    if not record.get("serving", True):
+        raise ProviderError(PROVIDER_TYPE, f"task run {task_run_id} is not being served (it "
+                                           "was stopped): resume it, then make its links")
     return str(record["url"]), str(record["requester_name"])
 
 

@@ -42,7 +42,7 @@ _SHIM = Path(__file__).with_name("inhouse_wrap_crowd_source.js")
 _VERIFIED_KEPT = 4096  # tokens whose signature was checked lately (requests repeat them)
 
 # kinds of the provider's records
-RUN = "run"  # task run id -> {url, requester_id, requester_name}
+RUN = "run"  # task run id -> {url, requester_id, requester_name, serving}
 OPEN_UNIT = "open_unit"  # unit id -> {task_run_id}
 REVIEW = "review"  # agent id -> {decision, note, worker_id, unit_id, task_run_id, at}
 BLOCK = "block"  # "<requester id>:<worker id>" -> {reason, at}
@@ -132,7 +132,7 @@ class InhouseProvider(CrowdProvider):
             key = load_key(requester.requester_name)
         except ProviderError as exc:
             return RequesterCheck(False, str(exc))
-        return RequesterCheck(True, f"ready: links are signed with the secret in "
+        return RequesterCheck(True, f"links are signed with the secret in "
                                     f"{secret_path(requester.requester_name)} "
                                     f"(key id {key.key_id})")
 
@@ -146,8 +146,20 @@ class InhouseProvider(CrowdProvider):
         requester = task_run.get_requester()
         self._put(RUN, task_run.db_id, {
             "url": server_url, "requester_id": requester.db_id,
-            "requester_name": requester.requester_name,
+            "requester_name": requester.requester_name, "serving": True,
         })
+
+    def cleanup_resources_from_task_run(self, task_run: TaskRun, server_url: str) -> None:
+        """The run is no longer served: nothing of it stays open, and links are made for
+        it again only once it is served again (resumed)."""
+        records = self.db.find_provider_records(PROVIDER_TYPE, OPEN_UNIT)
+        run = self.db.get_provider_record(PROVIDER_TYPE, RUN, task_run.db_id)
+        with self.db.transaction():
+            for unit_id, record in records.items():
+                if record["task_run_id"] == task_run.db_id:
+                    self.db.delete_provider_record(PROVIDER_TYPE, OPEN_UNIT, unit_id)
+            if run is not None:
+                self._put(RUN, task_run.db_id, {**run, "serving": False})
 
     def _run_of(self, unit: Any) -> str:
         if self._task_run_id is not None:
