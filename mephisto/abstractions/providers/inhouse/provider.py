@@ -9,6 +9,7 @@ Nothing is published anywhere and no money moves: what a third party would be as
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -38,6 +39,7 @@ if TYPE_CHECKING:
     from mephisto.data_model.worker import Worker
     from mephisto.db.database import MephistoDB
 
+logger = logging.getLogger(__name__)
 _SHIM = Path(__file__).with_name("inhouse_wrap_crowd_source.js")
 _VERIFIED_KEPT = 4096  # tokens whose signature was checked lately (requests repeat them)
 
@@ -148,6 +150,9 @@ class InhouseProvider(CrowdProvider):
             "url": server_url, "requester_id": requester.db_id,
             "requester_name": requester.requester_name, "serving": True,
         })
+        logger.info("in-house run %s: send each participant a link, made with "
+                    "`mephisto links --run %s <names>` (or --count N)", task_run.db_id,
+                    task_run.db_id)
 
     def cleanup_resources_from_task_run(self, task_run: TaskRun, server_url: str) -> None:
         """The run is no longer served: nothing of it stays open, and links are made for
