@@ -181,7 +181,8 @@ def register(provider_type: str, pairs: tuple[str, ...], database: str | None) -
     finally:
         db.shutdown()
     verdict = "[green]ready[/]" if status.check.ready else "[yellow]not ready[/]"
-    console.print(f"Registered requester [bold]{escape(name)}[/] for {escape(provider_type)}: "
+    console.print(f"Registered requester [bold]{escape(status.requester_name)}[/] for "
+                  f"{escape(status.provider_type)}: "
                   f"{verdict}. {escape(status.check.message)}")
     if not status.check.ready:
         sys.exit(1)

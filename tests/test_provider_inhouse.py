@@ -308,3 +308,13 @@ class _Unit:
 def batch_units(db: MephistoDB, run: TaskRun) -> list[str]:
     created = batch.new_assignments_with_units(db, run.db_id, [{}] * 2, 0.5, status="launched")
     return [unit_ids[0] for _assignment, unit_ids in created]
+
+
+def test_a_secret_that_cannot_be_written_is_a_provider_error(
+    db: MephistoDB, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    not_a_folder = tmp_path / "home-is-a-file"
+    not_a_folder.write_text("")
+    monkeypatch.setenv("MEPHISTO_HOME", str(not_a_folder))
+    with pytest.raises(ProviderError, match="cannot write the signing secret"):
+        InhouseProvider.register_requester(db, "lab", {})

@@ -169,11 +169,20 @@ def create_secret(requester_name: str) -> Path:
     links already sent keep working). Safe against a concurrent creator: the file
     appears whole or not at all."""
     path = secret_path(requester_name)
+    try:
+        _write_new_secret(path)
+    except OSError as exc:
+        raise ProviderError(PROVIDER_TYPE, f"cannot write the signing secret {path}: "
+                            f"{exc.strerror or type(exc).__name__}") from None
+    return path
+
+
+def _write_new_secret(path: Path) -> None:
     folder = path.parent
     folder.mkdir(parents=True, exist_ok=True)
     os.chmod(folder, 0o700)
     if path.exists():
-        return path
+        return
     fd, tmp = tempfile.mkstemp(dir=folder, prefix=".new-", suffix=".key")  # mode 600
     try:
         with os.fdopen(fd, "w", encoding="ascii") as handle:
@@ -184,7 +193,6 @@ def create_secret(requester_name: str) -> Path:
             os.link(tmp, path)
     finally:
         os.unlink(tmp)
-    return path
 
 
 def load_key(requester_name: str) -> SigningKey:
