@@ -7,7 +7,8 @@ import functools
 import logging
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -18,6 +19,7 @@ from rich.table import Table
 from mephisto.errors import ConfigError, MephistoError, ProviderError
 
 if TYPE_CHECKING:
+    from mephisto.abstractions.providers.inhouse import ParticipantLink
     from mephisto.db.database import MephistoDB
 
 console = Console(stderr=False)
@@ -216,15 +218,13 @@ def requesters(database: str | None) -> None:
 # -- in-house participant links ------------------------------------------------------------
 
 
-def _expiry(days: float) -> Any:
-    from datetime import timedelta
-
+def _expiry(days: float) -> timedelta:
     if not days > 0:
         raise ConfigError("--days must be more than 0", key="days")
     return timedelta(days=days)
 
 
-def _print_links(links: list[Any], signer: str) -> None:
+def _print_links(links: Sequence[ParticipantLink], signer: str) -> None:
     """The links, one `participant<TAB>url` line each on stdout (no wrapping: copy them
     or redirect them to a file); what they are on stderr."""
     from mephisto.abstractions.providers.inhouse.tokens import format_time
@@ -328,11 +328,17 @@ def inhouse_demo(participants: str, requester_name: str, units: int, port: int, 
     launches the run and prints one link per participant to send them. The run ends
     when every unit is done; Ctrl-C stops it earlier (it can be resumed)."""
     from mephisto.abstractions.providers.inhouse import PROVIDER_TYPE, links_for_run
+    from mephisto.abstractions.providers.inhouse.tokens import check_participant_name
     from mephisto.tools.requesters import register_requester
 
     names = [name.strip() for name in participants.split(",") if name.strip()]
     if not names:
         raise ConfigError("--participants needs at least one name", key="participants")
+    for name in names:  # before anything is launched
+        try:
+            check_participant_name(name)
+        except ValueError as exc:
+            raise ConfigError(str(exc), key="participants") from None
     expires_in = _expiry(days)
 
     def announce(db: MephistoDB, task_run_id: str, url: str) -> None:

@@ -256,3 +256,10 @@ def test_links_refuse_a_run_of_another_provider(db: MephistoDB) -> None:
     assert result.exit_code == 1
     assert f"task run {run_id} uses the mock provider, not inhouse" in flat(result)
 
+
+
+def test_inhouse_demo_checks_its_participants_before_launching(db: MephistoDB) -> None:
+    result = run("inhouse-demo", "--participants", "alice,not ok", "--port", "0")
+    assert result.exit_code == 2
+    assert "participant name 'not ok' must be" in flat(result)
+    assert db.find_task_runs() == []
