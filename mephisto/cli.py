@@ -7,16 +7,19 @@ import functools
 import logging
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 import click
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
-from mephisto.errors import ConfigError, MephistoError
+from mephisto.errors import ConfigError, MephistoError, ProviderError
 
 if TYPE_CHECKING:
+    from mephisto.abstractions.providers.inhouse import ParticipantLink
     from mephisto.db.database import MephistoDB
 
 console = Console(stderr=False)
@@ -29,10 +32,13 @@ def _handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
         try:
             return fn(*args, **kwargs)
         except ConfigError as exc:
-            err_console.print(f"[bold red]Config error:[/] {exc}")
+            err_console.print(f"[bold red]Config error:[/] {escape(str(exc))}")
             sys.exit(2)
+        except ProviderError as exc:
+            err_console.print(f"[bold red]Provider error:[/] {escape(str(exc))}")
+            sys.exit(1)
         except MephistoError as exc:
-            err_console.print(f"[bold red]Error:[/] {exc}")
+            err_console.print(f"[bold red]Error:[/] {escape(str(exc))}")
             sys.exit(1)
 
     return wrapper
@@ -81,10 +87,12 @@ def check(database: str | None) -> None:
     table.add_row("python", "ok", sys.version.split()[0])
     data_dir = get_data_dir()
     table.add_row("data directory", "ok", str(data_dir))
+    requester_rows: list[tuple[str, str, str]] = []
     try:
         db = _open_db(database)
         tasks = len(db.find_tasks())
         table.add_row("database", "ok", f"{db.url} ({tasks} tasks)")
+        requester_rows = _requester_rows(db)
         db.shutdown()
     except MephistoError as exc:
         ok = False
@@ -95,6 +103,8 @@ def check(database: str | None) -> None:
     table.add_row("blueprints", "ok", ", ".join(get_valid_blueprint_types()))
     table.add_row("architects", "ok", ", ".join(get_valid_architect_types()))
     table.add_row("providers", "ok", ", ".join(get_valid_provider_types()))
+    for row in requester_rows:
+        table.add_row(*row)
     console.print(table)
     if not ok:
         sys.exit(1)
@@ -132,6 +142,150 @@ def runs(database: str | None, task_name: str | None) -> None:
     console.print(table)
 
 
+# -- requesters --------------------------------------------------------------------------
+
+
+def _requester_rows(db: MephistoDB) -> list[tuple[str, str, str]]:
+    """`mephisto check`'s rows: one per registered requester (never a secret)."""
+    from mephisto.tools.requesters import requester_statuses
+
+    statuses = requester_statuses(db)
+    if not statuses:
+        return [("requesters", "[yellow]none[/]",
+                 "register one: mephisto register <provider> name=<name> ...")]
+    return [
+        (f"requester {escape(s.requester_name)}",
+         "ready" if s.check.ready else "[yellow]not ready[/]",
+         escape(f"{s.provider_type}: {s.check.message}"))
+        for s in statuses
+    ]
+
+
+@cli.command(context_settings={"ignore_unknown_options": True})
+@click.argument("provider_type")
+@click.argument("pairs", nargs=-1, type=click.UNPROCESSED)
+@click.option("--database", envvar="MEPHISTO_DATABASE_URL", help="Database URL.")
+@_handle_errors
+def register(provider_type: str, pairs: tuple[str, ...], database: str | None) -> None:
+    """Register a requester: mephisto register PROVIDER name=NAME [KEY=VALUE ...].
+
+    The pairs other than name are the provider's credentials (e.g. for mturk
+    access_key_id=... secret_access_key=..., for prolific api_key=...; inhouse takes
+    none). The provider keeps them where its service does; they are never printed."""
+    from mephisto.operations.registry import get_crowd_provider_from_type
+    from mephisto.tools.requesters import parse_credentials, register_requester
+
+    get_crowd_provider_from_type(provider_type)  # an unknown type is named before anything
+    name, credentials = parse_credentials(pairs)
+    db = _open_db(database)
+    try:
+        status = register_requester(db, provider_type, name, credentials)
+    finally:
+        db.shutdown()
+    verdict = "[green]ready[/]" if status.check.ready else "[yellow]not ready[/]"
+    console.print(f"Registered requester [bold]{escape(status.requester_name)}[/] for "
+                  f"{escape(status.provider_type)}: "
+                  f"{verdict}. {escape(status.check.message)}")
+    if not status.check.ready:
+        sys.exit(1)
+
+
+@cli.command()
+@click.option("--database", envvar="MEPHISTO_DATABASE_URL", help="Database URL.")
+@_handle_errors
+def requesters(database: str | None) -> None:
+    """List requesters, their provider and whether each is ready to launch."""
+    from mephisto.tools.requesters import requester_statuses
+
+    db = _open_db(database)
+    try:
+        statuses = requester_statuses(db)
+    finally:
+        db.shutdown()
+    if not statuses:
+        console.print("No requesters yet: mephisto register <provider> name=<name> ...")
+        return
+    table = Table(title="requesters")
+    for col in ("requester", "provider", "ready", "detail"):
+        table.add_column(col)
+    for s in statuses:
+        table.add_row(escape(s.requester_name), escape(s.provider_type),
+                      "[green]yes[/]" if s.check.ready else "[yellow]no[/]",
+                      escape(s.check.message))
+    console.print(table)
+
+
+# -- in-house participant links ------------------------------------------------------------
+
+
+def _expiry(days: float) -> timedelta:
+    if not days > 0:
+        raise ConfigError("--days must be more than 0", key="days")
+    return timedelta(days=days)
+
+
+def _print_links(links: Sequence[ParticipantLink], signer: str) -> None:
+    """The links, one `participant<TAB>url` line each on stdout (no wrapping: copy them
+    or redirect them to a file); what they are on stderr."""
+    from mephisto.abstractions.providers.inhouse.tokens import format_time
+
+    if links:
+        err_console.print(f"{len(links)} participant link(s), signed by {escape(signer)}, "
+                          f"valid until {format_time(links[0].expires_at)}:")
+    for link in links:
+        click.echo(f"{link.participant}\t{link.url}")
+
+
+@cli.command()
+@click.argument("participants", nargs=-1)
+@click.option("--run", "task_run_id",
+              help="An in-house task run being served: links to its server.")
+@click.option("--url", help="Links to this task server URL instead (with --requester).")
+@click.option("--requester", "requester_name", help="In-house requester signing links for --url.")
+@click.option("--count", default=0, show_default=True,
+              help="Also make this many links for anonymous participants (p-xxxxxxxx).")
+@click.option("--days", default=7.0, show_default=True, help="Days the links stay valid.")
+@click.option("--database", envvar="MEPHISTO_DATABASE_URL", help="Database URL.")
+@_handle_errors
+def links(participants: tuple[str, ...], task_run_id: str | None, url: str | None,
+          requester_name: str | None, count: int, days: float, database: str | None) -> None:
+    """Make in-house participant links: mephisto links --run RUN_ID alice bob ...
+
+    Each link is the task server's URL with a token naming the participant, signed with
+    the requester's secret and valid for --days. Printed as participant<TAB>link lines."""
+    from mephisto.abstractions.providers.inhouse import (
+        anonymous_participants,
+        links_for_requester,
+        links_for_run,
+    )
+
+    if (task_run_id is None) == (url is None):
+        raise ConfigError("give either --run RUN_ID or --url URL --requester NAME", key="run")
+    if url is not None and not requester_name:
+        raise ConfigError("--url needs --requester (the in-house requester signing the links)",
+                          key="requester")
+    if task_run_id is not None and requester_name:
+        raise ConfigError("--requester goes with --url; a run's links are signed by its "
+                          "requester", key="requester")
+    if count < 0:
+        raise ConfigError("--count must not be negative", key="count")
+    names = [*participants, *anonymous_participants(count)]
+    if not names:
+        raise ConfigError("name the participants (mephisto links --run 3 alice bob) or give "
+                          "--count N", key="participants")
+    expires_in = _expiry(days)
+    if url is not None and requester_name:
+        made = links_for_requester(requester_name, url, names, expires_in)
+        _print_links(made, f"requester {requester_name}")
+        return
+    db = _open_db(database)
+    try:
+        made = links_for_run(db, str(task_run_id), names, expires_in)
+    finally:
+        db.shutdown()
+    _print_links(made, f"the requester of run {task_run_id}")
+
+
 @cli.command()
 @click.option("--workers", "num_workers", default=0, show_default=True,
               help="Simulated workers that complete the run (0: wait for you in a browser).")
@@ -141,6 +295,75 @@ def runs(database: str | None, task_name: str | None) -> None:
 @_handle_errors
 def demo(num_workers: int, units: int, port: int, database: str | None) -> None:
     """Run a demo task: static HTML, local server, mock provider, SQLite."""
+
+    def announce(_db: MephistoDB, task_run_id: str, url: str) -> None:
+        console.print(f"\n[bold]Demo task run {task_run_id} is live.[/] Open as a worker:")
+        console.print(f"  {url}?worker_id=alice&assignment_id=a1\n")
+        if num_workers:
+            console.print(f"Driving it with {num_workers} simulated workers...")
+            _simulate(url, num_workers)
+        else:
+            console.print("Waiting for workers (Ctrl-C to stop; the run can be resumed).")
+
+    _serve_demo(database, "mephisto-demo", {"_provider_type": "mock"}, units, port, announce)
+
+
+@cli.command("inhouse-demo")
+@click.option("--participants", default="alice,bob,carol", show_default=True,
+              help="Comma list of the participants to make links for.")
+@click.option("--requester", "requester_name", default="inhouse-demo", show_default=True,
+              help="In-house requester to run as (registered if it is not yet).")
+@click.option("--units", default=6, show_default=True, help="Units to create.")
+@click.option("--port", default=3000, show_default=True,
+              help="Port of the task server (0: any free port).")
+@click.option("--days", default=7.0, show_default=True, help="Days the links stay valid.")
+@click.option("--database", envvar="MEPHISTO_DATABASE_URL",
+              help="Database URL (default: SQLite in the data directory).")
+@_handle_errors
+def inhouse_demo(participants: str, requester_name: str, units: int, port: int, days: float,
+                 database: str | None) -> None:
+    """Run the demo task for your own participants: in-house provider, local server.
+
+    Registers the requester (a signing secret under the Mephisto home) if needed,
+    launches the run and prints one link per participant to send them. The run ends
+    when every unit is done; Ctrl-C stops it earlier (it can be resumed)."""
+    from mephisto.abstractions.providers.inhouse import PROVIDER_TYPE, links_for_run
+    from mephisto.abstractions.providers.inhouse.tokens import check_participant_name
+    from mephisto.tools.requesters import register_requester
+
+    names = [name.strip() for name in participants.split(",") if name.strip()]
+    if not names:
+        raise ConfigError("--participants needs at least one name", key="participants")
+    for name in names:  # before anything is launched
+        try:
+            check_participant_name(name)
+        except ValueError as exc:
+            raise ConfigError(str(exc), key="participants") from None
+    expires_in = _expiry(days)
+
+    def announce(db: MephistoDB, task_run_id: str, url: str) -> None:
+        links = links_for_run(db, task_run_id, names, expires_in)
+        console.print(f"\n[bold]In-house task run {task_run_id} is live at {url}[/]")
+        _print_links(links, f"requester {requester_name}")
+        console.print("Waiting for participants (Ctrl-C to stop; the run can be resumed).")
+
+    def register(db: MephistoDB) -> None:
+        status = register_requester(db, PROVIDER_TYPE, requester_name, {})
+        if not status.check.ready:
+            raise ProviderError(PROVIDER_TYPE, status.check.message)
+
+    _serve_demo(database, "mephisto-inhouse-demo",
+                {"_provider_type": PROVIDER_TYPE, "requester_name": requester_name},
+                units, port, announce, before=register)
+
+
+def _serve_demo(
+    database: str | None, task_name: str, provider: dict[str, str], units: int, port: int,
+    announce: Callable[[MephistoDB, str, str], None],
+    before: Callable[[MephistoDB], None] | None = None,
+) -> None:
+    """Launch the demo task run, `announce(db, task_run_id, url)` it, wait until it is
+    done (Ctrl-C: stop) and show the first results."""
     from mephisto.abstractions.blueprints.static_task import SharedStaticTaskState
     from mephisto.operations.operator import Operator
     from mephisto.tools.demo import DEMO_HTML, demo_data
@@ -149,12 +372,14 @@ def demo(num_workers: int, units: int, port: int, database: str | None) -> None:
     if units < 1:
         raise ConfigError("--units must be at least 1", key="units")
     db = _open_db(database)
+    if before is not None:
+        before(db)
     config = {
         "blueprint": {"_blueprint_type": "static_task", "task_source": str(DEMO_HTML)},
         "architect": {"_architect_type": "local", "port": str(port)},
-        "provider": {"_provider_type": "mock"},
+        "provider": provider,
         "task": {
-            "task_name": "mephisto-demo",
+            "task_name": task_name,
             "task_title": "Rate the sentiment of a sentence",
             "task_description": "Read one sentence and say how it feels.",
             "task_reward": 0.05,
@@ -166,17 +391,14 @@ def demo(num_workers: int, units: int, port: int, database: str | None) -> None:
     try:
         task_run_id = operator.launch_task_run(config, SharedStaticTaskState(static_task_data=demo_data(units)))
         url = operator.get_progress()[task_run_id]["url"]
-        console.print(f"\n[bold]Demo task run {task_run_id} is live.[/] Open as a worker:")
-        console.print(f"  {url}?worker_id=alice&assignment_id=a1\n")
-        if num_workers:
-            console.print(f"Driving it with {num_workers} simulated workers...")
-            _simulate(url, num_workers)
-        else:
-            console.print("Waiting for workers (Ctrl-C to stop; the run can be resumed).")
+        announce(db, task_run_id, url)
         operator.wait_for_runs_then_shutdown(skip_input=True, log_rate=10)
     except KeyboardInterrupt:
         operator.shutdown()
         return
+    except BaseException:
+        operator.shutdown()
+        raise
     elapsed = time.monotonic() - started
     counts = db.get_unit_status_counts(task_run_id)
     console.print(

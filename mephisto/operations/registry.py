@@ -42,6 +42,7 @@ BUILTIN_ARCHITECTS: dict[str, str] = {
     "mock": "mephisto.abstractions.architects.mock:MockArchitect",
 }
 BUILTIN_PROVIDERS: dict[str, str] = {
+    "inhouse": "mephisto.abstractions.providers.inhouse:InhouseProvider",
     "mock": "mephisto.abstractions.providers.mock:MockProvider",
 }
 
