@@ -43,6 +43,7 @@ BUILTIN_ARCHITECTS: dict[str, str] = {
 }
 BUILTIN_PROVIDERS: dict[str, str] = {
     "mock": "mephisto.abstractions.providers.mock:MockProvider",
+    "prolific": "mephisto.abstractions.providers.prolific:ProlificProvider",
 }
 
 
