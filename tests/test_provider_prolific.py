@@ -638,3 +638,66 @@ def test_a_run_config_with_the_prolific_provider_resolves() -> None:
     assert resolved.provider is ProlificProvider
     assert resolved.args.provider.prolific_workspace_name == "My Workspace"
     assert resolved.args.provider.prolific_filters[0]["filter_id"] == "age"
+
+
+# -- end to end ---------------------------------------------------------------------------
+
+
+def _post(url: str, body: dict[str, Any]) -> tuple[int, Any]:
+    """A request of the page to the task server (urllib: respx only mocks httpx)."""
+    import urllib.error
+    import urllib.request
+
+    request = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST",
+                                     headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=10) as answer:
+            return answer.status, json.loads(answer.read())
+    except urllib.error.HTTPError as refused:
+        return refused.code, json.loads(refused.read())
+
+
+def test_a_participant_from_prolific_works_through_the_task_server(
+    operator: Any, mephisto_db: MephistoDB, task_html: Path, fake: FakeProlific
+) -> None:
+    from urllib.parse import urlencode
+
+    from mephisto.abstractions.blueprints.static_task import SharedStaticTaskState
+    from mephisto.testing.fixtures import static_run_config
+
+    ProlificProvider.register_requester(mephisto_db, "lab", {"api_key": GOOD_KEY})
+    config = static_run_config(task_html)
+    config["provider"] = {"_provider_type": PROVIDER_TYPE, "requester_name": "lab",
+                          "prolific_external_study_url": "https://tasks.example.org/"}
+    run_id = operator.launch_task_run(config, SharedStaticTaskState(
+        static_task_data=[{"text": "a cat"}]))
+    url = operator.get_running_task_runs()[run_id].url
+    study = fake.the_study()
+    assert study["status"] == "ACTIVE" and study["total_available_places"] == 1
+    assert study["reward"] == 10  # task_reward 0.1
+
+    submission = fake.start(study["id"], participant_id("gus"))
+    page = {k: v[0] for k, v in parse_qs(urlparse(fake.study_page(submission["id"])).query).items()}
+    mine = urlencode({k: page[k] for k in ("PROLIFIC_PID", "SESSION_ID", "STUDY_ID")})
+    status, answer = _post(f"{url}request_agent?{mine}", {"provider_data": {
+        "worker_name": page["PROLIFIC_PID"], "assignment_id": page["SESSION_ID"],
+        "agent_registration_id": f"{page['SESSION_ID']}-{page['PROLIFIC_PID']}",
+        "study_id": page["STUDY_ID"], "provider_type": PROVIDER_TYPE,
+    }, "client_timestamp": 1.0})
+    assert status == 200, answer
+    agent_id = answer["data"]["agent_id"]
+    final = {"USED_AGENT_ID": agent_id, "final_data": {"label": "cat"}, "client_timestamp": 2.0}
+    other = urlencode({"PROLIFIC_PID": participant_id("mallory"), "SESSION_ID": "x" * 24})
+    assert _post(f"{url}submit_task?{other}", final)[0] == 403  # not their agent
+    assert _post(f"{url}submit_task?{mine}", final)[0] == 200
+    fake.complete(submission["id"], page["cc"])  # the shim's redirect to Prolific
+
+    operator.wait_for_runs_then_shutdown(skip_input=True, log_rate=1)
+    assert fake.the_study()["status"] == "AWAITING REVIEW"
+    provider = ProlificProvider(mephisto_db, Args.of({"provider": config["provider"]}))
+    agent = Agent(mephisto_db, agent_id)
+    assert agent.get_worker().worker_name == participant_id("gus")
+    provider.approve_work(agent)
+    assert fake.submissions[submission["id"]]["status"] == "APPROVED"
+    payments.pay_bonus(mephisto_db, provider, agent.worker_id, 0.2, "tidy", agent.unit_id)
+    assert fake.bonuses_of(participant_id("gus")) == [0.2]
