@@ -99,6 +99,15 @@ PINNED: list[Row] = [
         "mephisto.abstractions.providers.mock.provider_type",
         "mephisto.abstractions.providers.mock", "PROVIDER_TYPE",
     ),
+    *moved(
+        "mephisto.abstractions.providers.prolific.prolific_provider",
+        "mephisto.abstractions.providers.prolific.provider",
+        "ProlificProvider", "ProlificProviderArgs",
+    ),
+    *moved(
+        "mephisto.abstractions.providers.prolific.provider_type",
+        "mephisto.abstractions.providers.prolific.client", "PROVIDER_TYPE",
+    ),
     # -- the database and its errors --------------------------------------------------------
     *moved(
         "mephisto.abstractions.databases.local_database", "mephisto.db.database",
@@ -169,13 +178,12 @@ PENDING: list[tuple[str, str, str]] = [
      "MTurkProviderArgs"),
     ("mturk provider", "mephisto.abstractions.providers.mturk_sandbox.sandbox_mturk_provider",
      "SandboxMTurkProvider"),
-    # pending, lands with the prolific provider (docs: how_to_use/providers/prolific)
-    ("prolific provider", f"{_PROLIFIC}.prolific_provider", "ProlificProvider"),
-    ("prolific provider", f"{_PROLIFIC}.prolific_provider", "ProlificProviderArgs"),
-    ("prolific provider", f"{_PROLIFIC}.prolific_utils", "get_authenticated_client"),
-    ("prolific provider", f"{_PROLIFIC}.api", "exceptions"),
+    # pending, lands with a port of Mephisto's Prolific SDK (docs: how_to_use/providers/
+    # prolific/prolific_python_sdk): our provider's client is not that SDK's object model
+    ("prolific SDK", f"{_PROLIFIC}.prolific_utils", "get_authenticated_client"),
+    ("prolific SDK", f"{_PROLIFIC}.api", "exceptions"),
     *[
-        ("prolific provider", f"{_PROLIFIC}.api.data_models", name)
+        ("prolific SDK", f"{_PROLIFIC}.api.data_models", name)
         for name in (
             "BonusPayments", "EligibilityRequirement", "Message", "Participant",
             "ParticipantGroup", "Project", "Study", "Submission", "User", "Workspace",

@@ -85,13 +85,14 @@ def test_builtin_table_is_exactly_the_shipped_plugins() -> None:
     assert registry.BUILTIN_PROVIDERS == {
         "inhouse": "mephisto.abstractions.providers.inhouse:InhouseProvider",
         "mock": "mephisto.abstractions.providers.mock:MockProvider",
+        "prolific": "mephisto.abstractions.providers.prolific:ProlificProvider",
     }
 
 
 def test_listing_builtins_sorted() -> None:
     assert get_valid_blueprint_types() == ["mock", "static_react_task", "static_task"]
     assert get_valid_architect_types() == ["local", "mock"]
-    assert get_valid_provider_types() == ["inhouse", "mock"]
+    assert get_valid_provider_types() == ["inhouse", "mock", "prolific"]
 
 
 def test_register_each_kind() -> None:
@@ -115,7 +116,7 @@ def test_register_each_kind() -> None:
         "mock", "my_blueprint", "static_react_task", "static_task"
     ]
     assert get_valid_architect_types() == ["local", "mock", "my_architect"]
-    assert get_valid_provider_types() == ["inhouse", "mock", "my_provider"]
+    assert get_valid_provider_types() == ["inhouse", "mock", "my_provider", "prolific"]
     # Kinds do not leak into each other.
     with pytest.raises(UnknownAbstractionError):
         get_architect_from_type("my_blueprint")
@@ -194,7 +195,7 @@ def test_unknown_name_lists_valid_names() -> None:
 
     with pytest.raises(UnknownAbstractionError) as info:
         get_crowd_provider_from_type("mturk_typo")
-    assert str(info.value) == "Unknown provider type 'mturk_typo'. Valid provider types: inhouse, mock"
+    assert str(info.value) == "Unknown provider type 'mturk_typo'. Valid provider types: inhouse, mock, prolific"
 
 
 def test_unknown_name_lists_registered_and_entry_point_names(
@@ -226,7 +227,7 @@ def test_entry_points_are_found(clean_registry: dict[str, list[EntryPoint]]) -> 
     assert get_valid_blueprint_types() == [
         "from_entry_point", "mock", "static_react_task", "static_task"
     ]
-    assert get_valid_provider_types() == ["ep_provider", "inhouse", "mock"]
+    assert get_valid_provider_types() == ["ep_provider", "inhouse", "mock", "prolific"]
     assert get_valid_architect_types() == ["local", "mock"]
 
 

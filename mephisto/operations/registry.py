@@ -44,6 +44,7 @@ BUILTIN_ARCHITECTS: dict[str, str] = {
 BUILTIN_PROVIDERS: dict[str, str] = {
     "inhouse": "mephisto.abstractions.providers.inhouse:InhouseProvider",
     "mock": "mephisto.abstractions.providers.mock:MockProvider",
+    "prolific": "mephisto.abstractions.providers.prolific:ProlificProvider",
 }
 
 
