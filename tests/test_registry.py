@@ -84,13 +84,17 @@ def test_builtin_table_is_exactly_the_shipped_plugins() -> None:
     }
     assert registry.BUILTIN_PROVIDERS == {
         "mock": "mephisto.abstractions.providers.mock:MockProvider",
+        "mturk": "mephisto.abstractions.providers.mturk.mturk_provider:MTurkProvider",
+        "mturk_sandbox": (
+            "mephisto.abstractions.providers.mturk.mturk_provider:SandboxMTurkProvider"
+        ),
     }
 
 
 def test_listing_builtins_sorted() -> None:
     assert get_valid_blueprint_types() == ["mock", "static_react_task", "static_task"]
     assert get_valid_architect_types() == ["local", "mock"]
-    assert get_valid_provider_types() == ["mock"]
+    assert get_valid_provider_types() == ["mock", "mturk", "mturk_sandbox"]
 
 
 def test_register_each_kind() -> None:
@@ -114,7 +118,7 @@ def test_register_each_kind() -> None:
         "mock", "my_blueprint", "static_react_task", "static_task"
     ]
     assert get_valid_architect_types() == ["local", "mock", "my_architect"]
-    assert get_valid_provider_types() == ["mock", "my_provider"]
+    assert get_valid_provider_types() == ["mock", "mturk", "mturk_sandbox", "my_provider"]
     # Kinds do not leak into each other.
     with pytest.raises(UnknownAbstractionError):
         get_architect_from_type("my_blueprint")
@@ -193,7 +197,9 @@ def test_unknown_name_lists_valid_names() -> None:
 
     with pytest.raises(UnknownAbstractionError) as info:
         get_crowd_provider_from_type("mturk_typo")
-    assert str(info.value) == "Unknown provider type 'mturk_typo'. Valid provider types: mock"
+    assert str(info.value) == (
+        "Unknown provider type 'mturk_typo'. Valid provider types: mock, mturk, mturk_sandbox"
+    )
 
 
 def test_unknown_name_lists_registered_and_entry_point_names(
@@ -225,7 +231,7 @@ def test_entry_points_are_found(clean_registry: dict[str, list[EntryPoint]]) -> 
     assert get_valid_blueprint_types() == [
         "from_entry_point", "mock", "static_react_task", "static_task"
     ]
-    assert get_valid_provider_types() == ["ep_provider", "mock"]
+    assert get_valid_provider_types() == ["ep_provider", "mock", "mturk", "mturk_sandbox"]
     assert get_valid_architect_types() == ["local", "mock"]
 
 

@@ -43,6 +43,8 @@ BUILTIN_ARCHITECTS: dict[str, str] = {
 }
 BUILTIN_PROVIDERS: dict[str, str] = {
     "mock": "mephisto.abstractions.providers.mock:MockProvider",
+    "mturk": "mephisto.abstractions.providers.mturk.mturk_provider:MTurkProvider",
+    "mturk_sandbox": "mephisto.abstractions.providers.mturk.mturk_provider:SandboxMTurkProvider",
 }
 
 
