@@ -344,6 +344,26 @@ def test_a_bonus_paid_whose_answer_was_lost_is_paid_once(
     assert again.is_paid and again.attempts == 2
 
 
+def test_a_bonus_without_a_unit_uses_the_workers_latest_assignment(
+    db: MephistoDB, stubber: Stubber
+) -> None:
+    provider, requester = make_provider(db)
+    run, (u1, u2) = make_run(db, provider, requester, 2, setup=False)
+    first = make_agent(db, run, u1, "A1WORKER", "3EARLIER")
+    make_agent(db, run, u2, "A1WORKER", "3LATER")
+    stubber.add_response("send_bonus", {}, {
+        "WorkerId": "A1WORKER", "BonusAmount": "0.20", "AssignmentId": "3LATER",
+        "Reason": "thanks", "UniqueRequestToken": ANY})
+    paid = payments.pay_bonus(db, provider, first.worker_id, 0.2, "thanks",
+                              requester_id=requester.db_id)
+    assert paid.is_paid
+    stranger = db.find_or_new_worker("A1STRANGER", "mturk_sandbox")
+    with pytest.raises(ProviderError, match="has none here"):  # MTurk is not even asked
+        payments.pay_bonus(db, provider, stranger.db_id, 0.2, "thanks",
+                           requester_id=requester.db_id)
+    assert [p.worker_id for p in db.find_payments(status="failed")] == [stranger.db_id]
+
+
 def test_review_uses_the_agents_mturk_assignment(db: MephistoDB, stubber: Stubber) -> None:
     provider, requester = make_provider(db)
     run, units = make_run(db, provider, requester, 3, setup=False)

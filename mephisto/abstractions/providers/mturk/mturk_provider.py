@@ -298,14 +298,19 @@ class MTurkProvider(CrowdProvider):
 
     # -- review ---------------------------------------------------------------------------
 
-    def _assignment_of(self, agent: Agent) -> str:
-        state = self.db.get_agent(agent.db_id).get("state") or {}
+    def _saved_assignment(self, agent_id: str) -> str | None:
+        """The MTurk assignment saved on an agent (`provider_assignment_id`), if any."""
+        state = self.db.get_agent(agent_id).get("state") or {}
         assignment = state.get("provider_assignment_id")
-        if not assignment or assignment == PREVIEW_ASSIGNMENT:
+        return str(assignment) if assignment and assignment != PREVIEW_ASSIGNMENT else None
+
+    def _assignment_of(self, agent: Agent) -> str:
+        assignment = self._saved_assignment(agent.db_id)
+        if assignment is None:
             raise ProviderError(str(self.PROVIDER_TYPE), (
                 f"agent {agent.db_id} has no MTurk assignment (provider_assignment_id): its "
                 "worker did not come through an MTurk HIT"))
-        return str(assignment)
+        return assignment
 
     def _agent_api(self, agent: Agent) -> MTurkAPI:
         return self._api(agent.get_task_run().get_requester())
@@ -359,16 +364,20 @@ class MTurkProvider(CrowdProvider):
         payment's unit, else their latest one."""
         if payment.unit_id is not None:
             for agent in self.db.find_agents(unit_id=payment.unit_id, worker_id=payment.worker_id):
-                assignment = (agent._row.get("state") or {}).get("provider_assignment_id")
-                if assignment and assignment != PREVIEW_ASSIGNMENT:
-                    return str(assignment)
+                assignment = self._saved_assignment(agent.db_id)
+                if assignment is not None:
+                    return assignment
         agents = self.db.find_agents(worker_id=payment.worker_id,
                                      provider_type=str(self.PROVIDER_TYPE))
-        for agent in sorted(agents, key=lambda a: a._row.get("creation_date") or 0, reverse=True):
-            assignment = (agent._row.get("state") or {}).get("provider_assignment_id")
-            if assignment and assignment != PREVIEW_ASSIGNMENT and \
-                    str(agent.get_task_run().requester_id) == str(payment.requester_id):
-                return str(assignment)
+        def newest_first(agent: Agent) -> tuple[float, str]:
+            return getattr(agent, "creation_date", 0.0), agent.db_id
+
+        for agent in sorted(agents, key=newest_first, reverse=True):
+            if str(agent.get_task_run().requester_id) != str(payment.requester_id):
+                continue
+            assignment = self._saved_assignment(agent.db_id)
+            if assignment is not None:
+                return assignment
         raise ProviderError(str(self.PROVIDER_TYPE), (
             f"bonus {payment.db_id}: MTurk pays bonuses on an assignment the worker did for "
             "this requester, and this worker has none here"))
