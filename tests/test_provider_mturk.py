@@ -21,6 +21,7 @@ from typing import Any
 
 import boto3
 import pytest
+from botocore.exceptions import ParamValidationError
 from botocore.stub import ANY, Stubber
 
 from mephisto.abstractions.blueprint import SharedTaskState
@@ -576,6 +577,19 @@ def test_connection_failures_are_retryable_and_change_no_record(
     assert provider.open_units(run) == [unit.unit_id]
     provider.expire_units([unit])
     assert provider.open_units(run) == [] and fake.assignable_hits() == []
+
+
+def test_the_fake_checks_what_botocore_leaves_to_mturk(db: MephistoDB, fake: FakeMTurk) -> None:
+    """botocore checks types and required members; MTurk's patterns (a worker id is `A`
+    and capitals or digits) are checked by the fake, so a bad call fails in tests."""
+    provider, requester = make_provider(db)
+    not_mturk = db.find_or_new_worker("alice", "mturk_sandbox")
+    with pytest.raises(ProviderError, match="would refuse the request: .*does not match"):
+        provider.block_worker(not_mturk, requester, "spam")
+    client = fake.client("researcher", True)
+    with pytest.raises(ParamValidationError):
+        client.get_hit()  # HITId is required: botocore's own check
+    assert fake.calls == []  # neither reached MTurk
 
 
 def test_launching_needs_a_set_up_run(db: MephistoDB, fake: FakeMTurk) -> None:

@@ -179,7 +179,8 @@ def translate(
             f"{doing}: no AWS credentials for requester {requester_name!r} (AWS profile "
             f"{profile!r}): register them with {register_hint}"))
     if isinstance(exc, bx.ParamValidationError):
-        return ProviderError(provider_type, f"{doing}: {where} would refuse the request: {exc}")
+        report = " ".join(str(exc).split())  # one line
+        return ProviderError(provider_type, f"{doing}: {where} would refuse the request: {report}")
     if isinstance(exc, bx.ConnectTimeoutError | bx.ReadTimeoutError):
         return ProviderError(provider_type, (
             f"{doing}: {where} did not answer in time ({exc}); try again (a retry is "
