@@ -749,3 +749,14 @@ def test_task_arguments_mturk_would_refuse_are_config_errors() -> None:
     check({}, elsewhere)
     with pytest.raises(ConfigError, match="QualificationTypeId"):
         check({}, SharedTaskState(mturk_specific_qualifications=[{"Comparator": "Exists"}]))
+
+
+def test_the_hit_type_comes_from_the_task_arguments() -> None:
+    from mephisto.abstractions.providers.mturk.hits import hit_type_params
+
+    params = hit_type_params(Args.of({**TASK, "task_tags": ["rating", "text"]}), [])
+    assert params["Keywords"] == "rating,text" and params["Reward"] == "0.50"
+    assert "Keywords" not in hit_type_params(Args.of({**TASK, "task_tags": ""}), [])
+    with pytest.raises(ConfigError, match="task_title"):
+        hit_type_params(Args.of({**TASK, "task_title": "???"}), [])
+

@@ -68,7 +68,7 @@ def hit_type_params(task: Any, requirements: list[dict[str, Any]]) -> dict[str, 
                               key=f"mephisto.task.{key}")
     tags = task.get("task_tags") or ""
     keywords = tags if isinstance(tags, str) else ",".join(str(t) for t in tags)
-    return {
+    params = {
         "AutoApprovalDelayInSeconds": AUTO_APPROVAL_DELAY,
         "AssignmentDurationInSeconds": int(task.get("assignment_duration_in_seconds") or 1800),
         "Reward": f"{float(task.get('task_reward')):.2f}",
@@ -77,6 +77,9 @@ def hit_type_params(task: Any, requirements: list[dict[str, Any]]) -> dict[str, 
         "Description": str(task.get("task_description")),
         "QualificationRequirements": requirements,
     }
+    if not keywords.strip():
+        del params["Keywords"]  # optional on MTurk
+    return params
 
 
 class RunHITs:
