@@ -34,6 +34,7 @@ def moved(path: str, home: str, *names: str) -> list[Row]:
 
 
 _BP = "mephisto.abstractions.blueprints"
+_MTURK = "mephisto.abstractions.providers.mturk"
 
 PINNED: list[Row] = [
     # -- run scripts (the seeds, the tutorials, examples/) --------------------------------
@@ -155,6 +156,12 @@ PINNED: list[Row] = [
         "make_qualification_dict", "find_or_create_qualification",
     ),
     *here("mephisto.utils.logger_core", "get_logger"),
+    # -- crowd providers (docs: how_to_use/providers/mturk) ---------------------------------
+    *here(f"{_MTURK}.mturk_provider", "MTurkProvider", "MTurkProviderArgs"),
+    *moved(
+        f"{_MTURK}_sandbox.sandbox_mturk_provider", f"{_MTURK}.mturk_provider",
+        "SandboxMTurkProvider", "SandboxMTurkProviderArgs",
+    ),
     *here("mephisto.utils.console_writer", "ConsoleWriter"),
     *moved(
         "mephisto.utils.testing", "mephisto.testing.entities",
@@ -172,12 +179,6 @@ _FORM_COMPOSER_CONFIGS = (
 
 # Pending: (feature it lands with, Mephisto path, name). Not faked until then.
 PENDING: list[tuple[str, str, str]] = [
-    # pending, lands with the mturk providers
-    ("mturk provider", "mephisto.abstractions.providers.mturk.mturk_provider", "MTurkProvider"),
-    ("mturk provider", "mephisto.abstractions.providers.mturk.mturk_provider",
-     "MTurkProviderArgs"),
-    ("mturk provider", "mephisto.abstractions.providers.mturk_sandbox.sandbox_mturk_provider",
-     "SandboxMTurkProvider"),
     # pending, lands with a port of Mephisto's Prolific SDK (docs: how_to_use/providers/
     # prolific/prolific_python_sdk): our provider's client is not that SDK's object model
     ("prolific SDK", f"{_PROLIFIC}.prolific_utils", "get_authenticated_client"),

@@ -85,6 +85,10 @@ def test_builtin_table_is_exactly_the_shipped_plugins() -> None:
     assert registry.BUILTIN_PROVIDERS == {
         "inhouse": "mephisto.abstractions.providers.inhouse:InhouseProvider",
         "mock": "mephisto.abstractions.providers.mock:MockProvider",
+        "mturk": "mephisto.abstractions.providers.mturk.mturk_provider:MTurkProvider",
+        "mturk_sandbox": (
+            "mephisto.abstractions.providers.mturk.mturk_provider:SandboxMTurkProvider"
+        ),
         "prolific": "mephisto.abstractions.providers.prolific:ProlificProvider",
     }
 
@@ -92,7 +96,7 @@ def test_builtin_table_is_exactly_the_shipped_plugins() -> None:
 def test_listing_builtins_sorted() -> None:
     assert get_valid_blueprint_types() == ["mock", "static_react_task", "static_task"]
     assert get_valid_architect_types() == ["local", "mock"]
-    assert get_valid_provider_types() == ["inhouse", "mock", "prolific"]
+    assert get_valid_provider_types() == ["inhouse", "mock", "mturk", "mturk_sandbox", "prolific"]
 
 
 def test_register_each_kind() -> None:
@@ -116,7 +120,7 @@ def test_register_each_kind() -> None:
         "mock", "my_blueprint", "static_react_task", "static_task"
     ]
     assert get_valid_architect_types() == ["local", "mock", "my_architect"]
-    assert get_valid_provider_types() == ["inhouse", "mock", "my_provider", "prolific"]
+    assert get_valid_provider_types() == ["inhouse", "mock", "mturk", "mturk_sandbox", "my_provider", "prolific"]
     # Kinds do not leak into each other.
     with pytest.raises(UnknownAbstractionError):
         get_architect_from_type("my_blueprint")
@@ -195,7 +199,10 @@ def test_unknown_name_lists_valid_names() -> None:
 
     with pytest.raises(UnknownAbstractionError) as info:
         get_crowd_provider_from_type("mturk_typo")
-    assert str(info.value) == "Unknown provider type 'mturk_typo'. Valid provider types: inhouse, mock, prolific"
+    assert str(info.value) == (
+        "Unknown provider type 'mturk_typo'. "
+        "Valid provider types: inhouse, mock, mturk, mturk_sandbox, prolific"
+    )
 
 
 def test_unknown_name_lists_registered_and_entry_point_names(
@@ -227,7 +234,7 @@ def test_entry_points_are_found(clean_registry: dict[str, list[EntryPoint]]) -> 
     assert get_valid_blueprint_types() == [
         "from_entry_point", "mock", "static_react_task", "static_task"
     ]
-    assert get_valid_provider_types() == ["ep_provider", "inhouse", "mock", "prolific"]
+    assert get_valid_provider_types() == ["ep_provider", "inhouse", "mock", "mturk", "mturk_sandbox", "prolific"]
     assert get_valid_architect_types() == ["local", "mock"]
 
 

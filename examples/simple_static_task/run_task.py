@@ -2,6 +2,7 @@
 
     python run_task.py                                  # serves on localhost:3000
     python run_task.py mephisto.architect.port=3001     # any override of the config
+    python run_task.py conf=sandbox_batch_1             # on MTurk's sandbox (see that file)
 
 Open http://localhost:3000/?worker_id=alice&assignment_id=a1 to work on a unit as the
 mock provider's worker "alice". The config is hydra_configs/conf/example.yaml.

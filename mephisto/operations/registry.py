@@ -44,6 +44,8 @@ BUILTIN_ARCHITECTS: dict[str, str] = {
 BUILTIN_PROVIDERS: dict[str, str] = {
     "inhouse": "mephisto.abstractions.providers.inhouse:InhouseProvider",
     "mock": "mephisto.abstractions.providers.mock:MockProvider",
+    "mturk": "mephisto.abstractions.providers.mturk.mturk_provider:MTurkProvider",
+    "mturk_sandbox": "mephisto.abstractions.providers.mturk.mturk_provider:SandboxMTurkProvider",
     "prolific": "mephisto.abstractions.providers.prolific:ProlificProvider",
 }
 

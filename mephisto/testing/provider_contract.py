@@ -64,6 +64,11 @@ class CrowdHarness:
         return {"_provider_type": self.provider_class.PROVIDER_TYPE,
                 "requester_name": requester_name}
 
+    def task_args(self) -> dict[str, Any]:
+        """The `mephisto.task` section the provider's runs are given (title, reward, ...,
+        what a real provider publishes). Default: none."""
+        return {}
+
     def bad_credentials(self) -> dict[str, str] | None:
         """Credentials the service refuses (None: the provider takes none)."""
         return None
@@ -118,8 +123,10 @@ class ProviderContract:
     @pytest.fixture
     def provider(self, db: MephistoDB, harness: CrowdHarness,
                  requester: Requester) -> CrowdProvider:
-        args = Args.of({"provider": harness.provider_args(requester.requester_name)})
-        return harness.provider_class(db, args)
+        run_args: dict[str, Any] = {"provider": harness.provider_args(requester.requester_name)}
+        if harness.task_args():
+            run_args["task"] = harness.task_args()
+        return harness.provider_class(db, Args.of(run_args))
 
     @pytest.fixture
     def task_run(self, db: MephistoDB, provider: CrowdProvider,
