@@ -120,7 +120,9 @@ def test_register_each_kind() -> None:
         "mock", "my_blueprint", "static_react_task", "static_task"
     ]
     assert get_valid_architect_types() == ["local", "mock", "my_architect"]
-    assert get_valid_provider_types() == ["inhouse", "mock", "mturk", "mturk_sandbox", "my_provider", "prolific"]
+    assert get_valid_provider_types() == [
+        "inhouse", "mock", "mturk", "mturk_sandbox", "my_provider", "prolific"
+    ]
     # Kinds do not leak into each other.
     with pytest.raises(UnknownAbstractionError):
         get_architect_from_type("my_blueprint")
@@ -234,7 +236,9 @@ def test_entry_points_are_found(clean_registry: dict[str, list[EntryPoint]]) -> 
     assert get_valid_blueprint_types() == [
         "from_entry_point", "mock", "static_react_task", "static_task"
     ]
-    assert get_valid_provider_types() == ["ep_provider", "inhouse", "mock", "mturk", "mturk_sandbox", "prolific"]
+    assert get_valid_provider_types() == [
+        "ep_provider", "inhouse", "mock", "mturk", "mturk_sandbox", "prolific"
+    ]
     assert get_valid_architect_types() == ["local", "mock"]
 
 
