@@ -23,6 +23,7 @@ RANKS: dict[str, int] = {
     "mephisto.errors": 0,
     "mephisto.utils.dirs": 0,
     "mephisto.utils.config_handler": 0,
+    "mephisto.utils.files": 0,
     "mephisto.utils.logger_core": 0,
     # Exception: Mephisto's public path for config_handler is a re-export of a rank 0
     # module, so importing it from any layer is allowed.

@@ -50,6 +50,7 @@ from mephisto.operations.metrics import LIVE_RUNS, RunMetrics
 from mephisto.operations.task_launcher import TaskLauncher, unit_init_data
 from mephisto.operations.worker_pool import WorkerPool
 from mephisto.utils.dirs import get_run_dir
+from mephisto.utils.files import write_private_file
 
 logger = logging.getLogger(__name__)
 
@@ -165,10 +166,7 @@ class LiveTaskRun:
         token = os.environ.get("MEPHISTO_METRICS_TOKEN") or secrets.token_urlsafe(24)
         self.metrics_token = token
         self.metrics_token_file = run_dir / "metrics_token"
-        run_dir.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.metrics_token_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write(token + "\n")
+        write_private_file(self.metrics_token_file, token + "\n")
         return token
 
     def _on_request(self, endpoint: str, seconds: float, status: int) -> None:

@@ -22,13 +22,13 @@ from __future__ import annotations
 
 import contextlib
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from mephisto.errors import ConfigError
+from mephisto.utils.files import write_private_file
 
 HOME_ENV = "MEPHISTO_HOME"
 CONFIG_FILENAME = "config.yml"
@@ -103,18 +103,7 @@ def write_config(config: dict[str, Any]) -> None:
         text = yaml.safe_dump(config, default_flow_style=False, sort_keys=False)
     except yaml.YAMLError as exc:
         raise ConfigError(f"Cannot write config file {path}: {exc}") from exc
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp_name, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp_name)
-        raise
+    write_private_file(path, text)
 
 
 def init_config() -> None:

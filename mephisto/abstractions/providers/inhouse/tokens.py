@@ -21,19 +21,18 @@ from __future__ import annotations
 
 import base64
 import binascii
-import contextlib
 import hmac
 import os
 import re
 import secrets
 import stat
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from mephisto.errors import ForbiddenAction, MalformedRequest, ProviderError
 from mephisto.utils.config_handler import get_mephisto_home
+from mephisto.utils.files import write_private_file
 
 PROVIDER_TYPE = "inhouse"
 TOKEN_VERSION = "1"
@@ -178,21 +177,10 @@ def create_secret(requester_name: str) -> Path:
 
 
 def _write_new_secret(path: Path) -> None:
-    folder = path.parent
-    folder.mkdir(parents=True, exist_ok=True)
-    os.chmod(folder, 0o700)
-    if path.exists():
-        return
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".new-", suffix=".key")  # mode 600
-    try:
-        with os.fdopen(fd, "w", encoding="ascii") as handle:
-            handle.write(_b64(secrets.token_bytes(SECRET_BYTES)) + "\n")
-            handle.flush()
-            os.fsync(handle.fileno())
-        with contextlib.suppress(FileExistsError):  # another process made it first
-            os.link(tmp, path)
-    finally:
-        os.unlink(tmp)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    os.chmod(path.parent, 0o700)
+    # exclusive: an existing secret (or one another process made first) is kept
+    write_private_file(path, _b64(secrets.token_bytes(SECRET_BYTES)) + "\n", exclusive=True)
 
 
 def load_key(requester_name: str) -> SigningKey:

@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from mephisto.errors import ProviderError
+from mephisto.utils.files import write_private_file
 
 __all__ = ["SANDBOX_SUFFIX", "credentials_file", "profile_for", "read_credentials",
            "write_profile"]
@@ -75,22 +76,10 @@ def write_profile(profile: str, key_id: str, secret: str) -> Path:
     and comments stay; a session token of that profile is dropped, it belonged to the
     old keys). The file is replaced atomically and readable by its owner only."""
     path = credentials_file()
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     old = path.read_text() if path.exists() else ""
     text = _with_profile(old, profile, [f"aws_access_key_id = {key_id}",
                                         f"aws_secret_access_key = {secret}"])
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o600)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    write_private_file(path, text)
     return path
 
 

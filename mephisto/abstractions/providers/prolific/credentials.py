@@ -12,12 +12,12 @@ from __future__ import annotations
 import json
 import os
 import stat
-import tempfile
 from pathlib import Path
 
 from mephisto.abstractions.providers.prolific.client import PROVIDER_TYPE, register_hint
 from mephisto.errors import ProviderError
 from mephisto.utils.config_handler import env_setting, get_mephisto_home
+from mephisto.utils.files import write_private_file
 
 ENV_KEY = "PROLIFIC_API_KEY"
 MAX_KEY_CHARS = 512
@@ -45,16 +45,7 @@ def store_api_key(requester_name: str, api_key: str) -> Path:
     stored[requester_name] = check_api_key(api_key)
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     os.chmod(path.parent, 0o700)
-    fd, temp = tempfile.mkstemp(dir=path.parent, prefix=".credentials-", suffix=".json")
-    try:
-        os.fchmod(fd, 0o600)
-        with os.fdopen(fd, "w") as f:
-            json.dump(stored, f, indent=2, sort_keys=True)
-            f.write("\n")
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
+    write_private_file(path, json.dumps(stored, indent=2, sort_keys=True) + "\n")
     return path
 
 
