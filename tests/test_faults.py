@@ -653,3 +653,39 @@ def test_an_agent_saved_but_reported_unavailable_is_the_workers(
     assert live.done_sync.wait(3), "the run did not finish"
     left = [a.db_status for a in db.find_agents() if a.db_status != "completed"]
     assert left == [], f"agents left behind: {left}"
+
+
+def test_a_provider_failing_to_launch_is_retried_and_the_run_ends(
+    tmp_path: Path, runs: Runs
+) -> None:
+    """The crowd provider fails (retryable) to publish the next unit once: a worker asking
+    meanwhile gets a 503 (not a 500), the launch is tried again, and the run ends."""
+    from mephisto.abstractions.providers.mock import MockProvider
+    from mephisto.errors import ProviderError
+    from mephisto.operations.registry import register_mephisto_abstraction
+
+    failures: list[int] = []
+
+    @register_mephisto_abstraction()
+    class FlakyProvider(MockProvider):
+        PROVIDER_TYPE = "flaky_launch_test_provider"
+
+        def launch_units(self, units: list[Any], server_url: str) -> None:
+            if units and units[0].unit_id == "2" and not failures:
+                failures.append(1)
+                raise ProviderError(self.PROVIDER_TYPE, "the service timed out",
+                                    retryable=True)
+            super().launch_units(units, server_url)
+
+    db = runs.db(f"sqlite:///{tmp_path / 'flaky.db'}")
+    operator = Operator(db)
+    runs.operators.append(operator)
+    config = static_run_config(runs.html, task_name=TASK_NAME, max_num_concurrent_units=1)
+    config["provider"] = {"_provider_type": "flaky_launch_test_provider"}
+    run_id = operator.launch_task_run(config, SharedStaticTaskState(static_task_data=_data(2)))
+    live = operator.get_running_task_runs()[run_id]
+    asyncio.run(_complete(live.url, "first", "a1"))  # its submit launches unit 2: fails once
+    time.sleep(1.0)  # the retry (0.5 s later) publishes it
+    answer = asyncio.run(_complete(live.url, "second", "a2"))
+    assert failures and answer["agent_id"] is not None, answer["failure_reason"]
+    assert live.done_sync.wait(3), "the run did not finish"

@@ -17,7 +17,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from mephisto.errors import DatabaseUnavailable, NotEligible
+from mephisto.errors import DatabaseUnavailable, NotEligible, ProviderError
 from mephisto.server.app import create_app
 from mephisto.server.backend import ServerSettings
 from mephisto.testing.fake_backend import FakeBackend
@@ -333,6 +333,19 @@ async def test_database_unavailable_is_503_with_retry_after(
             assert response.headers["Retry-After"] == "5"
             body = await response.json()
     assert "try again" in body["error"] and "connection lost" not in body["error"]
+
+
+async def test_a_crowd_provider_failing_is_503_not_a_traceback(
+    url: str, backend: FakeBackend, session: aiohttp.ClientSession,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    backend.raise_on["request_agent"] = ProviderError("mturk", "the service timed out", True)
+    with caplog.at_level(logging.WARNING, logger="mephisto.server.app"):
+        body = {"provider_data": {"worker_name": "w1", "assignment_id": "a1"}}
+        async with session.post(f"{url}/request_agent", json=body) as response:
+            assert response.status == 503 and response.headers["Retry-After"] == "30"
+            assert "try again" in (await response.json())["error"]
+    assert "mturk: the service timed out" in caplog.text and "Traceback" not in caplog.text
 
 
 # -- bad input: a clear 4xx and nothing reaches the backend ----------------------------

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from mephisto.data_model.status import AgentState
-from mephisto.errors import DatabaseUnavailable
+from mephisto.errors import DatabaseUnavailable, ProviderError
 from mephisto.utils.args import Args
 
 if TYPE_CHECKING:
@@ -43,14 +43,20 @@ RETRY_DELAYS = (0.5, 1.0, 2.0, 5.0)
 
 async def until_saved(call: Callable[[], Coroutine[Any, Any, T]]) -> T:
     """`await call()`, again and again while the database is unavailable (the writer
-    logs the outage once), waiting longer each time. For writes a run cannot carry on
-    without: finishing, freeing a timed-out unit, launching. Other errors (and the
-    writer shutting down) pass through."""
+    logs the outage once) or the crowd provider fails in a way worth retrying (logged
+    here), waiting longer each time. For work a run cannot carry on without: finishing,
+    freeing a timed-out unit, launching. Other errors (and the writer shutting down)
+    pass through."""
     for attempt in itertools.count():
         try:
             return await call()
         except DatabaseUnavailable:
-            await asyncio.sleep(RETRY_DELAYS[min(attempt, len(RETRY_DELAYS) - 1)])
+            pass
+        except ProviderError as exc:
+            if not exc.retryable:
+                raise
+            logger.warning("%s; trying again", exc)
+        await asyncio.sleep(RETRY_DELAYS[min(attempt, len(RETRY_DELAYS) - 1)])
     raise AssertionError("unreachable")  # pragma: no cover
 
 

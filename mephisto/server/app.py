@@ -36,6 +36,7 @@ from starlette.websockets import WebSocket
 from mephisto.data_model import packets
 from mephisto.errors import (
     DatabaseUnavailable,
+    ProviderError,
     MalformedRequest,
     NotEligible,
     PayloadTooLarge,
@@ -184,6 +185,14 @@ class _TaskServer:
                     response = self.error(
                         503, "the server cannot save work right now; try again shortly",
                         {"Retry-After": str(exc.retry_after)},
+                    )
+                except ProviderError as exc:
+                    # launching more units for this worker failed at the crowd provider;
+                    # the units stay to be launched, the worker may try again
+                    logger.warning("%s %s: %s", request.method, request.url.path, exc)
+                    response = self.error(
+                        503, "the task cannot take your work right now; try again shortly",
+                        {"Retry-After": "30"},
                     )
                 except (NotEligible, ShutdownError) as exc:
                     reason = (exc.reason if isinstance(exc, NotEligible)
