@@ -8,6 +8,8 @@ A package only so that Mephisto's paths `mock.mock_provider` and `mock.provider_
 
 from __future__ import annotations
 
+import secrets
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -74,25 +76,30 @@ class MockProvider(CrowdProvider):
 
     # -- a task run's work ------------------------------------------------------------------
 
-    def setup_resources_for_task_run(
-        self, task_run: TaskRun, args: Any, shared_state: Any, server_url: str
-    ) -> None:
-        self._task_run_id = task_run.db_id
+    # What was published is one record per call (a launch of 100,000 units is one write),
+    # keyed in call order; `open_units` replays them.
+
+    def _log_units(self, event: str, units: list[Any]) -> None:
+        if units:
+            key = f"{time.time_ns():020d}-{secrets.token_hex(4)}"
+            self._put("units", key, {"event": event, "units": [str(u.unit_id) for u in units]})
 
     def launch_units(self, units: list[Any], server_url: str) -> None:
         """Nothing to publish: workers open the server URL directly. Recorded as open."""
-        run = getattr(self, "_task_run_id", None)
-        for unit in units:
-            self._put("open_unit", str(unit.unit_id), {"task_run_id": run, "url": server_url})
+        self._log_units("launched", units)
 
     def expire_units(self, units: list[Any]) -> None:
-        for unit in units:
-            self.db.delete_provider_record(PROVIDER_TYPE, "open_unit", str(unit.unit_id))
+        self._log_units("expired", units)
 
     def open_units(self, task_run: TaskRun) -> list[str]:
-        records = self.db.find_provider_records(PROVIDER_TYPE, "open_unit")
-        return sorted((k for k, v in records.items() if v["task_run_id"] == task_run.db_id),
-                      key=int)
+        open_ids: set[str] = set()
+        for record in self.db.find_provider_records(PROVIDER_TYPE, "units").values():
+            if record["event"] == "launched":
+                open_ids.update(record["units"])
+            else:
+                open_ids.difference_update(record["units"])
+        of_run = {u.db_id for u in self.db.find_units(task_run_id=task_run.db_id)}
+        return sorted(open_ids & of_run, key=int)
 
     # -- workers arriving -----------------------------------------------------------------
 
