@@ -19,8 +19,9 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 
 from mephisto.abstractions.blueprints.static_task import SharedStaticTaskState
+from mephisto.abstractions.providers import published
 from mephisto.abstractions.providers.inhouse import InhouseProvider, make_links
-from mephisto.abstractions.providers.inhouse.provider import OPEN_UNIT, REVIEW, RUN
+from mephisto.abstractions.providers.inhouse.provider import REVIEW, RUN
 from mephisto.abstractions.providers.inhouse.tokens import PROVIDER_TYPE, assignment_for_token
 from mephisto.data_model.agent import Agent
 from mephisto.db.database import MephistoDB
@@ -97,7 +98,7 @@ def test_a_participant_works_a_unit_and_the_review_reaches_the_provider(
 ) -> None:
     run = inhouse_run(1)
     assert mephisto_db.get_provider_record(PROVIDER_TYPE, RUN, run.task_run_id)["url"] == run.url
-    assert sorted(mephisto_db.find_provider_records(PROVIDER_TYPE, OPEN_UNIT)) == \
+    assert published.open_unit_ids(mephisto_db, PROVIDER_TYPE, run.task_run_id) == \
         [u.db_id for u in mephisto_db.find_units(task_run_id=run.task_run_id)]
     (link,) = links(run, "alice")
 

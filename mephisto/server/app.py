@@ -36,10 +36,10 @@ from starlette.websockets import WebSocket
 from mephisto.data_model import packets
 from mephisto.errors import (
     DatabaseUnavailable,
-    ProviderError,
     MalformedRequest,
     NotEligible,
     PayloadTooLarge,
+    ProviderError,
     RequestError,
     ShutdownError,
     UnknownAgent,

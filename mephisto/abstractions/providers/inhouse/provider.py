@@ -22,6 +22,7 @@ from mephisto.abstractions.crowd_provider import (
     ProviderArgs,
     RequesterCheck,
 )
+from mephisto.abstractions.providers import published
 from mephisto.abstractions.providers.inhouse.tokens import (
     PROVIDER_TYPE,
     SigningKey,
@@ -45,7 +46,6 @@ _VERIFIED_KEPT = 4096  # tokens whose signature was checked lately (requests rep
 
 # kinds of the provider's records
 RUN = "run"  # task run id -> {url, requester_id, requester_name, serving}
-OPEN_UNIT = "open_unit"  # unit id -> {task_run_id}
 REVIEW = "review"  # agent id -> {decision, note, worker_id, unit_id, task_run_id, at}
 BLOCK = "block"  # "<requester id>:<worker id>" -> {reason, at}
 
@@ -72,7 +72,6 @@ class InhouseProvider(CrowdProvider):
     def __init__(self, db: MephistoDB, args: Any = None) -> None:
         super().__init__(db, args)
         self._key: SigningKey | None = None
-        self._task_run_id: str | None = None
         self._verified: dict[str, str] = {}  # token -> participant (signature checked)
 
     def _put(self, kind: str, key: str, value: Any) -> None:
@@ -144,7 +143,6 @@ class InhouseProvider(CrowdProvider):
         self, task_run: TaskRun, args: Any, shared_state: Any, server_url: str
     ) -> None:
         """Remember where the run is served, so links can be made for it later."""
-        self._task_run_id = task_run.db_id
         requester = task_run.get_requester()
         self._put(RUN, task_run.db_id, {
             "url": server_url, "requester_id": requester.db_id,
@@ -157,35 +155,22 @@ class InhouseProvider(CrowdProvider):
     def cleanup_resources_from_task_run(self, task_run: TaskRun, server_url: str) -> None:
         """The run is no longer served: nothing of it stays open, and links are made for
         it again only once it is served again (resumed)."""
-        records = self.db.find_provider_records(PROVIDER_TYPE, OPEN_UNIT)
         run = self.db.get_provider_record(PROVIDER_TYPE, RUN, task_run.db_id)
         with self.db.transaction():
-            for unit_id, record in records.items():
-                if record["task_run_id"] == task_run.db_id:
-                    self.db.delete_provider_record(PROVIDER_TYPE, OPEN_UNIT, unit_id)
+            published.record_units(self.db, PROVIDER_TYPE, "expired",
+                                   self.open_units(task_run))
             if run is not None:
                 self._put(RUN, task_run.db_id, {**run, "serving": False})
 
-    def _run_of(self, unit: Any) -> str:
-        if self._task_run_id is not None:
-            return self._task_run_id
-        return str(self.db.get_unit(str(unit.unit_id))["task_run_id"])
-
     def launch_units(self, units: list[Any], server_url: str) -> None:
         """Nothing to publish: participants open their links. Recorded as open."""
-        with self.db.transaction():
-            for unit in units:
-                self._put(OPEN_UNIT, str(unit.unit_id), {"task_run_id": self._run_of(unit)})
+        published.record_units(self.db, PROVIDER_TYPE, "launched", (u.unit_id for u in units))
 
     def expire_units(self, units: list[Any]) -> None:
-        with self.db.transaction():
-            for unit in units:
-                self.db.delete_provider_record(PROVIDER_TYPE, OPEN_UNIT, str(unit.unit_id))
+        published.record_units(self.db, PROVIDER_TYPE, "expired", (u.unit_id for u in units))
 
     def open_units(self, task_run: TaskRun) -> list[str]:
-        records = self.db.find_provider_records(PROVIDER_TYPE, OPEN_UNIT)
-        return sorted((k for k, v in records.items() if v["task_run_id"] == task_run.db_id),
-                      key=int)
+        return published.open_unit_ids(self.db, PROVIDER_TYPE, task_run.db_id)
 
     # -- workers arriving -----------------------------------------------------------------
 

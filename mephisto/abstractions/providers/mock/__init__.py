@@ -8,8 +8,6 @@ A package only so that Mephisto's paths `mock.mock_provider` and `mock.provider_
 
 from __future__ import annotations
 
-import secrets
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +19,7 @@ from mephisto.abstractions.crowd_provider import (
     ProviderArgs,
     RequesterCheck,
 )
+from mephisto.abstractions.providers import published
 from mephisto.data_model.requester import Requester
 from mephisto.errors import EntryAlreadyExists, MalformedRequest, ProviderError
 
@@ -76,30 +75,15 @@ class MockProvider(CrowdProvider):
 
     # -- a task run's work ------------------------------------------------------------------
 
-    # What was published is one record per call (a launch of 100,000 units is one write),
-    # keyed in call order; `open_units` replays them.
-
-    def _log_units(self, event: str, units: list[Any]) -> None:
-        if units:
-            key = f"{time.time_ns():020d}-{secrets.token_hex(4)}"
-            self._put("units", key, {"event": event, "units": [str(u.unit_id) for u in units]})
-
     def launch_units(self, units: list[Any], server_url: str) -> None:
         """Nothing to publish: workers open the server URL directly. Recorded as open."""
-        self._log_units("launched", units)
+        published.record_units(self.db, PROVIDER_TYPE, "launched", (u.unit_id for u in units))
 
     def expire_units(self, units: list[Any]) -> None:
-        self._log_units("expired", units)
+        published.record_units(self.db, PROVIDER_TYPE, "expired", (u.unit_id for u in units))
 
     def open_units(self, task_run: TaskRun) -> list[str]:
-        open_ids: set[str] = set()
-        for record in self.db.find_provider_records(PROVIDER_TYPE, "units").values():
-            if record["event"] == "launched":
-                open_ids.update(record["units"])
-            else:
-                open_ids.difference_update(record["units"])
-        of_run = {u.db_id for u in self.db.find_units(task_run_id=task_run.db_id)}
-        return sorted(open_ids & of_run, key=int)
+        return published.open_unit_ids(self.db, PROVIDER_TYPE, task_run.db_id)
 
     # -- workers arriving -----------------------------------------------------------------
 
