@@ -18,6 +18,7 @@
     │   └── PayloadTooLarge          413: body over the configured limit
     ├── NotEligible                  a worker may not take (more) work on this run
     ├── ProviderError                a crowd provider refused or failed a call: names it
+    ├── BudgetExceeded               spending would pass a run's or a project's cap: names it
     ├── BuildError                   a front-end build (npm) failed or npm is missing
     └── ShutdownError                the run is shutting down; no new work accepted
 
@@ -146,6 +147,20 @@ class ProviderError(MephistoError):
         super().__init__(f"{provider_type}: {message}")
         self.provider_type = provider_type
         self.retryable = retryable
+
+
+class BudgetExceeded(MephistoError):
+    """Launching units or paying a bonus would take a run or a project past its budget.
+    Nothing was created or paid. `cap` names the budget ("task run 3", "project 'x'"),
+    `limit` is its amount and `needed` what the spending would have brought it to."""
+
+    def __init__(self, cap: str, limit: float, needed: float, what: str) -> None:
+        super().__init__(
+            f"{what} would bring the spending of {cap} to ${needed:,.2f}, over its budget "
+            f"of ${limit:,.2f}; raise it with `mephisto budget` or spend less")
+        self.cap = cap
+        self.limit = limit
+        self.needed = needed
 
 
 class BuildError(MephistoError):

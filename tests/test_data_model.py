@@ -106,10 +106,16 @@ SEED_TASK_ARGS = {
 }
 
 
+# Ours beyond the seed's: spending caps (optional, so seed configs are unchanged).
+EXTRA_TASK_ARGS = {"project_name": None, "budget": None, "planned_bonus_per_unit": 0.0}
+
+
 def test_task_run_args_match_seed() -> None:
     args = TaskRunArgs()
     fields = {f.name: f for f in dataclasses.fields(TaskRunArgs)}
-    assert set(fields) == set(SEED_TASK_ARGS)
+    assert set(fields) == set(SEED_TASK_ARGS) | set(EXTRA_TASK_ARGS)
+    for name, default in EXTRA_TASK_ARGS.items():
+        assert getattr(args, name) == default and fields[name].metadata["help"], name
     for name, (_type, default) in SEED_TASK_ARGS.items():
         assert getattr(args, name) == default, name
         assert fields[name].metadata["help"], name

@@ -84,6 +84,9 @@ class CrowdProvider:
     PROVIDER_TYPE: ClassVar[str | None] = None
     ArgsClass: ClassVar[type[Any]] = ProviderArgs
     CAPABILITIES: ClassVar[frozenset[Capability]] = frozenset()
+    # What the provider charges on top of every reward and bonus, as a fraction (MTurk's
+    # 20% commission: 0.2). Budgets and cost previews count it.
+    FEE_RATE: ClassVar[float] = 0.0
 
     def __init__(self, db: MephistoDB, args: Any = None) -> None:
         self.db = db

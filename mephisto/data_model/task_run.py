@@ -103,6 +103,23 @@ class TaskRunArgs:
         default_factory=dict,
         metadata={"help": "Any auxiliary parameter you need to pass for your task."},
     )
+    # Beyond Mephisto's arguments: what the run may spend.
+    project_name: str | None = field(
+        default=None,
+        metadata={"help": "Project to count this task under (made if new); its budget, "
+                          "set with `mephisto budget`, caps the spending of all its runs."},
+    )
+    budget: float | None = field(
+        default=None,
+        metadata={"help": "Most this run may spend, in dollars: rewards, the provider's "
+                          "fee and bonuses. Launches and bonuses past it are refused. "
+                          "None: no cap."},
+    )
+    planned_bonus_per_unit: float = field(
+        default=0.0,
+        metadata={"help": "Bonus you expect to pay per unit, in dollars: shown in the "
+                          "cost preview at launch (bonuses are checked when paid)."},
+    )
 
     @classmethod
     def check(cls, values: Any) -> None:
@@ -123,9 +140,11 @@ class TaskRunArgs:
                 raise ConfigError(f"{key} must be {f.type}, got {value!r}", key=key)
             if expected is int and value < 0:
                 raise ConfigError(f"{key} must be >= 0, got {value}", key=key)
-        reward = values.get("task_reward") if hasattr(values, "get") else None
-        if isinstance(reward, (int, float)) and reward < 0:
-            raise ConfigError("mephisto.task.task_reward must be >= 0", key="mephisto.task.task_reward")
+        for name in ("task_reward", "budget", "planned_bonus_per_unit"):
+            amount = values.get(name) if hasattr(values, "get") else None
+            if isinstance(amount, (int, float)) and amount < 0:
+                raise ConfigError(f"mephisto.task.{name} must be >= 0, got {amount}",
+                                  key=f"mephisto.task.{name}")
 
     @classmethod
     def get_mock_params(cls) -> dict[str, Any]:

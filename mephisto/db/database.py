@@ -215,6 +215,21 @@ class MephistoDB:
         rows = self._find_rows("projects", project_name=project_name)
         return [Project(self, r["project_id"], r) for r in rows]
 
+    def set_project_budget(self, project_id: str, budget: float | None) -> None:
+        """The most the project's runs may spend, in dollars (None: no cap)."""
+        self._set_budget("projects", project_id, budget)
+
+    def _set_budget(self, table: str, entity_id: str, budget: float | None) -> None:
+        if budget is not None and (isinstance(budget, bool) or not isinstance(budget, (int, float))
+                                   or not 0 <= budget < float("inf")):
+            raise DatabaseError(f"a budget is a number of dollars >= 0 (or None), not {budget!r}")
+        t, pk = s.TABLES[table]
+        with self.transaction() as conn:
+            res = conn.execute(t.update().where(t.c[pk] == key(table, entity_id))
+                               .values(budget=None if budget is None else float(budget)))
+        if res.rowcount == 0:
+            raise EntryDoesNotExist(f"{ENTITY_NAMES[table]} {entity_id} does not exist")
+
     # -- tasks ------------------------------------------------------------------
 
     def new_task(
@@ -321,6 +336,53 @@ class MephistoDB:
             "task_runs", task_id=task_id, requester_id=requester_id, is_completed=is_completed
         )
         return [TaskRun(self, r["task_run_id"], r) for r in rows]
+
+    def set_task_run_budget(self, task_run_id: str, budget: float | None) -> None:
+        """The most this run may spend, in dollars (None: no cap)."""
+        self._set_budget("task_runs", task_run_id, budget)
+
+    def lock_for_spending(self, conn: sa.Connection, task_run_id: str) -> None:
+        """Inside a transaction about to commit money (units, a bonus): hold the run's row
+        (and its project's) until the commit, so two spenders cannot both pass a cap
+        check. SQLite's write transactions are already one at a time."""
+        if self.dialect != "postgresql":
+            return
+        r, t = s.task_runs, s.tasks
+        run_key = key("task_runs", task_run_id)
+        conn.execute(sa.select(r.c.task_run_id).where(r.c.task_run_id == run_key)
+                     .with_for_update())
+        project = sa.select(t.c.project_id).join(r, r.c.task_id == t.c.task_id).where(
+            r.c.task_run_id == run_key).scalar_subquery()
+        conn.execute(sa.select(s.projects.c.project_id)
+                     .where(s.projects.c.project_id == project).with_for_update())
+
+    def get_spending(self, task_run_ids: Iterable[str]) -> dict[str, dict[str, Any]]:
+        """What these runs committed, by run: `units` {status: (count, dollars)} and
+        `bonuses` {payment status: (count, dollars)} (bonuses of the runs' units), with
+        the run's `provider_type`. Two grouped queries, whatever the number of units."""
+        ids = [key("task_runs", i) for i in task_run_ids]
+        u, p, r = s.units, s.payments, s.task_runs
+        result: dict[str, dict[str, Any]] = {}
+        if not ids:
+            return result
+        with self.read() as conn:
+            for run_id, provider_type in conn.execute(
+                sa.select(r.c.task_run_id, r.c.provider_type).where(r.c.task_run_id.in_(ids))
+            ):
+                result[str(run_id)] = {"provider_type": provider_type, "units": {},
+                                       "bonuses": {}}
+            units = (sa.select(u.c.task_run_id, u.c.status, sa.func.count(),
+                               sa.func.coalesce(sa.func.sum(u.c.pay_amount), 0.0))
+                     .where(u.c.task_run_id.in_(ids)).group_by(u.c.task_run_id, u.c.status))
+            for run_id, status, n, amount in conn.execute(units):
+                result[str(run_id)]["units"][status] = (int(n), float(amount))
+            bonuses = (sa.select(u.c.task_run_id, p.c.status, sa.func.count(),
+                                 sa.func.coalesce(sa.func.sum(p.c.amount), 0.0))
+                       .join(u, u.c.unit_id == p.c.unit_id)
+                       .where(u.c.task_run_id.in_(ids)).group_by(u.c.task_run_id, p.c.status))
+            for run_id, status, n, amount in conn.execute(bonuses):
+                result[str(run_id)]["bonuses"][status] = (int(n), float(amount))
+        return result
 
     def update_task_run(self, task_run_id: str, is_completed: bool) -> None:
         t = s.task_runs
@@ -902,6 +964,87 @@ class MephistoDB:
             values["provider_ref"] = provider_ref
         with self.transaction() as conn:
             self._set_status(conn, "payments", payment_id, target, payment_sources(target), values)
+
+    # -- review decisions ----------------------------------------------------------------
+
+    def new_worker_review(
+        self,
+        worker_id: str,
+        status: str | None = None,
+        task_id: str | None = None,
+        unit_id: str | None = None,
+        qualification_id: str | None = None,
+        value: int | None = None,
+        review_note: str | None = None,
+        bonus: float | str | None = None,
+        revoke: bool = False,
+        *,
+        agent_id: str | None = None,
+        task_run_id: str | None = None,
+        requester_id: str | None = None,
+        payment_id: str | None = None,
+        blocked_worker: bool = False,
+        unblocked_worker: bool = False,
+    ) -> str:
+        """Record a review decision (Mephisto's arguments first: a qualification with
+        `revoke=True` was revoked, else set to `value`). The unit's task, run, agent and
+        requester are filled in from the unit when not given. Returns the review's id;
+        call it inside the transaction of the change it records."""
+        values: dict[str, Any] = {
+            "worker_id": worker_id, "unit_id": unit_id, "task_id": task_id,
+            "task_run_id": task_run_id, "agent_id": agent_id, "requester_id": requester_id,
+            "status": None if status is None else str(status), "review_note": review_note,
+            "bonus": None if bonus in (None, "") else float(bonus),  # type: ignore[arg-type]
+            "payment_id": payment_id, "blocked_worker": bool(blocked_worker),
+            "unblocked_worker": bool(unblocked_worker),
+        }
+        if qualification_id is not None:
+            if revoke:
+                values["revoked_qualification_id"] = qualification_id
+            else:
+                values["updated_qualification_id"] = qualification_id
+                values["updated_qualification_value"] = 1 if value is None else int(value)
+        if unit_id is not None and None in (task_id, task_run_id, requester_id, agent_id):
+            unit = self.get_unit(unit_id)
+            for name in ("task_id", "task_run_id", "requester_id", "agent_id"):
+                if values[name] is None:
+                    values[name] = unit[name]
+        return self._insert("worker_review", values)
+
+    def find_worker_reviews(
+        self,
+        worker_id: str | None = None,
+        unit_id: str | None = None,
+        task_id: str | None = None,
+        task_run_id: str | None = None,
+        agent_id: str | None = None,
+    ) -> list[dict[str, Any]]:
+        """Review decisions, oldest first (dict rows)."""
+        return self._find_rows("worker_review", worker_id=worker_id, unit_id=unit_id,
+                               task_id=task_id, task_run_id=task_run_id, agent_id=agent_id)
+
+    def update_worker_review(
+        self,
+        unit_id: str,
+        qualification_id: str,
+        worker_id: str,
+        value: int | None = None,
+        revoke: bool = False,
+    ) -> None:
+        """Mephisto's call: add a qualification change to the latest review of the
+        worker's unit."""
+        t = s.worker_review
+        latest = sa.select(sa.func.max(t.c.id)).where(
+            t.c.unit_id == key("units", unit_id), t.c.worker_id == key("workers", worker_id)
+        ).scalar_subquery()
+        change: dict[str, Any] = (
+            {"revoked_qualification_id": key("qualifications", qualification_id)} if revoke
+            else {"updated_qualification_id": key("qualifications", qualification_id),
+                  "updated_qualification_value": 1 if value is None else int(value)})
+        with self.transaction() as conn:
+            res = conn.execute(t.update().where(t.c.id == latest).values(change))
+        if res.rowcount == 0:
+            raise EntryDoesNotExist(f"no review of unit {unit_id} by worker {worker_id}")
 
     # -- provider records ----------------------------------------------------------------
 

@@ -32,14 +32,16 @@ ENTITY_NAMES = {
     "qualifications": "qualification",
     "granted_qualifications": "granted qualification",
     "payments": "payment",
+    "worker_review": "review",
 }
 
 # integer id columns of each table: stored as int, handed out as str
 INT_IDS: dict[str, tuple[str, ...]] = {
     name: tuple(
-        c.name for c in table.columns if c.name.endswith("_id") and isinstance(c.type, sa.Integer)
+        c.name for c in table.columns
+        if (c.name.endswith("_id") or c.name == pk) and isinstance(c.type, sa.Integer)
     )
-    for name, (table, _pk) in s.TABLES.items()
+    for name, (table, pk) in s.TABLES.items()
 }
 
 

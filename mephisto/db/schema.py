@@ -36,6 +36,8 @@ projects = sa.Table(
     sa.Column("project_id", Id, primary_key=True, autoincrement=True),
     sa.Column("project_name", sa.Text, nullable=False, unique=True),
     _created(),
+    # the most the project's runs may spend (rewards, fees, bonuses), dollars; None: no cap
+    sa.Column("budget", sa.Float, nullable=True),
 )
 
 tasks = sa.Table(
@@ -70,6 +72,8 @@ task_runs = sa.Table(
     sa.Column("task_type", sa.Text, nullable=False),
     sa.Column("sandbox", sa.Boolean, nullable=False, default=True),
     _created(),
+    # the most this run may spend (rewards, fees, bonuses), dollars; None: no cap
+    sa.Column("budget", sa.Float, nullable=True),
 )
 
 assignments = sa.Table(
@@ -220,6 +224,39 @@ payments = sa.Table(
     sa.Index("ix_payments_status", "provider_type", "status"),
 )
 
+# Review decisions (Mephisto's `worker_review`): one row per decision a reviewer made
+# about a worker, with everything it did: the agent's new status and note, a bonus (its
+# payment), a block or unblock, a qualification granted or revoked. Written in the same
+# transaction as the change it records, so each decision is stored exactly once.
+worker_review = sa.Table(
+    "worker_review",
+    metadata,
+    sa.Column("id", Id, primary_key=True, autoincrement=True),
+    sa.Column("unit_id", Id, sa.ForeignKey("units.unit_id"), nullable=True),
+    sa.Column("worker_id", Id, sa.ForeignKey("workers.worker_id"), nullable=False),
+    sa.Column("task_id", Id, sa.ForeignKey("tasks.task_id"), nullable=True),
+    sa.Column("task_run_id", Id, sa.ForeignKey("task_runs.task_run_id"), nullable=True),
+    sa.Column("agent_id", sa.Text, nullable=True),
+    sa.Column("requester_id", Id, sa.ForeignKey("requesters.requester_id"), nullable=True),
+    sa.Column("status", sa.Text, nullable=True),  # the agent's status it set, if any
+    sa.Column("review_note", sa.Text, nullable=True),
+    sa.Column("bonus", sa.Float, nullable=True),  # dollars
+    sa.Column("payment_id", Id, sa.ForeignKey("payments.payment_id"), nullable=True),
+    sa.Column("blocked_worker", sa.Boolean, nullable=False, default=False),
+    sa.Column("unblocked_worker", sa.Boolean, nullable=False, default=False),
+    sa.Column("updated_qualification_id", Id,
+              sa.ForeignKey("qualifications.qualification_id", ondelete="SET NULL"),
+              nullable=True),
+    sa.Column("updated_qualification_value", sa.Integer, nullable=True),
+    sa.Column("revoked_qualification_id", Id,
+              sa.ForeignKey("qualifications.qualification_id", ondelete="SET NULL"),
+              nullable=True),
+    _created(),
+    sa.Index("ix_worker_review_unit", "unit_id"),
+    sa.Index("ix_worker_review_worker", "worker_id"),
+    sa.Index("ix_worker_review_run", "task_run_id"),
+)
+
 # What a crowd provider keeps for itself (HITs of units, studies of runs, tokens of
 # participants, ...): its records by kind and key, as JSON. Providers act on the plain
 # entities; this is their own store. Never credentials: those live where each service
@@ -249,4 +286,5 @@ TABLES: dict[str, tuple[sa.Table, str]] = {
     "qualifications": (qualifications, "qualification_id"),
     "granted_qualifications": (granted_qualifications, "granted_qualification_id"),
     "payments": (payments, "payment_id"),
+    "worker_review": (worker_review, "id"),
 }

@@ -114,6 +114,7 @@ class Operator:
         requester = provider.get_requester(self.db, cfg)
         _check_requester(provider, requester)
         task_run, resume = self._get_task_run(cfg, task_name, task_type, requester)
+        self._apply_budgets(cfg, task_run)
 
         async def start(blueprint: Any, architect: Any) -> LiveTaskRun:
             self.writer.start()
@@ -143,6 +144,28 @@ class Operator:
         return task_run.db_id
 
     validate_and_run_config = launch_task_run
+
+    def _apply_budgets(self, cfg: Args, task_run: Any) -> None:
+        """`mephisto.task.project_name` puts the task in that project (made if new);
+        `mephisto.task.budget` caps the run (a resumed run takes the new value)."""
+        from mephisto.errors import EntryAlreadyExists
+
+        db = self.db
+        project_name = cfg.task.get("project_name")
+        if project_name:
+            projects = db.find_projects(project_name=project_name)
+            if projects:
+                project_id = projects[0].db_id
+            else:
+                try:
+                    project_id = db.new_project(project_name)
+                except EntryAlreadyExists:  # made by another process meanwhile
+                    project_id = db.find_projects(project_name=project_name)[0].db_id
+            if db.get_task(task_run.task_id)["project_id"] != project_id:
+                db.update_task(task_run.task_id, project_id=project_id)
+        budget = cfg.task.get("budget")
+        if budget is not None:
+            db.set_task_run_budget(task_run.db_id, float(budget))
 
     def _get_task_run(self, cfg: Args, task_name: str, task_type: str, requester: Any) -> tuple[Any, bool]:
         import yaml

@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["pay_bonus", "retry_payment", "settle_payments"]
+__all__ = ["pay_bonus", "retry_payment", "send_payment", "settle_payments"]
 
 
 def pay_bonus(
@@ -39,14 +39,22 @@ def pay_bonus(
     """Record a bonus for a worker, then pay it. `requester_id` defaults to the unit's.
     Raises `ProviderError` when the provider fails (the payment stays, `failed`, for
     `retry_payment`)."""
+    from mephisto.operations.budget import check_spending
+
     if requester_id is None:
         if unit_id is None:
             raise MephistoError("a bonus needs a unit or a requester to pay it")
         requester_id = str(db.get_unit(unit_id)["requester_id"])
-    payment_id = db.new_payment(
-        requester_id, worker_id, str(provider.PROVIDER_TYPE), amount, reason, unit_id=unit_id
-    )
-    return _send(db, provider, Payment(db, payment_id))
+    with db.transaction() as conn:
+        if unit_id is not None:  # a bonus for a unit counts against its run's budgets
+            task_run_id = str(db.get_unit(unit_id)["task_run_id"])
+            db.lock_for_spending(conn, task_run_id)
+            check_spending(db, task_run_id, float(amount), f"a bonus of ${amount:,.2f}")
+        payment_id = db.new_payment(
+            requester_id, worker_id, str(provider.PROVIDER_TYPE), amount, reason,
+            unit_id=unit_id,
+        )
+    return send_payment(db, provider, Payment(db, payment_id))
 
 
 def retry_payment(db: MephistoDB, provider: CrowdProvider, payment_id: str) -> Payment:
@@ -54,7 +62,7 @@ def retry_payment(db: MephistoDB, provider: CrowdProvider, payment_id: str) -> P
     payment = Payment(db, payment_id)
     if payment.is_paid:
         return payment
-    return _send(db, provider, payment)
+    return send_payment(db, provider, payment)
 
 
 def settle_payments(db: MephistoDB, provider: CrowdProvider) -> list[Payment]:
@@ -64,14 +72,16 @@ def settle_payments(db: MephistoDB, provider: CrowdProvider) -> list[Payment]:
     pending = [str(PaymentStatus.RECORDED), str(PaymentStatus.FAILED)]
     for payment in db.find_payments(provider_type=str(provider.PROVIDER_TYPE), status=pending):
         try:
-            done.append(_send(db, provider, payment))
+            done.append(send_payment(db, provider, payment))
         except ProviderError as exc:
             logger.warning("payment %s not settled: %s", payment.db_id, exc)
             done.append(Payment(db, payment.db_id))
     return done
 
 
-def _send(db: MephistoDB, provider: CrowdProvider, payment: Payment) -> Payment:
+def send_payment(db: MephistoDB, provider: CrowdProvider, payment: Payment) -> Payment:
+    """Ask the provider to make a recorded payment and record the outcome (raises
+    `ProviderError` after recording a failure)."""
     try:
         ref = provider.pay_bonus(payment)
     except ProviderError as exc:

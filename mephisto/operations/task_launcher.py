@@ -16,12 +16,13 @@ import asyncio
 import itertools
 import logging
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 from mephisto.data_model.assignment import InitializationData
-from mephisto.db.batch import mark_launched, new_assignments_with_units
-from mephisto.errors import ConfigError
+from mephisto.db.batch import mark_launched
+from mephisto.errors import BudgetExceeded, ConfigError
+from mephisto.operations import budget
 from mephisto.operations.live_run import OpenUnits, RunContext, RunEvents, UnitInfo, until_saved
 
 logger = logging.getLogger(__name__)
@@ -35,6 +36,19 @@ def unit_init_data(data: InitializationData, unit_index: int) -> Any:
     if isinstance(data.shared, dict) and isinstance(own, dict):
         return {**data.shared, **own}
     return own or data.shared
+
+
+def _count_units(data: Iterable[Any]) -> int:
+    """Units a sized data set makes (an assignment makes one per `unit_data` item, at
+    least one) without converting its items."""
+    if not isinstance(data, Sequence):
+        return len(data)  # type: ignore[arg-type]
+    count = 0
+    for item in data:
+        unit_data = item.get("unit_data") if isinstance(item, dict) and "shared" in item \
+            else getattr(item, "unit_data", None)
+        count += max(1, len(unit_data)) if isinstance(unit_data, Sequence) else 1
+    return count
 
 
 def _as_init_data(item: Any) -> InitializationData:
@@ -61,6 +75,7 @@ class TaskLauncher:
         self.live = 0  # launched and not finished
         self._lock = asyncio.Lock()
         self._closed = False
+        self._started = False  # the first units were created (a cap then stops, not fails)
         self.max_concurrent = int(ctx.task_args.max_num_concurrent_units or 0)
 
     # -- what the pool and the owner ask ----------------------------------------------------
@@ -106,13 +121,30 @@ class TaskLauncher:
         self._items = itertools.islice(iter(data), skip, None)
 
     async def start(self, url: str, data: Iterable[Any]) -> None:
-        """Launch a new run's units from the blueprint's data: create what is known up
-        front, then launch up to the concurrency cap."""
+        """Launch a new run's units from the blueprint's data: preview the cost (refused
+        with `BudgetExceeded` over a cap, before anything is created), create what is
+        known up front, then launch up to the concurrency cap."""
         self._use(url, data, 0)
+        await self.ctx.background.in_thread(self._preview, data)
         if self._sized:
             while not self._exhausted:
                 await self._create(CHUNK)
         await self.fill()
+
+    def _preview(self, data: Iterable[Any]) -> None:
+        """Log what the launch will cost at most and where it leaves each budget; refuse
+        it when the rewards and fees alone pass a cap."""
+        ctx = self.ctx
+        units = _count_units(data) if self._sized else None
+        reward = float(ctx.task_args.task_reward)
+        planned = float(getattr(ctx.task_args, "planned_bonus_per_unit", 0) or 0)
+        preview, caps = budget.cost_preview(ctx.writer.db, ctx.task_run_id, units, reward, planned)
+        logger.info("task run %s %s", ctx.task_run_id, preview.text())
+        for line in caps:
+            logger.info("task run %s %s", ctx.task_run_id, line)
+        if units:
+            budget.check_spending(ctx.writer.db, ctx.task_run_id, preview.rewards,
+                                  f"launching {units:,} units at ${reward:,.2f}")
 
     def restore(
         self, url: str, data: Iterable[Any], skip: int, open_units: list[UnitInfo],
@@ -156,12 +188,20 @@ class TaskLauncher:
         reward = float(ctx.task_args.task_reward)
         try:
             created = await ctx.writer.run(
-                new_assignments_with_units,
+                budget.create_units_within_budget,
                 ctx.task_run_id,
                 [d.to_dict() for d in items],
                 reward,
                 [max(1, len(d.unit_data)) for d in items],
             )
+        except BudgetExceeded as exc:
+            if not self._started:
+                raise
+            # a stream of data ran into a cap mid-run: the units made so far carry on
+            logger.error("task run %s stops launching units: %s", ctx.task_run_id, exc)
+            self._unsaved, self._exhausted = [], True
+            self.events.check_done()
+            return
         except BaseException:
             self._unsaved = items
             raise
@@ -170,6 +210,7 @@ class TaskLauncher:
                 self._created.append(
                     UnitInfo(unit_id, assignment_id, index, reward, unit_init_data(data, index))
                 )
+        self._started = True
         self.events.units_created(sum(len(u) for _a, u in created))
 
     async def _launch(self, batch: list[UnitInfo]) -> None:

@@ -672,3 +672,92 @@ class MephistoDBContract:
         assert batch.find_blocked_workers(db, ids) == {a.db_id, b.db_id}
         assert batch.find_blocked_workers(db, [c.db_id]) == set()
         assert batch.find_blocked_workers(db, []) == set()
+
+    # -- review decisions and spending ---------------------------------------------------
+
+    def test_worker_review_roundtrip(self, db: MephistoDB, run: Run) -> None:
+        (unit_id,) = run.units(1)
+        agent_id = run.agent(unit_id, "w1", status="completed")
+        worker_id = db.get_agent(agent_id)["worker_id"]
+        qual = db.make_qualification("good")
+        review_id = db.new_worker_review(worker_id, status="approved", unit_id=unit_id,
+                                         review_note="nice", bonus="0.5")
+        row = db.find_worker_reviews(unit_id=unit_id)[0]
+        assert row["id"] == review_id and isinstance(review_id, str)
+        assert (row["status"], row["review_note"], row["bonus"]) == ("approved", "nice", 0.5)
+        # filled in from the unit
+        assert (row["task_id"], row["task_run_id"], row["requester_id"], row["agent_id"]) == (
+            run.task_id, run.task_run_id, run.requester_id, agent_id)
+        assert row["blocked_worker"] is False and row["creation_date"] > 0
+        db.update_worker_review(unit_id, qual, worker_id, value=3)
+        row = db.find_worker_reviews(worker_id=worker_id)[0]
+        assert (row["updated_qualification_id"], row["updated_qualification_value"]) == (qual, 3)
+        db.new_worker_review(worker_id, qualification_id=qual, revoke=True, blocked_worker=True)
+        rows = db.find_worker_reviews(worker_id=worker_id)
+        assert [r["revoked_qualification_id"] for r in rows] == [None, qual]
+        assert rows[1]["unit_id"] is None and rows[1]["blocked_worker"] is True
+        assert db.find_worker_reviews(task_run_id=run.task_run_id) == rows[:1]
+        with pytest.raises(EntryDoesNotExist):
+            db.update_worker_review(unit_id, qual, db.find_or_new_worker("w2", "mock").db_id)
+        with pytest.raises(EntryDoesNotExist):
+            db.new_worker_review("999999")  # no such worker
+
+    def test_budgets_are_set_and_cleared(self, db: MephistoDB, run: Run) -> None:
+        project = db.new_project("p")
+        db.set_project_budget(project, 120.5)
+        db.set_task_run_budget(run.task_run_id, 10)
+        assert db.get_project(project)["budget"] == 120.5
+        assert db.get_task_run(run.task_run_id)["budget"] == 10.0
+        db.set_task_run_budget(run.task_run_id, None)
+        assert db.get_task_run(run.task_run_id)["budget"] is None
+        for bad in (-1, "ten", True):
+            with pytest.raises(DatabaseError):
+                db.set_project_budget(project, bad)  # type: ignore[arg-type]
+        with pytest.raises(EntryDoesNotExist):
+            db.set_task_run_budget("999999", 5)
+
+    def test_spending_is_grouped_by_run_and_status(self, db: MephistoDB, run: Run) -> None:
+        other = Run(db, "task-b")
+        a, b, c = run.units(3)
+        other.units(2, status="created")
+        agent_id = run.agent(a, "w1")
+        db.update_agent(agent_id, status="completed")
+        db.update_agent(agent_id, status="approved")
+        worker_id = db.get_agent(agent_id)["worker_id"]
+        paid = db.new_payment(run.requester_id, worker_id, "mock", 1.5, "great", unit_id=a)
+        db.update_payment(paid, "paid", provider_ref="x")
+        db.new_payment(run.requester_id, worker_id, "mock", 0.5, "more", unit_id=a)
+        db.new_payment(run.requester_id, worker_id, "mock", 9.0, "no unit")
+        spending = db.get_spending([run.task_run_id, other.task_run_id])
+        mine = spending[run.task_run_id]
+        assert mine["provider_type"] == "mock"
+        assert mine["units"] == {"accepted": (1, 0.25), "launched": (2, 0.5)}
+        assert mine["bonuses"] == {"paid": (1, 1.5), "recorded": (1, 0.5)}
+        assert spending[other.task_run_id]["units"] == {"created": (2, 0.5)}
+        assert spending[other.task_run_id]["bonuses"] == {}
+        assert db.get_spending([]) == {}
+
+    def test_spending_lock_lets_one_spender_at_a_time(self, db: MephistoDB, run: Run) -> None:
+        """Two spenders that each check a cap then commit: with the lock, the second
+        sees the first's commit (so at most one passes a cap with room for one)."""
+        (unit_id,) = run.units(1)
+        worker_id = db.get_agent(run.agent(unit_id, "w1", status="completed"))["worker_id"]
+        barrier = threading.Barrier(2)
+        passed: list[int] = []
+
+        def spend(i: int) -> None:
+            barrier.wait()
+            with db.transaction() as conn:
+                db.lock_for_spending(conn, run.task_run_id)
+                seen = db.get_spending([run.task_run_id])[run.task_run_id]["bonuses"]
+                if not seen:
+                    db.new_payment(run.requester_id, worker_id, "mock", 1.0, f"b{i}",
+                                   unit_id=unit_id)
+                    passed.append(i)
+
+        threads = [threading.Thread(target=spend, args=(i,)) for i in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert len(passed) == 1 and len(db.find_payments(unit_id=unit_id)) == 1

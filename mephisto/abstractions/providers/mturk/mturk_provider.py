@@ -97,6 +97,7 @@ class MTurkProvider(CrowdProvider):
     CAPABILITIES = frozenset({Capability.BALANCE, Capability.BONUS, Capability.BLOCK,
                               Capability.QUALIFICATIONS})
     SANDBOX: ClassVar[bool] = False
+    FEE_RATE = 0.2  # MTurk's commission on rewards and bonuses (HITs of fewer than 10 assignments)
 
     def __init__(self, db: MephistoDB, args: Any = None) -> None:
         super().__init__(db, args)

@@ -103,6 +103,7 @@ class ProlificProvider(CrowdProvider):
     CAPABILITIES = frozenset({
         Capability.BALANCE, Capability.BONUS, Capability.BLOCK, Capability.QUALIFICATIONS,
     })
+    FEE_RATE = 1 / 3  # Prolific's service fee on rewards and bonuses (before any VAT)
 
     def __init__(self, db: MephistoDB, args: Any = None) -> None:
         super().__init__(db, args)

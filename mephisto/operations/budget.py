@@ -1,0 +1,250 @@
+"""What runs and projects spend, and the caps that stop them spending more.
+
+Money is *committed* when a unit is created (its reward will be paid unless the work
+is rejected or the unit expires unworked) and when a bonus is recorded; the provider's
+fee (`CrowdProvider.FEE_RATE`) is added to both. A run's `budget` and its project's
+`budget` (dollars; None: no cap) bound what is committed: every launch of units and
+every bonus is checked, in the transaction that commits it, with the run's row (and
+its project's) held so that two spenders cannot both pass the check. A refusal is
+`BudgetExceeded`, naming the cap; nothing is created or paid.
+
+Reading spending is two grouped queries for any number of runs (`MephistoDB.get_spending`).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from mephisto.data_model.status import AssignmentState, PaymentStatus
+from mephisto.errors import BudgetExceeded, MephistoError
+
+if TYPE_CHECKING:
+    from mephisto.db.database import MephistoDB
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "CostPreview",
+    "Spending",
+    "check_spending",
+    "cost_preview",
+    "create_units_within_budget",
+    "fee_rate",
+    "project_spending",
+    "run_spending",
+    "spending_of_runs",
+]
+
+# Units whose reward is (or will be) owed; rejected and expired units are not paid.
+_COMMITTED_UNITS = frozenset({str(AssignmentState.CREATED)} |
+                             {str(s) for s in AssignmentState.payable()})
+_PAID_UNITS = frozenset({str(AssignmentState.ACCEPTED), str(AssignmentState.SOFT_REJECTED)})
+_EPSILON = 1e-9  # dollars are floats: a spend equal to the cap is within it
+
+
+def fee_rate(provider_type: str) -> float:
+    """The provider's fee on rewards and bonuses (0 for a provider that is not installed)."""
+    from mephisto.operations.registry import get_crowd_provider_from_type
+
+    try:
+        provider: Any = get_crowd_provider_from_type(provider_type)
+        return float(provider.FEE_RATE)
+    except MephistoError:
+        logger.debug("provider %r is not available; its fee counts as 0", provider_type)
+        return 0.0
+
+
+@dataclass
+class Spending:
+    """Money of one run or many, in dollars. `committed` is what caps bound."""
+
+    rewards_committed: float = 0.0
+    rewards_paid: float = 0.0
+    bonuses_committed: float = 0.0
+    bonuses_paid: float = 0.0
+    fees_committed: float = 0.0
+    fees_paid: float = 0.0
+    units: dict[str, int] = field(default_factory=dict)  # by status
+    bonuses: int = 0
+
+    @property
+    def committed(self) -> float:
+        return self.rewards_committed + self.bonuses_committed + self.fees_committed
+
+    @property
+    def paid(self) -> float:
+        return self.rewards_paid + self.bonuses_paid + self.fees_paid
+
+    def __add__(self, other: Spending) -> Spending:
+        units = dict(self.units)
+        for status, n in other.units.items():
+            units[status] = units.get(status, 0) + n
+        return Spending(
+            self.rewards_committed + other.rewards_committed,
+            self.rewards_paid + other.rewards_paid,
+            self.bonuses_committed + other.bonuses_committed,
+            self.bonuses_paid + other.bonuses_paid,
+            self.fees_committed + other.fees_committed,
+            self.fees_paid + other.fees_paid,
+            units,
+            self.bonuses + other.bonuses,
+        )
+
+
+def _spending(row: dict[str, Any]) -> Spending:
+    rate = fee_rate(row["provider_type"])
+    spent = Spending()
+    for status, (n, amount) in row["units"].items():
+        spent.units[status] = n
+        if status in _COMMITTED_UNITS:
+            spent.rewards_committed += amount
+        if status in _PAID_UNITS:
+            spent.rewards_paid += amount
+    for status, (n, amount) in row["bonuses"].items():
+        spent.bonuses += n
+        spent.bonuses_committed += amount  # a failed bonus is retried until paid
+        if status == str(PaymentStatus.PAID):
+            spent.bonuses_paid += amount
+    spent.fees_committed = (spent.rewards_committed + spent.bonuses_committed) * rate
+    spent.fees_paid = (spent.rewards_paid + spent.bonuses_paid) * rate
+    return spent
+
+
+def spending_of_runs(db: MephistoDB, task_run_ids: Iterable[str]) -> dict[str, Spending]:
+    """Each run's spending, by run id."""
+    return {run_id: _spending(row) for run_id, row in db.get_spending(task_run_ids).items()}
+
+
+def run_spending(db: MephistoDB, task_run_id: str) -> Spending:
+    return spending_of_runs(db, [task_run_id]).get(str(task_run_id), Spending())
+
+
+def _project_run_ids(db: MephistoDB, project_id: str) -> list[str]:
+    return [run.db_id for task in db.find_tasks(project_id=project_id)
+            for run in db.find_task_runs(task_id=task.db_id)]
+
+
+def project_spending(db: MephistoDB, project_id: str) -> Spending:
+    total = Spending()
+    for spent in spending_of_runs(db, _project_run_ids(db, project_id)).values():
+        total = total + spent
+    return total
+
+
+# -- caps ---------------------------------------------------------------------------------
+
+
+def _caps(db: MephistoDB, task_run_id: str) -> list[tuple[str, float, Spending]]:
+    """The caps over this run, with what each has committed: the run's, the project's."""
+    run = db.get_task_run(task_run_id)
+    caps: list[tuple[str, float, Spending]] = []
+    if run.get("budget") is not None:
+        caps.append((f"task run {task_run_id}", float(run["budget"]),
+                     run_spending(db, task_run_id)))
+    project_id = db.get_task(run["task_id"])["project_id"]
+    if project_id is not None:
+        project = db.get_project(project_id)
+        if project.get("budget") is not None:
+            caps.append((f"project {project['project_name']!r}", float(project["budget"]),
+                         project_spending(db, project_id)))
+    return caps
+
+
+def check_spending(db: MephistoDB, task_run_id: str, amount: float, what: str) -> None:
+    """Raise `BudgetExceeded` if committing `amount` dollars more (before fees) to this
+    run would pass its cap or its project's. Call inside the spending transaction,
+    after `db.lock_for_spending`."""
+    caps = _caps(db, task_run_id)
+    if not caps:
+        return
+    adding = amount * (1 + fee_rate(db.get_task_run(task_run_id)["provider_type"]))
+    for cap, limit, spent in caps:
+        needed = spent.committed + adding
+        if needed > limit + _EPSILON:
+            raise BudgetExceeded(cap, limit, needed, what)
+
+
+def create_units_within_budget(
+    db: MephistoDB,
+    task_run_id: str,
+    assignment_data: Sequence[Any],
+    pay_amount: float,
+    units_per_assignment: Sequence[int],
+) -> list[tuple[str, list[str]]]:
+    """`new_assignments_with_units`, refused with `BudgetExceeded` (nothing created)
+    when the new units' rewards and fees would pass a cap."""
+    from mephisto.db.batch import new_assignments_with_units
+
+    n = sum(units_per_assignment)
+    with db.transaction() as conn:
+        db.lock_for_spending(conn, task_run_id)
+        check_spending(db, task_run_id, pay_amount * n,
+                       f"launching {n:,} more unit{'s' if n != 1 else ''} at ${pay_amount:,.2f}")
+        return new_assignments_with_units(db, task_run_id, assignment_data, pay_amount,
+                                          list(units_per_assignment))
+
+
+# -- previews -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CostPreview:
+    """What launching a run will cost at most, before anything is created."""
+
+    units: int | None  # None: the data is a stream of unknown length
+    reward: float
+    fee_rate: float
+    planned_bonus_per_unit: float = 0.0
+    provider_type: str = ""
+
+    @property
+    def rewards(self) -> float:
+        return (self.units or 0) * self.reward
+
+    @property
+    def bonuses(self) -> float:
+        return (self.units or 0) * self.planned_bonus_per_unit
+
+    @property
+    def fees(self) -> float:
+        return (self.rewards + self.bonuses) * self.fee_rate
+
+    @property
+    def total(self) -> float:
+        return self.rewards + self.bonuses + self.fees
+
+    def text(self) -> str:
+        per_unit = self.reward + self.planned_bonus_per_unit
+        if self.units is None:
+            return (f"cost preview: ${per_unit * (1 + self.fee_rate):,.2f} per unit "
+                    f"(reward ${self.reward:,.2f}"
+                    + (f" + planned bonus ${self.planned_bonus_per_unit:,.2f}"
+                       if self.planned_bonus_per_unit else "")
+                    + f" + {self.provider_type} fee {self.fee_rate:.0%}); "
+                    "the number of units is not known up front")
+        parts = [f"{self.units:,} units x ${self.reward:,.2f} = ${self.rewards:,.2f}"]
+        if self.planned_bonus_per_unit:
+            parts.append(f"planned bonuses ${self.bonuses:,.2f}")
+        parts.append(f"{self.provider_type} fee {self.fee_rate:.0%} ${self.fees:,.2f}")
+        return f"cost preview: {' + '.join(parts)} = ${self.total:,.2f}"
+
+
+def cost_preview(
+    db: MephistoDB, task_run_id: str, units: int | None, reward: float,
+    planned_bonus_per_unit: float = 0.0,
+) -> tuple[CostPreview, list[str]]:
+    """The preview of launching `units` more units of this run, and one line per cap
+    over it (its budget, what is committed, what would be left)."""
+    provider_type = db.get_task_run(task_run_id)["provider_type"]
+    preview = CostPreview(units, float(reward), fee_rate(provider_type),
+                          float(planned_bonus_per_unit), provider_type)
+    lines = []
+    for cap, limit, spent in _caps(db, task_run_id):
+        left = limit - spent.committed - preview.total
+        lines.append(f"{cap}: budget ${limit:,.2f}, committed ${spent.committed:,.2f}, "
+                     + (f"${left:,.2f} left after this launch" if left >= -_EPSILON
+                        else f"${-left:,.2f} short for this launch"))
+    return preview, lines
