@@ -141,15 +141,23 @@ class LiveTaskRun:
         )
         app = create_app(self.client_io, settings, metrics_registry=REGISTRY,
                          on_request=self._on_request)
+        data = None
+        if not resume:  # a launch over a budget is refused before anything is served
+            data = self.blueprint.get_initialization_data()
+            await self.launcher.preview(data)
         self.url = await self.architect.deploy(app)
         LIVE_RUNS.sources[self.task_run_id] = self._gauges
-        await self.background.in_thread(
-            self.provider.setup_resources_for_task_run, self.task_run, self.args, self.shared_state, self.url
-        )
-        if resume:
-            await self._restore()
-        else:
-            await self.launcher.start(self.url, self.blueprint.get_initialization_data())
+        try:
+            await self.background.in_thread(
+                self.provider.setup_resources_for_task_run, self.task_run, self.args,
+                self.shared_state, self.url)
+            if resume:
+                await self._restore()
+            else:
+                await self.launcher.start(self.url, data)
+        except BaseException:
+            await self._abandon()
+            raise
         task_args = self.ctx.task_args
         if task_args.task_lifetime_in_seconds:
             self._timers.append(self.loop.call_later(
@@ -159,6 +167,15 @@ class LiveTaskRun:
         if task_args.no_submission_patience:
             self._schedule_patience()
         self.check_done()
+
+    async def _abandon(self) -> None:
+        """A start that failed after the server was up: stop serving, so nothing is
+        left listening for a run that never began."""
+        LIVE_RUNS.sources.pop(self.task_run_id, None)
+        try:
+            await self.architect.shutdown()
+        except Exception:
+            logger.exception("task run %s: stopping its server failed", self.task_run_id)
 
     def _metrics_token(self, run_dir: Path) -> str:
         """The bearer token `/metrics` asks for: `MEPHISTO_METRICS_TOKEN`, or a new one

@@ -121,21 +121,23 @@ class TaskLauncher:
         self._items = itertools.islice(iter(data), skip, None)
 
     async def start(self, url: str, data: Iterable[Any]) -> None:
-        """Launch a new run's units from the blueprint's data: preview the cost (refused
-        with `BudgetExceeded` over a cap, before anything is created), create what is
-        known up front, then launch up to the concurrency cap."""
+        """Launch a new run's units from the blueprint's data (`preview`ed): create what
+        is known up front, then launch up to the concurrency cap."""
         self._use(url, data, 0)
-        await self.ctx.background.in_thread(self._preview, data)
         if self._sized:
             while not self._exhausted:
                 await self._create(CHUNK)
         await self.fill()
 
+    async def preview(self, data: Iterable[Any]) -> None:
+        """Before a new run is served: log what launching `data` will cost at most and
+        where it leaves each budget; refuse it (`BudgetExceeded`) when the rewards and
+        fees alone pass a cap."""
+        await self.ctx.background.in_thread(self._preview, data)
+
     def _preview(self, data: Iterable[Any]) -> None:
-        """Log what the launch will cost at most and where it leaves each budget; refuse
-        it when the rewards and fees alone pass a cap."""
         ctx = self.ctx
-        units = _count_units(data) if self._sized else None
+        units = _count_units(data) if hasattr(data, "__len__") else None
         reward = float(ctx.task_args.task_reward)
         planned = float(getattr(ctx.task_args, "planned_bonus_per_unit", 0) or 0)
         preview, caps = budget.cost_preview(ctx.writer.db, ctx.task_run_id, units, reward, planned)
