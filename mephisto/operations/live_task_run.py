@@ -141,7 +141,7 @@ class LiveTaskRun:
         )
         app = create_app(self.client_io, settings, metrics_registry=REGISTRY,
                          on_request=self._on_request)
-        data = None
+        data: Any = None
         if not resume:  # a launch over a budget is refused before anything is served
             data = self.blueprint.get_initialization_data()
             await self.launcher.preview(data)
