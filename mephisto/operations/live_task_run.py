@@ -46,6 +46,7 @@ from mephisto.operations.live_run import (
     UnitInfo,
     until_saved,
 )
+from mephisto.operations.live_record import remove_live_record, write_live_record
 from mephisto.operations.metrics import LIVE_RUNS, RunMetrics
 from mephisto.operations.task_launcher import TaskLauncher, unit_init_data
 from mephisto.operations.worker_pool import WorkerPool
@@ -158,6 +159,9 @@ class LiveTaskRun:
             ))
         if task_args.no_submission_patience:
             self._schedule_patience()
+        if self.metrics_token_file is not None:  # for `mephisto metrics` (live_record.py)
+            write_live_record(self.task_run_id, self.task_name, self.url,
+                              self.metrics_token_file, self.writer.db.url)
         self.check_done()
 
     def _metrics_token(self, run_dir: Path) -> str:
@@ -312,6 +316,7 @@ class LiveTaskRun:
         if not self.interrupted:
             await self._linger()
         await self.architect.shutdown()
+        remove_live_record(self.task_run_id)
         await self.background.in_thread(
             self.provider.cleanup_resources_from_task_run, self.task_run, self.url)
         LIVE_RUNS.sources.pop(self.task_run_id, None)
