@@ -37,6 +37,7 @@ from mephisto.data_model.status import AgentState, AssignmentState
 from mephisto.db import batch
 from mephisto.db.writer import DBWriter
 from mephisto.operations.client_io_handler import ClientIOHandler
+from mephisto.operations.live_record import remove_live_record, write_live_record
 from mephisto.operations.live_run import (
     CREATION_KEYS,
     AgentInfo,
@@ -46,7 +47,6 @@ from mephisto.operations.live_run import (
     UnitInfo,
     until_saved,
 )
-from mephisto.operations.live_record import remove_live_record, write_live_record
 from mephisto.operations.metrics import LIVE_RUNS, RunMetrics
 from mephisto.operations.task_launcher import TaskLauncher, unit_init_data
 from mephisto.operations.worker_pool import WorkerPool
