@@ -592,7 +592,7 @@ def _money(amount: float | None) -> str:
 _SOURCES = {"env": "environment", "config": "config file", "default": "default"}
 
 
-@cli.command("config")
+@cli.command("config", short_help="Show the configuration; read or set one value.")
 @click.argument("identifier", required=False)
 @click.argument("value", required=False)
 @click.option("--unset", is_flag=True, help="Remove IDENTIFIER from the config file (its "
@@ -665,7 +665,8 @@ def _show_config() -> None:
     console.print(env)
 
 
-@cli.command("wut", context_settings={"ignore_unknown_options": True})
+@cli.command("wut", context_settings={"ignore_unknown_options": True},
+             short_help="Describe the plugin types and the arguments a run config can set.")
 @click.argument("args", nargs=-1)
 @_handle_errors
 def wut(args: tuple[str, ...]) -> None:
@@ -728,7 +729,7 @@ def _ms(seconds: float | None) -> str:
     return "-" if seconds is None else f"{seconds * 1000:,.1f}"
 
 
-@cli.command("metrics")
+@cli.command("metrics", short_help="Key figures of live runs, from their /metrics.")
 @click.argument("action", required=False)
 @click.option("--run", "task_run_ids", multiple=True,
               help="Only this task run (repeatable). Default: every live run.")
@@ -827,7 +828,8 @@ def _unit_counts(units: dict[str, int]) -> str:
     return ", ".join(f"{units[s]:,} {s}" for s in known) or "none"
 
 
-@cli.command("budget", context_settings={"ignore_unknown_options": True})
+@cli.command("budget", context_settings={"ignore_unknown_options": True},
+             short_help="Show or set the budgets of projects and runs.")
 @click.argument("amount", nargs=-1, type=click.UNPROCESSED)
 @click.option("--project", help="The project whose budget to show or set (made if new).")
 @click.option("--run", "task_run_id", help="The task run whose budget to show or set.")
@@ -923,7 +925,7 @@ def _group_name(by: str, gid: str | None, names: dict[str | None, str]) -> str:
     return name if name is not None else f"{by} {gid}"
 
 
-@cli.command("spend")
+@cli.command("spend", short_help="Spending per project, task, run or worker.")
 @click.option("--by", "by", type=click.Choice(["project", "task", "run", "worker"]),
               default="project", show_default=True, help="One row per what.")
 @click.option("--project", help="Only the tasks of this project.")
@@ -973,7 +975,7 @@ def spend(by: str, project: str | None, task_name: str | None, database: str | N
     console.print(table)
 
 
-@cli.command("cost")
+@cli.command("cost", short_help="What a launch will cost, and where it leaves each budget.")
 @click.option("--units", type=int, required=True, help="Units to launch.")
 @click.option("--reward", type=float, required=True, help="Reward per unit, in dollars "
                                                          "(mephisto.task.task_reward).")
