@@ -577,3 +577,464 @@ def main() -> None:  # pragma: no cover - console entry point
 
 if __name__ == "__main__":  # pragma: no cover
     cli()
+
+
+# -- config, wut, metrics, budget, spend, cost (logic in mephisto/tools/settings.py, wut.py,
+# -- run_metrics.py, spending.py) --------------------------------------------------------
+
+
+def _money(amount: float | None) -> str:
+    if amount is None:
+        return "-"
+    return f"-${-amount:,.2f}" if amount < -0.005 else f"${abs(amount):,.2f}"
+
+
+_SOURCES = {"env": "environment", "config": "config file", "default": "default"}
+
+
+@cli.command("config", short_help="Show the configuration; read or set one value.")
+@click.argument("identifier", required=False)
+@click.argument("value", required=False)
+@click.option("--unset", is_flag=True, help="Remove IDENTIFIER from the config file (its "
+                                            "default applies again).")
+@_handle_errors
+def config(identifier: str | None, value: str | None, unset: bool) -> None:
+    """Show the configuration, or read or set one value: mephisto config [SECTION.KEY [VALUE]].
+
+    With no argument: the settings in effect and where each comes from (environment,
+    config file, default), the config file, and the environment variables that matter.
+    `mephisto config core.database_url postgresql://me@db/mephisto` sets a value in
+    $MEPHISTO_HOME/config.yml (default ~/.mephisto); unknown keys are refused. Passwords
+    in database URLs are never shown."""
+    from mephisto.tools import settings
+
+    if identifier is None:
+        if unset:
+            raise ConfigError("--unset needs the setting to remove, e.g. mephisto config "
+                              "core.database_url --unset", key="unset")
+        _show_config()
+        return
+    if unset and value is not None:
+        raise ConfigError("give a value or --unset, not both", key="unset")
+    if unset:
+        now = settings.unset_setting(identifier)
+        console.print(f"Removed {escape(identifier)} from the config file; in effect: "
+                      f"{escape(now.value)} ({_SOURCES[now.source]}).", soft_wrap=True)
+        return
+    if value is None:
+        click.echo(settings.get_setting(identifier).value)
+        return
+    now = settings.set_setting(identifier, value)
+    path, _exists = settings.config_file()
+    console.print(f"[green]{escape(identifier)} set[/] in {escape(str(path))}.", soft_wrap=True)
+    if now.source != "config":
+        err_console.print(f"[yellow]Note:[/] {escape(now.setting.env)} is set in the "
+                          f"environment and overrides it (in effect: {escape(now.value)}).",
+                          soft_wrap=True)
+
+
+def _show_config() -> None:
+    from mephisto.tools import settings
+    from mephisto.utils.config_handler import HOME_ENV, env_setting, get_mephisto_home
+
+    home = get_mephisto_home()
+    path, exists = settings.config_file()
+    table = Table(title="mephisto config")
+    table.add_column("setting", no_wrap=True)
+    for col in ("value", "from", "note"):
+        table.add_column(col, overflow="fold")
+    home_from_env = env_setting(HOME_ENV) is not None
+    table.add_row("home", escape(str(home)),
+                  f"env {HOME_ENV}" if home_from_env else _SOURCES["default"], "")
+    table.add_row("config file", escape(str(path)), "", "" if exists else "not created yet")
+    for v in settings.setting_values():
+        source = f"env {v.setting.env}" if v.source == "env" else _SOURCES[v.source]
+        note = (f"overrides the config file's {escape(v.overridden_file_value)}"
+                if v.overridden_file_value else escape(v.setting.help))
+        table.add_row(v.setting.identifier, escape(v.value), source, note)
+    for identifier, value in settings.other_file_values():
+        table.add_row(escape(identifier), escape(value), _SOURCES["config"],
+                      "[yellow]not read by this version[/]")
+    console.print(table)
+    env = Table(title="environment")
+    for col in ("variable", "value", "what it does"):
+        env.add_column(col, overflow="fold")
+    for var in settings.env_variables():
+        env.add_row(var.name, "[dim]not set[/]" if var.value is None else escape(var.value),
+                    escape(var.help))
+    console.print(env)
+
+
+@cli.command("wut", context_settings={"ignore_unknown_options": True},
+             short_help="Describe the plugin types and the arguments a run config can set.")
+@click.argument("args", nargs=-1)
+@_handle_errors
+def wut(args: tuple[str, ...]) -> None:
+    """Describe what a run config can set: mephisto wut [KIND[=TYPE] [ARG ...]].
+
+    `mephisto wut` lists the kinds (blueprint, architect, provider, task) and their
+    types; `mephisto wut blueprint` the blueprint types; `mephisto wut
+    blueprint=static_task` its arguments (type, default, required, help), `mephisto wut
+    task` the mephisto.task.* arguments; name arguments after it to see only those."""
+    from mephisto.tools import wut as wut_tool
+
+    if not args:
+        table = Table(title="what a run config chooses (mephisto wut KIND=TYPE for its "
+                            "arguments)")
+        for col in ("kind", "decides", "types"):
+            table.add_column(col, overflow="fold")
+        for kind, text, types in wut_tool.kinds():
+            table.add_row(kind, escape(text), escape(", ".join(types)) if types
+                          else "(no types: mephisto wut task)")
+        console.print(table)
+        return
+    spec, only = args[0], args[1:]
+    if "=" not in spec and spec in wut_tool.KINDS and spec != "task":
+        table = Table(title=f"{spec} types")
+        table.add_column("type")
+        for name in wut_tool.valid_types(spec):
+            table.add_row(escape(name))
+        console.print(f"{spec}: {escape(wut_tool.KINDS[spec])}", soft_wrap=True)
+        console.print(table)
+        console.print(f"Arguments of one: mephisto wut {spec}=TYPE", soft_wrap=True)
+        return
+    found = wut_tool.describe(spec, only)
+    title = found.config_prefix + (f" ({found.type_name})" if found.type_name else "")
+    console.print(f"[bold]{escape(title)}[/]: {escape(found.summary)}", soft_wrap=True)
+    _print_args(f"{title} arguments (set as {found.config_prefix}.NAME=VALUE)", found.args)
+    if found.shared_state:
+        _print_args(f"{found.shared_state_class} fields (set in your run script, not the "
+                    "config)", found.shared_state)
+
+
+def _print_args(title: str, args: Sequence[Any]) -> None:
+    table = Table(title=title)
+    table.add_column("argument", no_wrap=True)
+    helped = any(a.help for a in args)
+    for col in ("type", "default", "required", *(("help",) if helped else ())):
+        table.add_column(col, overflow="fold")
+    for a in args:
+        table.add_row(escape(a.name), escape(a.type), escape(a.default),
+                      "[bold]yes[/]" if a.required else "no",
+                      *((escape(a.help),) if helped else ()))
+    if not args:
+        table.add_row("(none)", "", "", "")
+    console.print(table)
+
+
+_MEPHISTO_METRICS_ACTIONS = ("install", "reinstall", "view", "cleanup")
+
+
+def _ms(seconds: float | None) -> str:
+    return "-" if seconds is None else f"{seconds * 1000:,.1f}"
+
+
+@cli.command("metrics", short_help="Key figures of live runs, from their /metrics.")
+@click.argument("action", required=False)
+@click.option("--run", "task_run_ids", multiple=True,
+              help="Only this task run (repeatable). Default: every live run.")
+@click.option("--interval", default=0.0, show_default=True,
+              help="Read twice, this many seconds apart: rates and latencies of that "
+                   "interval instead of since the run went live.")
+@_handle_errors
+def metrics(action: str | None, task_run_ids: tuple[str, ...], interval: float) -> None:
+    """Key figures of live runs: units by status, active agents, request and submit
+    latency, throughput.
+
+    Read from each run's GET /metrics (Prometheus text) with its bearer token, found
+    through the record its operator keeps in <data dir>/runs/<id>/live.json. A run that
+    is not served (stopped, or its operator gone) is reported as not live; with --run,
+    that exits 1.
+
+    Mephisto's `metrics install`, `view`, `reinstall` and `cleanup` (a local Grafana
+    and Prometheus) do not apply: every run's server exposes /metrics itself, so point
+    your own Prometheus at it (README: "Metrics")."""
+    from mephisto.tools import run_metrics
+
+    if action is not None:
+        if action in _MEPHISTO_METRICS_ACTIONS:
+            raise ConfigError(
+                f"`mephisto metrics {action}` is Mephisto's Grafana/Prometheus setup, which "
+                "does not apply here: each run's server serves /metrics itself (scrape "
+                "<run url>metrics with the bearer token in <data dir>/runs/<id>/"
+                "metrics_token). `mephisto metrics` shows the live runs' figures.",
+                key="action")
+        raise ConfigError(f"unexpected argument {action!r}: mephisto metrics [--run ID] "
+                          "[--interval SECONDS]", key="action")
+    if interval < 0 or interval > 3600:
+        raise ConfigError("--interval is seconds between 0 and 3600", key="interval")
+    first = run_metrics.scrape_runs(list(task_run_ids) or None)
+    if not first:
+        from mephisto.utils.dirs import get_data_dir
+
+        console.print(f"No live runs: no operator on this machine serves a run from "
+                      f"{escape(str(get_data_dir()))}.", soft_wrap=True)
+        return
+    if interval > 0 and any(s.samples is not None for s in first):
+        _wait(interval, "reading again in")
+        second = run_metrics.scrape_runs([s.task_run_id for s in first])
+        figures = [run_metrics.run_figures(a, b) for a, b in zip(first, second, strict=True)]
+    else:
+        figures = [run_metrics.run_figures(a) for a in first]
+    live = [f for f in figures if f.live]
+    if live:
+        span = f"over {interval:g} s" if interval > 0 else "since each went live"
+        table = Table(title=f"live runs (counts, rates and latencies {span})")
+        table.add_column("figure", no_wrap=True)
+        for f in live:
+            table.add_column(f"run {escape(f.task_run_id)} ({escape(f.task_name)})",
+                             justify="right", overflow="fold")
+        figure_rows: list[tuple[str, Callable[[Any], str]]] = [
+            ("units", lambda f: _unit_counts(f.units)),
+            ("active agents", lambda f: str(f.active_agents)),
+            ("requests", lambda f: f"{f.requests:,}"),
+            ("errors", lambda f: f"{f.request_errors + f.submit_errors:,}"),
+            ("request ms p50 / p95", lambda f: f"{_ms(f.request_p50)} / {_ms(f.request_p95)}"),
+            ("submits", lambda f: f"{f.submits:,}"),
+            ("submit commit ms p50 / p95",
+             lambda f: f"{_ms(f.submit_p50)} / {_ms(f.submit_p95)}"),
+            ("submits/s", lambda f: f"{f.submits_per_second:,.2f}"),
+            ("requests/s", lambda f: f"{f.requests_per_second:,.1f}"),
+        ]
+        for label, cell in figure_rows:
+            table.add_row(label, *[cell(f) for f in live])
+        console.print(table)
+    for f in figures:
+        if not f.live:
+            console.print(f"task run {escape(f.task_run_id)}: [yellow]not live[/]: "
+                          f"{escape(f.problem or '')}", soft_wrap=True)
+    if task_run_ids and len(live) < len(figures):
+        sys.exit(1)
+
+
+def _wait(seconds: float, what: str) -> None:
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+    with Progress(TextColumn("{task.description}"), BarColumn(), TimeRemainingColumn(),
+                  console=err_console, transient=True) as progress:
+        task = progress.add_task(what, total=seconds)
+        end = time.monotonic() + seconds
+        while (left := end - time.monotonic()) > 0:
+            time.sleep(min(0.1, left))
+            progress.update(task, completed=seconds - max(left - 0.1, 0.0))
+
+
+def _unit_counts(units: dict[str, int]) -> str:
+    from mephisto.data_model.status import AssignmentState
+
+    order = [str(s) for s in AssignmentState.valid_unit()]
+    known = [s for s in order if units.get(s)] + sorted(s for s in units if s not in order
+                                                          and units[s])
+    return ", ".join(f"{units[s]:,} {s}" for s in known) or "none"
+
+
+@cli.command("budget", context_settings={"ignore_unknown_options": True},
+             short_help="Show or set the budgets of projects and runs.")
+@click.argument("amount", nargs=-1, type=click.UNPROCESSED)
+@click.option("--project", help="The project whose budget to show or set (made if new).")
+@click.option("--run", "task_run_id", help="The task run whose budget to show or set.")
+@click.option("--clear", is_flag=True, help="Remove the cap.")
+@click.option("--add-task", "add_tasks", multiple=True,
+              help="Put this task (all its runs) into --project (repeatable).")
+@click.option("--database", envvar="MEPHISTO_DATABASE_URL", help="Database URL.")
+@_handle_errors
+def budget(amount: tuple[str, ...], project: str | None, task_run_id: str | None,
+           clear: bool, add_tasks: tuple[str, ...], database: str | None) -> None:
+    """Show or set spending caps: mephisto budget [--project NAME | --run ID] [AMOUNT | --clear].
+
+    With no amount: every project's and run's budget, what it committed (rewards of
+    units not rejected or expired, bonuses, the provider's fee) and paid, and what is
+    left. `mephisto budget --project NAME 500` caps a project (its runs together),
+    `--run ID 50` one run; launches and bonuses past a cap are refused. `--add-task
+    TASK` puts a task and its runs into the project."""
+    from mephisto.tools.spending import budget_overview, set_budget
+
+    for word in amount:  # unknown options arrive here too (so that -5 can be refused)
+        if word.startswith("--"):
+            raise ConfigError(f"unknown option {word!r}; see mephisto budget --help",
+                              key="amount")
+    if len(amount) > 1:
+        raise ConfigError(f"one amount only, got {' '.join(amount)!r}", key="amount")
+    text = amount[0] if amount else None
+    db = _open_db(database)
+    try:
+        if text is None and not clear and not add_tasks:
+            overview = budget_overview(db, project)
+            runs = [r for r in overview.runs if task_run_id is None or r.id == task_run_id]
+            if task_run_id is not None and not runs:
+                db.get_task_run(task_run_id)  # names a run that does not exist
+            _print_budgets(overview.projects if task_run_id is None else [], runs)
+            return
+        change = set_budget(db, project=project, run=task_run_id, amount=text, clear=clear,
+                            add_tasks=add_tasks)
+    finally:
+        db.shutdown()
+    if change.created_project:
+        console.print(f"Created {escape(change.target)}.")
+    if change.moved_tasks:
+        console.print(f"Moved task(s) {escape(', '.join(change.moved_tasks))} into "
+                      f"{escape(change.target)}.")
+    committed = f"committed {_money(change.committed)}"
+    if change.budget is None:
+        console.print(f"{escape(change.target)}: no budget ({committed}).")
+        return
+    left = change.budget - change.committed
+    console.print(f"{escape(change.target)}: budget {_money(change.budget)}, {committed}, "
+                  f"{_money(left)} left.")
+    if left < -0.005:
+        err_console.print(f"[yellow]Note:[/] {escape(change.target)} has committed more than "
+                          "this budget: its launches and bonuses will be refused.",
+                          soft_wrap=True)
+
+
+def _print_budgets(projects: Sequence[Any], runs: Sequence[Any]) -> None:
+    if not projects and not runs:
+        console.print("No projects or task runs yet.")
+        return
+    money = ("budget", "committed", "paid", "left")
+    if projects:
+        table = Table(title="project budgets")
+        for col in ("project", *money):
+            table.add_column(col, justify="left" if col == "project" else "right")
+        for p in projects:
+            table.add_row(escape(p.name), _money(p.budget) if p.budget is not None else "none",
+                          _money(p.spending.committed), _money(p.spending.paid), _money(p.left))
+        console.print(table)
+    if runs:
+        table = Table(title="task run budgets")
+        for col in ("run", "task", "project", "provider", "finished", *money):
+            table.add_column(col, justify="right" if col in money else "left")
+        for r in runs:
+            table.add_row(r.id, escape(r.name), escape(r.project) or "-", escape(r.provider_type),
+                          "yes" if r.is_completed else "no",
+                          _money(r.budget) if r.budget is not None else "none",
+                          _money(r.spending.committed), _money(r.spending.paid), _money(r.left))
+        console.print(table)
+
+
+_NO_GROUP = {"project": "(no project)", "worker": "(no worker yet)", "task": "(no task)",
+             "run": "(no run)"}
+
+
+def _group_name(by: str, gid: str | None, names: dict[str | None, str]) -> str:
+    if gid is None:
+        return _NO_GROUP[by]
+    name = names.get(gid)
+    if by == "run":
+        return f"{gid} ({name})" if name else gid
+    return name if name is not None else f"{by} {gid}"
+
+
+@cli.command("spend", short_help="Spending per project, task, run or worker.")
+@click.option("--by", "by", type=click.Choice(["project", "task", "run", "worker"]),
+              default="project", show_default=True, help="One row per what.")
+@click.option("--project", help="Only the tasks of this project.")
+@click.option("--task", "task_name", help="Only this task.")
+@click.option("--database", envvar="MEPHISTO_DATABASE_URL", help="Database URL.")
+@_handle_errors
+def spend(by: str, project: str | None, task_name: str | None, database: str | None) -> None:
+    """What was spent, per project, task, run or worker: rewards, bonuses, the
+    provider's fee, committed against paid, and units by status.
+
+    Committed: rewards of units not rejected or expired (owed once done), bonuses
+    recorded, and the fee on both; paid: rewards of accepted units, bonuses the provider
+    paid, and their fee."""
+    from mephisto.tools.spending import spend_report
+
+    db = _open_db(database)
+    try:
+        report = spend_report(db, by, project, task_name)
+    finally:
+        db.shutdown()
+    rows = [(_group_name(by, gid, report.names), spent) for gid, spent in report.groups.items()]
+    rows.sort(key=lambda row: (-row[1].committed, row[0]))
+    if report.unattributed is not None:
+        rows.append(("(bonuses for no unit)", report.unattributed))
+    scope = " ".join(x for x in (f"project {project!r}" if project else "",
+                                 f"task {task_name!r}" if task_name else "") if x)
+    if not rows:
+        console.print("Nothing spent yet" + (f" in {escape(scope)}." if scope else "."))
+        return
+    table = Table(title=f"spending by {by}" + (f" ({escape(scope)})" if scope else ""),
+                  show_footer=True)
+    total = report.total
+    money_cols = ("rewards", "bonuses", "fees", "committed", "paid")
+    footer = {"rewards": _money(total.rewards_committed),
+              "bonuses": _money(total.bonuses_committed), "fees": _money(total.fees_committed),
+              "committed": _money(total.committed), "paid": _money(total.paid)}
+    table.add_column(by, footer="total")
+    table.add_column("units", footer=_unit_counts(total.units), overflow="fold")
+    for col in money_cols:
+        table.add_column(col, footer=footer[col], justify="right")
+    for name, spent in rows:
+        bonuses = _money(spent.bonuses_committed) + (f" ({spent.bonuses})" if spent.bonuses
+                                                      else "")
+        table.add_row(escape(name), _unit_counts(spent.units), _money(spent.rewards_committed),
+                      bonuses, _money(spent.fees_committed), _money(spent.committed),
+                      _money(spent.paid))
+    console.print(table)
+
+
+@cli.command("cost", short_help="What a launch will cost, and where it leaves each budget.")
+@click.option("--units", type=int, required=True, help="Units to launch.")
+@click.option("--reward", type=float, required=True, help="Reward per unit, in dollars "
+                                                         "(mephisto.task.task_reward).")
+@click.option("--provider", help="Provider type of the new run (mephisto.provider).")
+@click.option("--planned-bonus", type=float, default=0.0, show_default=True,
+              help="Bonus you expect to pay per unit (mephisto.task.planned_bonus_per_unit).")
+@click.option("--project", help="Project the run will count under (mephisto.task.project_name).")
+@click.option("--budget", "run_budget", type=float,
+              help="The run's own cap (mephisto.task.budget).")
+@click.option("--run", "task_run_id", help="Preview more units of this existing run instead.")
+@click.option("--database", envvar="MEPHISTO_DATABASE_URL", help="Database URL.")
+@_handle_errors
+def cost(units: int, reward: float, provider: str | None, planned_bonus: float,
+         project: str | None, run_budget: float | None, task_run_id: str | None,
+         database: str | None) -> None:
+    """What a launch will cost, before launching: units x reward + planned bonuses +
+    the provider's fee, and where it leaves each budget.
+
+    Exits 1 when the launch would be refused (its rewards and fee alone pass a cap);
+    planned bonuses that pass one are a warning (each bonus is checked when paid)."""
+    from mephisto.errors import BudgetExceeded
+    from mephisto.tools.spending import launch_cost
+
+    db = _open_db(database)
+    try:
+        preview, caps, notes = launch_cost(
+            db, units=units, reward=reward, provider=provider, planned_bonus=planned_bonus,
+            project=project, budget=run_budget, run=task_run_id)
+    finally:
+        db.shutdown()
+    table = Table(title=f"cost of {units:,} units on {escape(preview.provider_type)}",
+                  show_footer=True)
+    table.add_column("what", footer="total")
+    table.add_column("amount", justify="right", footer=_money(preview.total))
+    table.add_row(f"rewards: {units:,} x {_money(preview.reward)}", _money(preview.rewards))
+    if preview.planned_bonus_per_unit:
+        table.add_row(f"planned bonuses: {units:,} x {_money(preview.planned_bonus_per_unit)}",
+                      _money(preview.bonuses))
+    table.add_row(f"{escape(preview.provider_type)} fee: {preview.fee_rate:.1%} of "
+                  f"{_money(preview.rewards + preview.bonuses)}", _money(preview.fees))
+    console.print(table)
+    if caps:
+        capt = Table(title="budgets after this launch")
+        for col in ("cap", "budget", "committed", "this launch", "left"):
+            capt.add_column(col, justify="left" if col == "cap" else "right")
+        for c in caps:
+            left = _money(c.left) if c.fits else f"[red]{_money(c.left)}[/]"
+            capt.add_row(escape(c.cap), _money(c.limit), _money(c.committed), _money(c.adding),
+                         left)
+        console.print(capt)
+    else:
+        console.print("No budget caps this launch.")
+    for note in notes:
+        console.print(f"[dim]{escape(note)}[/]", soft_wrap=True)
+    for c in caps:
+        if c.refuses_launch:
+            raise BudgetExceeded(c.cap, c.limit, c.committed + c.at_launch,
+                                 f"launching {units:,} units at {_money(reward)}")
+        if not c.fits:
+            err_console.print(f"[yellow]Note:[/] with the planned bonuses {escape(c.cap)} is "
+                              f"{_money(-c.left)} short: bonuses past it will be refused "
+                              "when paid.", soft_wrap=True)

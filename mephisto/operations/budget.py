@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from mephisto.data_model.status import AssignmentState, PaymentStatus
-from mephisto.errors import BudgetExceeded, MephistoError
+from mephisto.errors import BudgetExceeded, ConfigError, MephistoError
 
 if TYPE_CHECKING:
     from mephisto.db.database import MephistoDB
@@ -27,14 +27,19 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 __all__ = [
+    "CapStanding",
     "CostPreview",
     "Spending",
+    "SpendingReport",
     "check_spending",
     "cost_preview",
     "create_units_within_budget",
     "fee_rate",
+    "preview_launch",
+    "preview_more_units",
     "project_spending",
     "run_spending",
+    "spending_by",
     "spending_of_runs",
 ]
 
@@ -213,6 +218,11 @@ class CostPreview:
         return (self.rewards + self.bonuses) * self.fee_rate
 
     @property
+    def at_launch(self) -> float:
+        """What launching commits at once (checked against the caps): rewards and fee."""
+        return self.rewards * (1 + self.fee_rate)
+
+    @property
     def total(self) -> float:
         return self.rewards + self.bonuses + self.fees
 
@@ -238,13 +248,139 @@ def cost_preview(
 ) -> tuple[CostPreview, list[str]]:
     """The preview of launching `units` more units of this run, and one line per cap
     over it (its budget, what is committed, what would be left)."""
+    preview, caps = preview_more_units(db, task_run_id, units, reward, planned_bonus_per_unit)
+    return preview, [cap.text() for cap in caps]
+
+
+# -- reports ------------------------------------------------------------------------------
+
+
+def _from_amounts(units: dict[tuple[str, str], tuple[int, float]],
+                  bonuses: dict[tuple[str, str], tuple[int, float]]) -> Spending:
+    """Spending of `(provider_type, status) -> (count, dollars)` pairs, each provider's
+    fee added."""
+    rows: dict[str, dict[str, Any]] = {}
+    for kind, amounts in (("units", units), ("bonuses", bonuses)):
+        for (provider_type, status), value in amounts.items():
+            row = rows.setdefault(provider_type,
+                                  {"provider_type": provider_type, "units": {}, "bonuses": {}})
+            row[kind][status] = value
+    total = Spending()
+    for row in rows.values():
+        total = total + _spending(row)
+    return total
+
+
+@dataclass
+class SpendingReport:
+    """Spending grouped `by` project, task, run or worker (`mephisto spend`).
+
+    `groups`: group id -> Spending (None: units of no project, or not yet taken by a
+    worker); `names`: group id -> what to call it; `unattributed`: bonuses paid for no
+    unit (part of no project, task or run; in their worker's group when grouped by
+    worker), None when the report is limited to some tasks."""
+
+    by: str
+    groups: dict[str | None, Spending]
+    names: dict[str | None, str]
+    unattributed: Spending | None
+
+    @property
+    def total(self) -> Spending:
+        total = Spending()
+        for spent in self.groups.values():
+            total = total + spent
+        if self.unattributed is not None:
+            total = total + self.unattributed
+        return total
+
+
+def spending_by(db: MephistoDB, by: str, task_ids: Iterable[str] | None = None
+                ) -> SpendingReport:
+    """Spending of the tasks `task_ids` (None: everything), grouped `by` "project",
+    "task", "run" or "worker". Two grouped queries and one for the groups' names,
+    whatever the number of groups."""
+    from mephisto.db.spending import GROUPINGS, spending_groups
+
+    if by not in GROUPINGS:
+        raise ConfigError(f"group spending by one of {', '.join(GROUPINGS)}, not {by!r}",
+                          key="by")
+    found = spending_groups(db, by, task_ids)  # type: ignore[arg-type]
+    groups = {gid: _from_amounts(g["units"], g["bonuses"]) for gid, g in found.groups.items()}
+    unattributed = None
+    if task_ids is None and found.unattributed:
+        unattributed = _from_amounts({}, found.unattributed)
+    return SpendingReport(by, groups, dict(found.names), unattributed)
+
+
+# -- where a launch leaves the caps ---------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CapStanding:
+    """One cap over a launch: its budget, what is committed under it, and what the
+    launch would leave (`left` < 0: short by that much)."""
+
+    cap: str
+    limit: float
+    committed: float
+    adding: float  # the preview's total: rewards, planned bonuses, fees
+    at_launch: float = 0.0  # what the launch itself commits: rewards and their fee
+
+    @property
+    def left(self) -> float:
+        return self.limit - self.committed - self.adding
+
+    @property
+    def fits(self) -> bool:
+        return self.left >= -_EPSILON
+
+    @property
+    def refuses_launch(self) -> bool:
+        """The launch would be refused (`BudgetExceeded`): its rewards and fees alone
+        pass the cap. (Planned bonuses are checked when each is paid.)"""
+        return self.committed + self.at_launch > self.limit + _EPSILON
+
+    def text(self) -> str:
+        return (f"{self.cap}: budget ${self.limit:,.2f}, committed ${self.committed:,.2f}, "
+                + (f"${self.left:,.2f} left after this launch" if self.fits
+                   else f"${-self.left:,.2f} short for this launch"))
+
+
+def preview_launch(
+    db: MephistoDB, units: int, reward: float, provider_type: str,
+    planned_bonus_per_unit: float = 0.0, project_id: str | None = None,
+    run_budget: float | None = None,
+) -> tuple[CostPreview, list[CapStanding]]:
+    """The cost of launching a new run of `units` units (before anything exists), and
+    where it leaves the caps over it: the run's own (`run_budget`, nothing committed
+    yet) and its project's. An unknown provider type raises `UnknownAbstractionError`."""
+    from mephisto.operations.registry import get_crowd_provider_from_type
+
+    provider: Any = get_crowd_provider_from_type(provider_type)
+    preview = CostPreview(units, float(reward), float(provider.FEE_RATE),
+                          float(planned_bonus_per_unit), provider_type)
+    caps = []
+    if run_budget is not None:
+        caps.append(CapStanding("this run (mephisto.task.budget)", float(run_budget), 0.0,
+                                preview.total, preview.at_launch))
+    if project_id is not None:
+        project = db.get_project(project_id)
+        if project.get("budget") is not None:
+            caps.append(CapStanding(f"project {project['project_name']!r}",
+                                    float(project["budget"]),
+                                    project_spending(db, project_id).committed, preview.total,
+                                    preview.at_launch))
+    return preview, caps
+
+
+def preview_more_units(
+    db: MephistoDB, task_run_id: str, units: int | None, reward: float,
+    planned_bonus_per_unit: float = 0.0,
+) -> tuple[CostPreview, list[CapStanding]]:
+    """`cost_preview` as data: launching `units` more units of an existing run."""
     provider_type = db.get_task_run(task_run_id)["provider_type"]
     preview = CostPreview(units, float(reward), fee_rate(provider_type),
                           float(planned_bonus_per_unit), provider_type)
-    lines = []
-    for cap, limit, spent in _caps(db, task_run_id):
-        left = limit - spent.committed - preview.total
-        lines.append(f"{cap}: budget ${limit:,.2f}, committed ${spent.committed:,.2f}, "
-                     + (f"${left:,.2f} left after this launch" if left >= -_EPSILON
-                        else f"${-left:,.2f} short for this launch"))
-    return preview, lines
+    return preview, [CapStanding(cap, limit, spent.committed, preview.total, preview.at_launch)
+                     for cap, limit, spent in _caps(db, task_run_id)]

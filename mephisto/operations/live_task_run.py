@@ -37,6 +37,7 @@ from mephisto.data_model.status import AgentState, AssignmentState
 from mephisto.db import batch
 from mephisto.db.writer import DBWriter
 from mephisto.operations.client_io_handler import ClientIOHandler
+from mephisto.operations.live_record import remove_live_record, write_live_record
 from mephisto.operations.live_run import (
     CREATION_KEYS,
     AgentInfo,
@@ -166,6 +167,9 @@ class LiveTaskRun:
             ))
         if task_args.no_submission_patience:
             self._schedule_patience()
+        if self.metrics_token_file is not None:  # for `mephisto metrics` (live_record.py)
+            write_live_record(self.task_run_id, self.task_name, self.url,
+                              self.metrics_token_file, self.writer.db.url)
         self.check_done()
 
     async def _abandon(self) -> None:
@@ -329,6 +333,7 @@ class LiveTaskRun:
         if not self.interrupted:
             await self._linger()
         await self.architect.shutdown()
+        remove_live_record(self.task_run_id)
         await self.background.in_thread(
             self.provider.cleanup_resources_from_task_run, self.task_run, self.url)
         LIVE_RUNS.sources.pop(self.task_run_id, None)

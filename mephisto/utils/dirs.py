@@ -7,7 +7,9 @@ Contract:
   non-empty, else `~/.mephisto`; `config_handler.write_config` creates it when it
   writes. This module reads the config file through `config_handler` (one way: the
   config handler knows nothing of the data directory).
-- The data directory is created (with parents) by `get_data_dir`, and by nothing else.
+- The data directory is created (with parents) by `get_data_dir`, and by nothing else;
+  `resolve_data_dir` and `resolve_database_url` say what would be used, and where the
+  value came from (environment, config file, default), creating nothing.
 - Other folders (`get_run_dir`) are returned, not created: the code that writes into
   them creates them, so read-only callers (exports, review) leave no empty folders.
 
@@ -32,7 +34,7 @@ from mephisto.utils.config_handler import (  # the last two re-exported: their h
 
 __all__ = [
     "get_config_path", "get_data_dir", "get_database_url", "get_db_path", "get_mephisto_home",
-    "get_root_data_dir", "get_run_dir",
+    "get_root_data_dir", "get_run_dir", "resolve_data_dir", "resolve_database_url",
 ]
 
 DATA_DIR_ENV = "MEPHISTO_DATA_DIR"
@@ -41,19 +43,29 @@ DATABASE_URL_ENV = "MEPHISTO_DATABASE_URL"
 DB_FILENAME = "database.db"
 
 
-def get_data_dir() -> Path:
-    """The root of everything a run stores on disk; created if missing."""
+# Where a setting came from, as `resolve_*` report it.
+FROM_ENV = "env"
+FROM_CONFIG = "config"
+FROM_DEFAULT = "default"
+
+
+def resolve_data_dir() -> tuple[Path, str]:
+    """The data directory and where it came from (`FROM_ENV`, `FROM_CONFIG`,
+    `FROM_DEFAULT`), without creating it."""
     override = env_setting(DATA_DIR_ENV)
     if override is not None:
-        data_dir = absolute_path(override)
-    else:
-        configured = config_handler.get_config_arg(
-            config_handler.CORE_SECTION, config_handler.DATA_STORAGE_KEY
-        )
-        if configured:
-            data_dir = absolute_path(str(configured))
-        else:
-            data_dir = get_mephisto_home() / "data"
+        return absolute_path(override), FROM_ENV
+    configured = config_handler.get_config_arg(
+        config_handler.CORE_SECTION, config_handler.DATA_STORAGE_KEY
+    )
+    if configured:
+        return absolute_path(str(configured)), FROM_CONFIG
+    return get_mephisto_home() / "data", FROM_DEFAULT
+
+
+def get_data_dir() -> Path:
+    """The root of everything a run stores on disk; created if missing."""
+    data_dir, _source = resolve_data_dir()
     data_dir.mkdir(parents=True, exist_ok=True)
     return data_dir
 
@@ -67,17 +79,28 @@ def get_db_path() -> Path:
     return get_data_dir() / DB_FILENAME
 
 
-def get_database_url() -> str:
-    """The SQLAlchemy URL of the database to use (see the module docstring)."""
+def resolve_database_url() -> tuple[str, str]:
+    """The database URL and where it came from (see `resolve_data_dir`), creating
+    nothing. The URL may hold a password: show it only through SQLAlchemy's
+    `render_as_string(hide_password=True)`."""
     override = env_setting(DATABASE_URL_ENV)
     if override is not None:
-        return override
+        return override, FROM_ENV
     configured = config_handler.get_config_arg(
         config_handler.CORE_SECTION, config_handler.DATABASE_URL_KEY
     )
     if configured:
-        return str(configured)
-    return f"sqlite:///{get_db_path().as_posix()}"
+        return str(configured), FROM_CONFIG
+    data_dir, _source = resolve_data_dir()
+    return f"sqlite:///{(data_dir / DB_FILENAME).as_posix()}", FROM_DEFAULT
+
+
+def get_database_url() -> str:
+    """The SQLAlchemy URL of the database to use (see the module docstring)."""
+    url, source = resolve_database_url()
+    if source == FROM_DEFAULT:
+        get_data_dir()  # the embedded database's folder
+    return url
 
 
 def get_run_dir(task_run_id: str | int) -> Path:
