@@ -301,7 +301,7 @@ async def test_uploads_for_a_bad_agent_leave_nothing(launch_static_run: Any) -> 
         long_name = "x" * 300 + ".txt"
         await worker.submit_multipart({"a": 1}, {"f": (long_name, b"kept")})
     assert list((run_dir / ".uploads").iterdir()) == []
-    (folder,) = [p for p in run_dir.iterdir() if p.name not in (".uploads", "metrics_token")]
+    (folder,) = [p for p in run_dir.iterdir() if p.name not in (".uploads", "metrics_token", "live.json")]
     (saved,) = list(folder.iterdir())
     assert saved.read_bytes() == b"kept" and len(saved.name) <= 110
 

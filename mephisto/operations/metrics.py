@@ -51,11 +51,27 @@ AGENTS_STARTED = Counter(
 )
 
 
+def _forget_run(task_run_id: str) -> None:
+    """Drop the series a previous run with this id left in this process (a run served
+    again, or another database's run with the same id, as in tests): a run's counts
+    start when it goes live."""
+    for metric in (REQUEST_SECONDS, SUBMIT_COMMIT_SECONDS, REQUEST_ERRORS, SUBMIT_ERRORS,
+                   AGENTS_STARTED):
+        with metric._lock:
+            stale = [key for key in metric._metrics if key[0] == task_run_id]
+        for key in stale:
+            try:
+                metric.remove(*key)
+            except KeyError:  # pragma: no cover - removed concurrently
+                pass
+
+
 class RunMetrics:
     """The metrics of one task run (bound labels)."""
 
     def __init__(self, task_run_id: str) -> None:
         self.task_run_id = task_run_id
+        _forget_run(task_run_id)
         self._commit = SUBMIT_COMMIT_SECONDS.labels(task_run_id)
         self._submit_errors = SUBMIT_ERRORS.labels(task_run_id)
         self._agents = AGENTS_STARTED.labels(task_run_id)
