@@ -575,10 +575,6 @@ def main() -> None:  # pragma: no cover - console entry point
     cli()
 
 
-if __name__ == "__main__":  # pragma: no cover
-    cli()
-
-
 # -- config, wut, metrics, budget, spend, cost (logic in mephisto/tools/settings.py, wut.py,
 # -- run_metrics.py, spending.py) --------------------------------------------------------
 
@@ -1038,3 +1034,10 @@ def cost(units: int, reward: float, provider: str | None, planned_bonus: float,
             err_console.print(f"[yellow]Note:[/] with the planned bonuses {escape(c.cap)} is "
                               f"{_money(-c.left)} short: bonuses past it will be refused "
                               "when paid.", soft_wrap=True)
+
+
+# -- commands whose logic lives in their own modules ----------------------------------------
+
+
+if __name__ == "__main__":  # pragma: no cover
+    cli()

@@ -86,6 +86,7 @@ CREATE_GROUP = Fields(required={"name": str},
 GROUP_MEMBERS = Fields(required={"participant_ids": list})
 CREATE_PROJECT = Fields(required={"title": str},
                         optional={"description": str, "naivety_distribution_rate": float})
+SEND_MESSAGE = Fields(required={"recipient_id": str, "body": str, "study_id": str})
 SUBMISSIONS_CONFIG = Fields(
     required={}, optional={"max_submissions_per_participant": _INT,
                            "max_concurrent_submissions": _INT,
@@ -148,6 +149,7 @@ class FakeProlific:
         self.groups: dict[str, dict[str, Any]] = {}
         self.members: dict[str, list[str]] = {}
         self.bulk_bonuses: dict[str, dict[str, Any]] = {}
+        self.messages: list[dict[str, Any]] = []  # sent to participants
         self.calls: list[tuple[str, str, Any]] = []
         self.unknown: list[str] = []
         self.pay_asynchronously = False  # paid bonuses show on submissions only on `settle`
@@ -276,6 +278,7 @@ class FakeProlific:
             ("GET", f"{v1}/participant-groups/(\\w+)/participants/", self._list_members),
             ("POST", f"{v1}/participant-groups/(\\w+)/participants/", self._add_members),
             ("DELETE", f"{v1}/participant-groups/(\\w+)/participants/", self._remove_members),
+            ("POST", f"{v1}/messages/", self._send_message),
         ]
 
     def _page(self, results: list[Any]) -> dict[str, Any]:
@@ -438,6 +441,18 @@ class FakeProlific:
         submission["status"] = done[action]
         submission["review"] = body
         return 200, submission
+
+    def _send_message(self, body: Any, request: httpx.Request) -> tuple[int, Any]:
+        check(body, SEND_MESSAGE, "send message")
+        if body["study_id"] not in self.studies:
+            raise Refused(404, "Study not found.")
+        if not any(s["participant"] == body["recipient_id"] and s["study_id"] == body["study_id"]
+                   for s in self.submissions.values()):
+            raise Refused(400, "The recipient has no submission in this study.")
+        if not body["body"].strip():
+            raise Refused(400, "body: This field may not be blank.")
+        self.messages.append(dict(body))
+        return 204, None
 
     def _set_up_bonus(self, body: Any, request: httpx.Request) -> tuple[int, Any]:
         check(body, SET_UP_BONUS, "set up bonuses")

@@ -55,6 +55,11 @@ class MockHarness(CrowdHarness):
                                                  f"{worker.db_id}:{name}")
         return None if record is None else int(record["value"])
 
+    def messages(self, provider: CrowdProvider, worker: Worker) -> list[str]:
+        return [str(value["text"]) for _key, value in
+                provider.db.find_provider_records(PROVIDER_TYPE, "message").items()
+                if value["worker_id"] == worker.db_id]
+
 
 class TestMockProvider(ProviderContract):
     @pytest.fixture

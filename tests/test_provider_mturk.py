@@ -144,6 +144,10 @@ class MTurkHarness(CrowdHarness):
     def qualification(self, provider: CrowdProvider, worker: Worker, name: str) -> int | None:
         return self.fake.score(self._account(), name, worker.worker_name)
 
+    def messages(self, provider: CrowdProvider, worker: Worker) -> list[str]:
+        return [m["MessageText"] for m in self._account().messages
+                if m["WorkerId"] == worker.worker_name]
+
 
 def hit_of(provider: CrowdProvider, unit_id: str) -> str:
     """The HIT launched for a unit, from the provider's records."""
@@ -403,6 +407,29 @@ def test_blocks_name_the_mturk_worker(db: MephistoDB, stubber: Stubber) -> None:
     other = db.find_or_new_worker("alice", "mock")
     with pytest.raises(ProviderError, match="mock worker"):
         provider.block_worker(other, requester, "spam")
+
+
+def test_feedback_is_sent_with_notify_workers(db: MephistoDB, stubber: Stubber) -> None:
+    from mephisto.data_model.unit import Unit as UnitEntity
+
+    provider, requester = make_provider(db)
+    run, (unit,) = make_run(db, provider, requester, 1, setup=False)
+    agent = make_agent(db, run, unit, "A1READER", "3ASSIGNMENT1")
+    task_name = run.get_task().task_name
+    expected = {"Subject": f"About your work on {task_name}", "MessageText": "Nice work.",
+                "WorkerIds": ["A1READER"]}
+    stubber.add_response("notify_workers", {"NotifyWorkersFailureStatuses": []}, expected)
+    stubber.add_response("notify_workers", {"NotifyWorkersFailureStatuses": [{
+        "NotifyWorkersFailureCode": "HardFailure", "WorkerId": "A1READER",
+        "NotifyWorkersFailureMessage": "Cannot send notification because you have never "
+                                       "paid this worker."}]}, expected)
+    provider.send_feedback_message(agent.get_worker(), UnitEntity(db, unit.unit_id), "Nice work.")
+    with pytest.raises(ProviderError, match="never paid this worker"):
+        provider.send_feedback_message(agent.get_worker(), UnitEntity(db, unit.unit_id),
+                                       "Nice work.")
+    with pytest.raises(ProviderError, match="1 to 4096"):  # refused before any call
+        provider.send_feedback_message(agent.get_worker(), UnitEntity(db, unit.unit_id),
+                                       "x" * 5000)
 
 
 def test_check_requester_reports_balance_or_what_to_do(db: MephistoDB, stubber: Stubber) -> None:

@@ -107,6 +107,9 @@ class ProlificHarness(CrowdHarness):
             return None
         return provider.groups.granted(worker.db_id, name)  # type: ignore[attr-defined]
 
+    def messages(self, provider: CrowdProvider, worker: Worker) -> list[str]:
+        return [m["body"] for m in self.fake.messages if m["recipient_id"] == worker.worker_name]
+
 
 @pytest.fixture
 def fake() -> Iterator[FakeProlific]:

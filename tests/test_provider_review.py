@@ -80,6 +80,7 @@ def test_one_decision_does_everything_once(mephisto_db: MephistoDB, run: Run) ->
     (Decision(block=True, unblock=True), "both block and unblock"),
     (Decision("approve", note="x" * 5000), "at most"),
     (Decision(grant=("q", "high")), "integer value"),  # type: ignore[arg-type]
+    (Decision("approve", send_feedback=True), "needs a note"),
 ])
 def test_a_decision_that_cannot_be_made_changes_nothing(
     mephisto_db: MephistoDB, run: Run, decision: Decision, words: str
@@ -227,3 +228,42 @@ def test_a_bulk_decision_reports_each_unit(mephisto_db: MephistoDB, run: Run) ->
     statuses = [agent_of(db, u)["status"] for u in units]
     assert statuses == ["approved", "approved", "rejected", "approved", "approved"]
     assert len(db.find_worker_reviews()) == 5  # 4 approvals + the rejection
+
+
+def test_feedback_reaches_the_worker_once_and_a_failure_does_not_undo_the_decision(
+    mephisto_db: MephistoDB, run: Run, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    db = mephisto_db
+    first, second = submitted(db, run, 2)
+    outcome = review_unit(db, first, Decision("soft_reject", note="Answers too short.",
+                                              send_feedback=True))
+    assert outcome.ok and outcome.feedback_sent and outcome.warnings == []
+    (message,) = mock_records(db, "message").values()
+    assert message == {"worker_id": agent_of(db, first)["worker_id"], "unit_id": first,
+                       "text": "Answers too short."}
+
+    def down(self: MockProvider, worker: Any, unit: Any, text: str) -> None:
+        raise ProviderError("mock", "messages are down", retryable=True)
+
+    monkeypatch.setattr(MockProvider, "send_feedback_message", down)
+    outcome = review_unit(db, second, Decision("approve", note="Great.", send_feedback=True))
+    assert outcome.ok and not outcome.feedback_sent
+    assert "did not reach the worker" in outcome.warnings[0]
+    assert agent_of(db, second)["status"] == "approved"
+    assert len(db.find_worker_reviews(unit_id=second)) == 1
+    assert len(mock_records(db, "message")) == 1
+
+
+def test_feedback_where_the_provider_has_no_messages_is_refused_first(
+    mephisto_db: MephistoDB, run: Run, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mephisto.abstractions.crowd_provider import Capability
+
+    db = mephisto_db
+    (unit_id,) = submitted(db, run, 1)
+    monkeypatch.setattr(MockProvider, "CAPABILITIES",
+                        frozenset(Capability) - {Capability.MESSAGES})
+    with pytest.raises(ProviderError, match="no messages"):
+        review_unit(db, unit_id, Decision("approve", note="Great.", send_feedback=True))
+    assert agent_of(db, unit_id)["status"] == "completed"
+    assert db.find_worker_reviews() == [] and mock_records(db, "review") == {}

@@ -28,7 +28,8 @@ To implement one, override:
 - review: `approve_work`, `reject_work` (with a reason), `soft_reject_work`,
   `pay_bonus(payment)` (idempotent by `payment.request_token`), `block_worker`,
   `unblock_worker` (per requester), `grant_qualification`, `revoke_qualification`
-  (mirrored where the provider can filter on them).
+  (mirrored where the provider can filter on them), `send_feedback_message(worker, unit,
+  text)` (a reviewer's note, through the provider's messages).
 
 `CAPABILITIES` says which optional parts a provider has (`Capability`); the contract
 suite (`mephisto.testing.provider_contract`) checks each one it declares, and that the
@@ -49,6 +50,7 @@ if TYPE_CHECKING:
     from mephisto.data_model.payment import Payment
     from mephisto.data_model.requester import Requester
     from mephisto.data_model.task_run import TaskRun
+    from mephisto.data_model.unit import Unit
     from mephisto.data_model.worker import Worker
     from mephisto.db.database import MephistoDB
 
@@ -59,6 +61,7 @@ class Capability(StrEnum):
     BLOCK = "block"  # block_worker / unblock_worker reach the provider
     QUALIFICATIONS = "qualifications"  # grants are mirrored on the provider
     SOFT_REJECT = "soft_reject"  # a soft rejection is its own decision on the provider
+    MESSAGES = "messages"  # send_feedback_message reaches the worker
 
 
 @dataclass(frozen=True)
@@ -188,3 +191,8 @@ class CrowdProvider:
 
     def revoke_qualification(self, worker: Worker, qualification_name: str) -> None:
         raise self._unsupported("qualifications")
+
+    def send_feedback_message(self, worker: Worker, unit: Unit, text: str) -> None:
+        """Send `text` to the worker about their work on `unit` (a review's feedback),
+        through the provider's own messages."""
+        raise self._unsupported("messages to workers")

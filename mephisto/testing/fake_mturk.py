@@ -119,6 +119,7 @@ class Account:
     qualification_types: dict[str, dict[str, Any]] = field(default_factory=dict)
     scores: dict[tuple[str, str], int] = field(default_factory=dict)
     tokens: set[str] = field(default_factory=set)
+    messages: list[dict[str, Any]] = field(default_factory=list)  # NotifyWorkers, per worker
 
     def qualification_type_named(self, name: str) -> str | None:
         return next((i for i, t in self.qualification_types.items() if t["Name"] == name), None)
@@ -539,6 +540,29 @@ class FakeMTurk:
                  (hit_id is None or self._assignments[b["AssignmentId"]].hit_id == hit_id)]
         page, next_token = _page(found, request)
         return {"NumResults": len(page), "BonusPayments": page, **next_token}
+
+    def _op_notify_workers(self, account: Account, request: dict[str, Any]) -> dict[str, Any]:
+        subject, text = request["Subject"], request["MessageText"]
+        if not subject.strip() or not text.strip():
+            raise _Refused("RequestError", "A notification needs a subject and a message")
+        if len(subject) > 200 or len(text) > 4096:
+            raise _Refused("RequestError", "Subject is at most 200 characters, MessageText "
+                           "at most 4096")
+        if not 1 <= len(request["WorkerIds"]) <= 100:
+            raise _Refused("RequestError", "WorkerIds lists 1 to 100 workers")
+        worked_here = {a.worker_id for a in self._assignments.values()
+                       if self._hits[a.hit_id].account is account}
+        failures = []
+        for worker_id in request["WorkerIds"]:
+            if worker_id in worked_here:
+                account.messages.append({"WorkerId": worker_id, "Subject": subject,
+                                         "MessageText": text})
+            else:  # MTurk only lets requesters write to workers who worked for them
+                failures.append({"NotifyWorkersFailureCode": "HardFailure",
+                                 "NotifyWorkersFailureMessage": "Cannot send notification "
+                                 "because you have never paid this worker.",
+                                 "WorkerId": worker_id})
+        return {"NotifyWorkersFailureStatuses": failures}
 
     def _op_create_worker_block(self, account: Account, request: dict[str, Any]) -> dict[str, Any]:
         if not request["Reason"].strip():

@@ -27,6 +27,7 @@ from mephisto.abstractions.crowd_provider import Capability, CrowdProvider
 from mephisto.data_model.agent import Agent
 from mephisto.data_model.requester import Requester
 from mephisto.data_model.task_run import TaskRun
+from mephisto.data_model.unit import Unit
 from mephisto.data_model.worker import Worker
 from mephisto.db import batch
 from mephisto.db.database import MephistoDB
@@ -99,6 +100,10 @@ class CrowdHarness:
         raise NotImplementedError
 
     def qualification(self, provider: CrowdProvider, worker: Worker, name: str) -> int | None:
+        raise NotImplementedError
+
+    def messages(self, provider: CrowdProvider, worker: Worker) -> list[str]:
+        """The texts of the messages the provider delivered to this worker."""
         raise NotImplementedError
 
 
@@ -314,6 +319,25 @@ class ProviderContract:
         assert harness.qualification(provider, worker, "skilled") == 3
         provider.revoke_qualification(worker, "skilled")
         assert harness.qualification(provider, worker, "skilled") is None
+
+    def test_feedback_messages_reach_the_worker(
+        self, db: MephistoDB, provider: CrowdProvider, task_run: TaskRun,
+        harness: CrowdHarness,
+    ) -> None:
+        (unit,) = self._units(db, task_run, 1)
+        provider.launch_units([unit], SERVER_URL)
+        arrival = harness.arrive(provider, unit.unit_id, "messaged")
+        harness.submit(provider, arrival)
+        worker = self._agent(db, task_run, unit, arrival).get_worker()
+        if not self._supported(provider, Capability.MESSAGES):
+            with pytest.raises(ProviderError):
+                provider.send_feedback_message(worker, Unit(db, unit.unit_id), "thanks")
+            return
+        provider.send_feedback_message(worker, Unit(db, unit.unit_id), "Clear answers, thanks!")
+        assert harness.messages(provider, worker) == ["Clear answers, thanks!"]
+        with pytest.raises(ProviderError):
+            provider.send_feedback_message(worker, Unit(db, unit.unit_id), "   ")
+        assert harness.messages(provider, worker) == ["Clear answers, thanks!"]
 
 
 @dataclass(frozen=True)

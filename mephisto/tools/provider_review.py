@@ -15,7 +15,9 @@ or revoked, any of them together -- in an order that never does anything twice:
 3. one transaction records it all: the agent's status, the block, the grant, the bonus
    as a payment (`recorded`, the budgets checked again under lock) and the review row;
 4. the bonus is paid (`operations.payments`): if that fails the payment stays to be
-   retried (`retry_payment`, `settle_payments`) and is never made twice.
+   retried (`retry_payment`, `settle_payments`) and is never made twice;
+5. with `send_feedback`, the note goes to the worker through the provider's messages
+   (`send_feedback_message`); the decision stands if that fails (a warning says so).
 
 If step 2 fails nothing is recorded and the decision can be made again. `review_units`
 makes the same decision over many units, unit by unit, and reports each outcome.
@@ -72,7 +74,9 @@ class Decision:
     """What a reviewer decided about a unit. `action`: "approve", "reject" (needs a
     `note`: the reason the worker sees), "soft_reject" or None (no status change).
     `bonus` in dollars, with `bonus_reason` (default: the note, else a thank-you).
-    `grant`: (qualification name, value); `revoke`: a qualification name."""
+    `grant`: (qualification name, value); `revoke`: a qualification name.
+    `send_feedback`: also send the note to the worker as a message (where the provider
+    has messages: `Capability.MESSAGES`)."""
 
     action: str | None = None
     note: str | None = None
@@ -83,6 +87,7 @@ class Decision:
     unblock: bool = False
     grant: tuple[str, int] | None = None
     revoke: str | None = None
+    send_feedback: bool = False
 
     def check(self) -> None:
         """Raise `MephistoError` for a decision that cannot be made, whatever the unit."""
@@ -109,6 +114,8 @@ class Decision:
         if self.grant is not None and (not self.grant[0] or isinstance(self.grant[1], bool)
                                        or not isinstance(self.grant[1], int)):
             raise MephistoError("a grant is a qualification name and an integer value")
+        if self.send_feedback and not (self.note or "").strip():
+            raise MephistoError("feedback to the worker needs a note to send")
         if self.is_empty:
             raise MephistoError("the decision does nothing: choose an action, a bonus, "
                                 "a block or a qualification")
@@ -130,6 +137,7 @@ class ReviewOutcome:
     payment: Payment | None = None
     error: str | None = None
     warnings: list[str] = field(default_factory=list)
+    feedback_sent: bool = False
 
     @property
     def ok(self) -> bool:
@@ -196,6 +204,9 @@ def review_unit(
                               f"a bonus of ${decision.bonus:,.2f}")
     if decision.revoke is not None:
         _qualification_id(db, decision.revoke, create=False)
+    if decision.send_feedback and Capability.MESSAGES not in provider.CAPABILITIES:
+        raise ProviderError(str(provider.PROVIDER_TYPE), "has no messages to workers: "
+                            "leave out send_feedback")
 
     # 2. the provider
     if target is AgentState.APPROVED:
@@ -268,6 +279,15 @@ def review_unit(
         except ProviderError as exc:
             outcome.payment = Payment(db, payment_id)
             outcome.warnings.append(f"the bonus is recorded but not paid yet: {exc}")
+
+    # 5. the note, to the worker
+    if decision.send_feedback:
+        try:
+            provider.send_feedback_message(worker, unit, (decision.note or "").strip())
+            outcome.feedback_sent = True
+        except ProviderError as exc:
+            outcome.warnings.append(f"the decision is recorded; the note did not reach the "
+                                    f"worker: {exc}")
     return outcome
 
 

@@ -1,6 +1,6 @@
 """`mock`: a crowd provider with no crowd. Identity comes from the task URL
 (`?worker_id=...&assignment_id=...`); the requester is created on first use; what a real
-provider would be asked (publishing, reviews, bonuses, blocks, qualifications) is
+provider would be asked (publishing, reviews, bonuses, blocks, qualifications, messages) is
 recorded in the mock's own records. For local testing and demos.
 
 A package only so that Mephisto's paths `mock.mock_provider` and `mock.provider_type`
@@ -8,6 +8,7 @@ A package only so that Mephisto's paths `mock.mock_provider` and `mock.provider_
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +28,7 @@ if TYPE_CHECKING:
     from mephisto.data_model.agent import Agent
     from mephisto.data_model.payment import Payment
     from mephisto.data_model.task_run import TaskRun
+    from mephisto.data_model.unit import Unit
     from mephisto.data_model.worker import Worker
     from mephisto.db.database import MephistoDB
 
@@ -139,6 +141,12 @@ class MockProvider(CrowdProvider):
     def revoke_qualification(self, worker: Worker, qualification_name: str) -> None:
         self.db.delete_provider_record(PROVIDER_TYPE, "qualification",
                                        f"{worker.db_id}:{qualification_name}")
+
+    def send_feedback_message(self, worker: Worker, unit: Unit, text: str) -> None:
+        if not text.strip():
+            raise ProviderError(PROVIDER_TYPE, "a message to a worker needs a text")
+        self._put("message", f"{worker.db_id}:{unit.db_id}:{secrets.token_hex(4)}",
+                  {"worker_id": worker.db_id, "unit_id": unit.db_id, "text": text})
 
 
 def _find_or_create_requester(db: MephistoDB, name: str) -> Requester:

@@ -55,6 +55,7 @@ if TYPE_CHECKING:
     from mephisto.data_model.agent import Agent
     from mephisto.data_model.payment import Payment
     from mephisto.data_model.task_run import TaskRun
+    from mephisto.data_model.unit import Unit
     from mephisto.data_model.worker import Worker
     from mephisto.db.database import MephistoDB
 
@@ -68,6 +69,7 @@ SANDBOX_PROVIDER_TYPE = "mturk_sandbox"
 PREVIEW_ASSIGNMENT = "ASSIGNMENT_ID_NOT_AVAILABLE"  # MTurk's assignmentId in a preview
 _SHIM = Path(__file__).with_name("wrap_crowd_source.js")
 _MAX_FEEDBACK = 1024  # MTurk's limit on RequesterFeedback
+_MAX_SUBJECT, _MAX_MESSAGE = 200, 4096  # NotifyWorkers' limits
 _SECONDS = (30, 365 * 24 * 3600)  # MTurk's bounds on durations and lifetimes
 _DEFAULT_LIFETIME = 60 * 60 * 24 * 31  # TaskRunArgs' default
 
@@ -95,7 +97,7 @@ class MTurkProvider(CrowdProvider):
     PROVIDER_TYPE = PROVIDER_TYPE
     ArgsClass = MTurkProviderArgs
     CAPABILITIES = frozenset({Capability.BALANCE, Capability.BONUS, Capability.BLOCK,
-                              Capability.QUALIFICATIONS})
+                              Capability.QUALIFICATIONS, Capability.MESSAGES})
     SANDBOX: ClassVar[bool] = False
     FEE_RATE = 0.2  # MTurk's commission on rewards and bonuses (HITs of fewer than 10 assignments)
 
@@ -413,6 +415,23 @@ class MTurkProvider(CrowdProvider):
         name = self._check_worker(worker)
         api = self._own_api()
         QualificationTypes(self.db, str(self.PROVIDER_TYPE), api).revoke(name, qualification_name)
+
+    def send_feedback_message(self, worker: Worker, unit: Unit, text: str) -> None:
+        """NotifyWorkers from the requester of the unit's run (MTurk delivers it by email;
+        only to workers who worked for that requester)."""
+        name = self._check_worker(worker)
+        if not text.strip() or len(text) > _MAX_MESSAGE:
+            raise ProviderError(str(self.PROVIDER_TYPE), (
+                f"a message to a worker has 1 to {_MAX_MESSAGE} characters, not {len(text)}"))
+        task_name = unit.get_task().task_name
+        subject = f"About your work on {task_name}"[:_MAX_SUBJECT]
+        answer = self._api(unit.get_requester()).call(
+            "notify_workers", f"messaging worker {name}", Subject=subject,
+            MessageText=text, WorkerIds=[name])
+        for failure in answer.get("NotifyWorkersFailureStatuses") or []:
+            raise ProviderError(str(self.PROVIDER_TYPE), (
+                f"could not message worker {name}: "
+                f"{failure.get('NotifyWorkersFailureMessage') or failure.get('NotifyWorkersFailureCode')}"))
 
 
 class SandboxMTurkProvider(MTurkProvider):

@@ -55,6 +55,7 @@ if TYPE_CHECKING:
     from mephisto.data_model.agent import Agent
     from mephisto.data_model.payment import Payment
     from mephisto.data_model.task_run import TaskRun
+    from mephisto.data_model.unit import Unit
     from mephisto.data_model.worker import Worker
     from mephisto.db.database import MephistoDB
 
@@ -102,6 +103,7 @@ class ProlificProvider(CrowdProvider):
     ArgsClass = ProlificProviderArgs
     CAPABILITIES = frozenset({
         Capability.BALANCE, Capability.BONUS, Capability.BLOCK, Capability.QUALIFICATIONS,
+        Capability.MESSAGES,
     })
     FEE_RATE = 1 / 3  # Prolific's service fee on rewards and bonuses (before any VAT)
 
@@ -389,6 +391,22 @@ class ProlificProvider(CrowdProvider):
                                      qualification_group_name(qualification_name))
         self.groups.remove(client, group, [worker.worker_name])
         self.groups.set_granted(worker.db_id, qualification_name, None)
+
+    def send_feedback_message(self, worker: Worker, unit: Unit, text: str) -> None:
+        """A message to the participant about the study of the unit's run (Prolific
+        shows it in their messages)."""
+        if worker.provider_type != PROVIDER_TYPE:
+            raise ProviderError(PROVIDER_TYPE, f"worker {worker.worker_name} is a "
+                                f"{worker.provider_type} worker, not one of Prolific")
+        if not text.strip():
+            raise ProviderError(PROVIDER_TYPE, "a message to a participant needs a text")
+        run_id = str(unit.task_run_id)
+        study_id = (self.studies.record(run_id) or {}).get("study_id")
+        if not study_id:
+            raise ProviderError(PROVIDER_TYPE, f"run {run_id} has no Prolific study to "
+                                "write about")
+        self._client(self._requester_of_run(run_id)).post("messages/", {
+            "recipient_id": worker.worker_name, "body": text, "study_id": study_id})
 
 
 def rejection_message(reason: str) -> str:
