@@ -250,8 +250,8 @@ def test_wut_reads_a_plugin_registered_at_run_time(monkeypatch: pytest.MonkeyPat
 
 
 @pytest.mark.parametrize(("args", "message"), [
-    (["blueprint=nope"], ("Unknown blueprint type 'nope'. Valid blueprint types: mock, "
-                          "static_react_task, static_task")),
+    # (other tests may register more blueprint types in this process)
+    (["blueprint=nope"], "Unknown blueprint type 'nope'. Valid blueprint types: "),
     (["provider="], ("name the provider type: mephisto wut provider=<type>; valid provider "
                      "types: inhouse, mock")),
     (["gadget=x"], "unknown kind 'gadget'; valid kinds: blueprint, architect, provider, task"),

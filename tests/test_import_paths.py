@@ -163,6 +163,15 @@ PINNED: list[Row] = [
         "SandboxMTurkProvider", "SandboxMTurkProviderArgs",
     ),
     *here("mephisto.utils.console_writer", "ConsoleWriter"),
+    # -- blueprint mixins (docs: how_to_use/worker_quality) --------------------------------
+    *here(f"{_BP}.mixins.onboarding_required", "OnboardingRequired",
+          "OnboardingRequiredArgs", "OnboardingSharedState"),
+    *here(f"{_BP}.mixins.screen_task_required", "ScreenTaskRequired",
+          "ScreenTaskRequiredArgs", "ScreenTaskSharedState", "blank_generator"),
+    *here(f"{_BP}.mixins.use_gold_unit", "UseGoldUnit", "UseGoldUnitArgs",
+          "GoldUnitSharedState", "get_gold_factory", "worker_needs_gold", "worker_qualifies"),
+    *here("mephisto.abstractions.blueprint", "BlueprintMixin"),
+    *here("mephisto.data_model.unit", "SCREENING_UNIT_INDEX", "GOLD_UNIT_INDEX"),
     *moved(
         "mephisto.utils.testing", "mephisto.testing.entities",
         "get_test_project", "get_test_worker", "get_test_requester", "get_mock_requester",
@@ -191,11 +200,6 @@ PENDING: list[tuple[str, str, str]] = [
             "WorkspaceBalance",
         )
     ],
-    # pending, lands with the blueprint mixins (onboarding, screening, gold units)
-    ("blueprint mixins", f"{_BP}.mixins.onboarding_required", "OnboardingRequired"),
-    ("blueprint mixins", f"{_BP}.mixins.screen_task_required", "ScreenTaskRequired"),
-    ("blueprint mixins", f"{_BP}.mixins.use_gold_unit", "UseGoldUnit"),
-    ("blueprint mixins", f"{_BP}.mixins.use_gold_unit", "get_gold_factory"),
     # pending, lands with the remote_procedure blueprint
     *[
         ("remote_procedure blueprint", f"{_BP}.remote_procedure.remote_procedure_blueprint", n)

@@ -17,6 +17,10 @@ saved data is read back). To implement one, override:
 - `on_live_update(agent_id, data)` (optional, live tasks): a `mephisto_bound_live_update`
   from an agent's page; called in a thread, in order per agent.
 
+Screening and gold units are mixins (`blueprints/mixins/`, `BlueprintMixin`) a blueprint
+class inherits with their arguments and shared state; the worker pool asks them which
+unit a worker gets.
+
 Blueprints never touch the database directly: the operations layer saves agent data.
 """
 
@@ -67,6 +71,37 @@ class SharedTaskState:
     prolific_specific_qualifications: list[dict[str, Any]] = field(default_factory=list)
 
 
+class BlueprintMixin:
+    """A part of a blueprint that several blueprints share (Mephisto's mixins:
+    `blueprints/mixins/`). It brings its own arguments (`ArgsMixin`, a dataclass the
+    blueprint's `ArgsClass` inherits) and shared state (`SharedStateMixin`), checks them
+    in `assert_mixin_args`, sets itself up in `init_mixin_config` (called by
+    `Blueprint.__init__`), and may add qualification requirements to a run
+    (`get_mixin_qualifications`)."""
+
+    ArgsMixin: ClassVar[type[Any]]
+    SharedStateMixin: ClassVar[type[Any]]
+
+    def init_mixin_config(self, task_run: Any, args: Any, shared_state: Any) -> None:
+        """Set up this part of the blueprint for a run."""
+
+    @classmethod
+    def assert_mixin_args(cls, args: Any, shared_state: Any) -> None:
+        """Raise `ConfigError` for arguments this part cannot work with."""
+
+    @classmethod
+    def get_mixin_qualifications(cls, args: Any, shared_state: Any) -> list[dict[str, Any]]:
+        """Qualification requirements this part adds to a run (`make_qualification_dict`)."""
+        return []
+
+
+def blueprint_mixins(blueprint_class: type[Any]) -> list[type[BlueprintMixin]]:
+    """The mixins a blueprint class is made of, in method resolution order."""
+    return [c for c in blueprint_class.__mro__
+            if issubclass(c, BlueprintMixin) and c is not BlueprintMixin
+            and "init_mixin_config" in c.__dict__]
+
+
 class Blueprint:
     BLUEPRINT_TYPE: ClassVar[str | None] = None
     ArgsClass: ClassVar[type[Any]] = BlueprintArgs
@@ -77,6 +112,8 @@ class Blueprint:
         self.task_run = task_run
         self.args = args
         self.shared_state = shared_state
+        for mixin in blueprint_mixins(type(self)):
+            mixin.init_mixin_config(self, task_run, args, shared_state)  # type: ignore[arg-type]
 
     @classmethod
     def assert_task_args(cls, args: Any, shared_state: SharedTaskState) -> None:
@@ -92,10 +129,8 @@ class Blueprint:
                     "make_qualification_dict()",
                     key="qualifications",
                 )
-        onboarding = getattr(args.blueprint, "onboarding_qualification", None)
-        if onboarding and shared_state.validate_onboarding is None:
-            # Mephisto's default: onboarding passes unless a validator says otherwise
-            pass
+        for mixin in blueprint_mixins(cls):
+            mixin.assert_mixin_args(args, shared_state)
 
     def get_initialization_data(self) -> Iterable[InitializationData]:
         raise NotImplementedError

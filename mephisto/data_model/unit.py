@@ -14,6 +14,17 @@ if TYPE_CHECKING:
     from mephisto.data_model.task import Task
     from mephisto.data_model.task_run import TaskRun
 
+# Units made for one worker to check them, outside the run's data (Mephisto's values):
+# screening units (`ScreenTaskRequired`) and gold units (`UseGoldUnit`).
+SCREENING_UNIT_INDEX = -1
+GOLD_UNIT_INDEX = -2
+INDEX_TO_TYPE_MAP = {SCREENING_UNIT_INDEX: "screening_unit", GOLD_UNIT_INDEX: "gold_unit"}
+
+
+def unit_kind(unit_index: int) -> str:
+    """"screening", "gold" or "task" (a unit of the run's data)."""
+    return {SCREENING_UNIT_INDEX: "screening", GOLD_UNIT_INDEX: "gold"}.get(unit_index, "task")
+
 
 class Unit(Entity):
     _getter = "get_unit"

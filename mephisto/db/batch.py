@@ -61,12 +61,14 @@ def new_assignments_with_units(
     pay_amount: float,
     units_per_assignment: int | Sequence[int] = 1,
     status: str = AssignmentState.CREATED,
+    first_index: int = 0,
 ) -> list[tuple[str, list[str]]]:
     """Create assignments (one per `assignment_data` item) and their units at once.
 
     `units_per_assignment` is one count for all or one per assignment. Returns
     `[(assignment_id, [unit_id, ...]), ...]` in input order. Two multi-row INSERTs in one
-    transaction: a 100,000-unit launch is one call.
+    transaction: a 100,000-unit launch is one call. Units are numbered from `first_index`
+    (a screening or gold unit is the one unit of its assignment, numbered -1 or -2).
     """
     n = len(assignment_data)
     counts = (
@@ -95,8 +97,8 @@ def new_assignments_with_units(
             [{**common, "data": d} for d in assignment_data],
         )
         unit_rows = [
-            {**common, "assignment_id": a_id, "unit_index": i, "pay_amount": pay_amount,
-             "status": status}
+            {**common, "assignment_id": a_id, "unit_index": first_index + i,
+             "pay_amount": pay_amount, "status": status}
             for a_id, count in zip(a_ids, counts, strict=True)
             for i in range(count)
         ]

@@ -178,6 +178,8 @@ def create_units_within_budget(
     assignment_data: Sequence[Any],
     pay_amount: float,
     units_per_assignment: Sequence[int],
+    status: str = "created",
+    first_index: int = 0,
 ) -> list[tuple[str, list[str]]]:
     """`new_assignments_with_units`, refused with `BudgetExceeded` (nothing created)
     when the new units' rewards and fees would pass a cap."""
@@ -189,7 +191,8 @@ def create_units_within_budget(
         check_spending(db, task_run_id, pay_amount * n,
                        f"launching {n:,} more unit{'s' if n != 1 else ''} at ${pay_amount:,.2f}")
         return new_assignments_with_units(db, task_run_id, assignment_data, pay_amount,
-                                          list(units_per_assignment))
+                                          list(units_per_assignment), status=status,
+                                          first_index=first_index)
 
 
 # -- previews -----------------------------------------------------------------------------

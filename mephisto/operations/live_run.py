@@ -83,6 +83,9 @@ class WorkerInfo:
     granted: dict[str, int] = field(default_factory=dict)
     blocked: bool = False
     standing_at: float = 0.0  # when `granted`/`blocked` were read
+    # the run script's checks of this worker's submissions (`on_unit_submitted`) still
+    # running: their next unit is decided once these are done
+    checks: set[asyncio.Future[None]] = field(default_factory=set)
     # one decision at a time per worker (request_agent, onboarding): parallel requests
     # of one worker see each other's agents instead of each making one
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
@@ -281,6 +284,10 @@ class UnitSupply(Protocol):
 
     def has_open(self) -> bool:
         """Some unit is open right now (maybe not acceptable to this worker)."""
+        ...
+
+    async def launch_evaluation_unit(self, data: Any, unit_index: int) -> UnitInfo:
+        """A screening or gold unit made now for one worker."""
         ...
 
     def has_more(self) -> bool:

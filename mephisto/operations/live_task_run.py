@@ -48,6 +48,7 @@ from mephisto.operations.live_run import (
     until_saved,
 )
 from mephisto.operations.metrics import LIVE_RUNS, RunMetrics
+from mephisto.operations.quality_checks import restore_counts
 from mephisto.operations.task_launcher import TaskLauncher, unit_init_data
 from mephisto.operations.worker_pool import WorkerPool
 from mephisto.utils.dirs import get_run_dir
@@ -226,22 +227,36 @@ class LiveTaskRun:
         self.progress.last_submit_at = time.monotonic()
         self.launcher.unit_finished()
         callback = self.shared_state.on_unit_submitted
-        if callback is not None:
-            self.background.spawn(self._user_callback(callback, agent.agent_id))
+        if callback is not None and agent.unit is not None:
+            checked: asyncio.Future[None] = self.loop.create_future()
+            agent.worker.checks.add(checked)
+            self.background.spawn(self._user_callback(callback, agent, agent.unit, checked))
         self.background.spawn(self.pool.notify_status(agent))
         self.check_done()
 
-    async def _user_callback(self, callback: Callable[[Any], Any], agent_id: str) -> None:
-        from mephisto.data_model.agent import Agent
+    async def _user_callback(self, callback: Callable[[Any], Any], agent: AgentInfo,
+                             unit: UnitInfo, checked: asyncio.Future[None]) -> None:
+        """`on_unit_submitted(unit)` (Mephisto's contract: the submitted `Unit`), in a
+        thread; the worker's next unit waits for it (it may grant qualifications)."""
+        from mephisto.data_model.unit import Unit
 
-        agent = await self.writer.read(lambda db: Agent(db, agent_id))
-        await self.background.in_thread(callback, agent)
+        try:
+            entity = await self.writer.read(lambda db: Unit(db, unit.unit_id))
+            await self.background.in_thread(callback, entity)
+        except Exception:
+            logger.exception("task run %s: on_unit_submitted failed for unit %s",
+                             self.task_run_id, unit.unit_id)
+        finally:
+            agent.worker.checks.discard(checked)
+            agent.worker.standing_at = 0.0  # re-read what the callback may have granted
+            checked.set_result(None)
 
     def unit_freed(self, unit: UnitInfo) -> None:
-        """An agent dropped out: the unit is open again (or expired if we are closing)."""
-        if self.closing:
+        """An agent dropped out: the unit is open again (or expired if we are closing,
+        or if it was a screening or gold unit made for that worker)."""
+        if self.closing or unit.unit_index < 0:
             self.launcher.unit_finished()
-            self.background.spawn(self._expire_units([unit], launched=True))
+            self.background.spawn(self._expire_units([unit], launched=unit.unit_index >= 0))
         else:
             self.launcher.give_back(unit)
 
@@ -352,6 +367,7 @@ class LiveTaskRun:
         data = {a_id: InitializationData.from_dict(d) for a_id, d in assignments.items()}
         to_launch: list[UnitInfo] = []
         open_units: list[UnitInfo] = []
+        left_by_worker: list[UnitInfo] = []  # screening/gold units nobody holds now
         assigned = 0
         by_unit_agent = {a["unit_id"]: a for a in agents}
         # the workers holding agents, loaded together (one batched write, not one each)
@@ -365,6 +381,11 @@ class LiveTaskRun:
             status = row["status"]
             if status in _DONE_UNIT:
                 self.progress.completed += 1
+            elif info.unit_index < 0 and status != AssignmentState.ASSIGNED:
+                if status != AssignmentState.EXPIRED:
+                    left_by_worker.append(info)
+                else:
+                    self.progress.expired += 1
             elif status in (AssignmentState.CREATED, AssignmentState.EXPIRED):
                 to_launch.append(info)
             elif status == AssignmentState.LAUNCHED:
@@ -387,11 +408,18 @@ class LiveTaskRun:
                 self.pool.restore_agent(agent)
                 assigned += 1
         self.progress.total = len(units)
+        if left_by_worker:  # made for a worker who is gone: never offered to others
+            await self.writer.run(batch.mark_expired, [u.unit_id for u in left_by_worker])
+            self.progress.expired += len(left_by_worker)
+        restore_counts(self.blueprint, [row["unit_index"] for row in units])
         await self.writer.run(batch.expire_stale_onboarding, self.task_run_id)
         if open_units:  # published before: publish again where the provider lost them
             await self.background.in_thread(self.provider.launch_units, open_units, self.url)
+        # the blueprint's data made the assignments of units 0, 1, ...; screening and
+        # gold units have their own assignments, not made from it
+        from_data = len({row["assignment_id"] for row in units if row["unit_index"] >= 0})
         self.launcher.restore(self.url, self.blueprint.get_initialization_data(),
-                              len(assignments), open_units, assigned, to_launch)
+                              from_data, open_units, assigned, to_launch)
         logger.info(
             "resumed task run %s: %d units, %d completed, %d to launch, %d agents at work",
             self.task_run_id, len(units), self.progress.completed, len(to_launch),

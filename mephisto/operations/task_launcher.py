@@ -20,6 +20,8 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 from mephisto.data_model.assignment import InitializationData
+from mephisto.data_model.status import AssignmentState
+from mephisto.data_model.unit import GOLD_UNIT_INDEX, SCREENING_UNIT_INDEX
 from mephisto.db.batch import mark_launched
 from mephisto.errors import BudgetExceeded, ConfigError
 from mephisto.operations import budget
@@ -32,7 +34,7 @@ CHUNK = 20_000
 
 def unit_init_data(data: InitializationData, unit_index: int) -> Any:
     """What a unit's worker is given: the shared data with the unit's own on top."""
-    own = data.unit_data[unit_index] if unit_index < len(data.unit_data) else {}
+    own = data.unit_data[unit_index] if 0 <= unit_index < len(data.unit_data) else {}
     if isinstance(data.shared, dict) and isinstance(own, dict):
         return {**data.shared, **own}
     return own or data.shared
@@ -228,6 +230,30 @@ class TaskLauncher:
         for unit in batch:
             self._open.add(unit)
         self.live += len(batch)
+
+    # -- screening and gold units --------------------------------------------------------------
+
+    async def launch_evaluation_unit(self, data: Any, unit_index: int) -> UnitInfo:
+        """A unit made for one worker, outside the run's data: a screening unit
+        (`SCREENING_UNIT_INDEX`) or a gold unit (`GOLD_UNIT_INDEX`) holding `data`. It is
+        created launched, given straight to that worker (never published on the
+        provider nor offered to others), paid like any unit, and counted under the
+        budgets and the run's progress."""
+        if unit_index not in (SCREENING_UNIT_INDEX, GOLD_UNIT_INDEX):
+            raise ValueError(f"not a screening or gold unit index: {unit_index}")
+        ctx = self.ctx
+        init = _as_init_data(data) if not isinstance(data, dict) or "shared" in data \
+            else InitializationData(shared=data, unit_data=[{}])
+        reward = float(ctx.task_args.task_reward)
+        kind = "screening" if unit_index == SCREENING_UNIT_INDEX else "gold"
+        ((assignment_id, (unit_id,)),) = await ctx.writer.run(
+            budget.create_units_within_budget, ctx.task_run_id, [init.to_dict()], reward,
+            [1], str(AssignmentState.LAUNCHED), unit_index,
+        )
+        logger.debug("task run %s: %s unit %s made", ctx.task_run_id, kind, unit_id)
+        self.live += 1
+        self.events.units_created(1)
+        return UnitInfo(unit_id, assignment_id, unit_index, reward, unit_init_data(init, 0))
 
     # -- units finishing ---------------------------------------------------------------------
 

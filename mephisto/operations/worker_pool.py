@@ -52,12 +52,14 @@ from mephisto.operations.live_run import (
     agent_state,
     until_saved,
 )
+from mephisto.operations.quality_checks import evaluation_unit, uses_evaluation_units
 from mephisto.server.backend import AgentResponse, Caller
 from mephisto.utils.qualifications import worker_meets_requirements
 
 logger = logging.getLogger(__name__)
 
 STANDING_TTL = 10.0  # seconds a worker's qualifications/block status are trusted
+CHECKS_WAIT = 15.0  # seconds a request waits for the checks of the worker's last submits
 # pauses between asking whether an agent whose commit was cut at COMMIT exists
 CREATION_CHECK_PAUSES = (0.05, 0.1, 0.25, 0.5, 1.0, 1.0)
 
@@ -180,6 +182,9 @@ class WorkerPool:
         if self.closed:
             raise NotEligible(RUN_CLOSED, worker.worker_id)
 
+        if worker.checks:  # what they submitted may change what they get next
+            await asyncio.wait(list(worker.checks), timeout=CHECKS_WAIT)
+            worker.standing_at = 0.0
         await self._refresh_standing(worker)
         onboarding = self.ctx.onboarding_qualification
         if onboarding is not None:
@@ -214,7 +219,11 @@ class WorkerPool:
                 return False
             return check is None or bool(check(worker, unit))
 
-        unit = await self.units.take(acceptable)
+        unit = None
+        if uses_evaluation_units(ctx.blueprint):
+            unit = await evaluation_unit(ctx, self.units, worker)
+        if unit is None:
+            unit = await self.units.take(acceptable)
         if unit is None:
             reason = NOT_ALLOWED if self.units.has_open() else NO_MORE_WORK
             raise NotEligible(reason, worker.worker_id)
@@ -276,7 +285,10 @@ class WorkerPool:
             agent.worker.assignments.discard(agent.unit.assignment_id)
         agent.worker.active -= 1
         agent.worker.task_units -= 1
-        self.units.give_back(agent.unit)
+        if agent.unit.unit_index < 0:  # made for this worker: not offered to others
+            self.events.unit_freed(agent.unit)
+        else:
+            self.units.give_back(agent.unit)
 
     async def _agent_created(self, agent_id: str) -> bool | None:
         """Whether the agent is in the database; asked for a few seconds while the

@@ -19,6 +19,16 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from mephisto.abstractions.blueprint import Blueprint, BlueprintArgs, SharedTaskState
+from mephisto.abstractions.blueprints.mixins.screen_task_required import (
+    ScreenTaskRequired,
+    ScreenTaskRequiredArgs,
+    ScreenTaskSharedState,
+)
+from mephisto.abstractions.blueprints.mixins.use_gold_unit import (
+    GoldUnitSharedState,
+    UseGoldUnit,
+    UseGoldUnitArgs,
+)
 from mephisto.data_model.agent import SavedAgentState, register_agent_state_class
 from mephisto.data_model.assignment import InitializationData
 from mephisto.errors import ConfigError
@@ -27,8 +37,9 @@ BLUEPRINT_TYPE_STATIC = "static_task"
 
 
 @dataclass
-class StaticBlueprintArgs(BlueprintArgs):
-    """Arguments of static blueprints (`mephisto.blueprint.*`)."""
+class StaticBlueprintArgs(ScreenTaskRequiredArgs, UseGoldUnitArgs, BlueprintArgs):
+    """Arguments of static blueprints (`mephisto.blueprint.*`), with those of screening
+    and gold units."""
 
     _blueprint_type: str = BLUEPRINT_TYPE_STATIC
     units_per_assignment: int = field(
@@ -54,8 +65,9 @@ class StaticHTMLBlueprintArgs(StaticBlueprintArgs):
 
 
 @dataclass
-class SharedStaticTaskState(SharedTaskState):
-    """Shared state of static tasks: the data, one item per assignment."""
+class SharedStaticTaskState(ScreenTaskSharedState, GoldUnitSharedState, SharedTaskState):
+    """Shared state of static tasks: the data, one item per assignment (and the
+    screening and gold units' factories)."""
 
     static_task_data: Iterable[Any] = field(default_factory=list)
 
@@ -102,7 +114,7 @@ def load_data_file(args: Any) -> list[dict[str, Any]] | None:
     return None
 
 
-class StaticBlueprint(Blueprint):
+class StaticBlueprint(ScreenTaskRequired, UseGoldUnit, Blueprint):
     """Base of blueprints whose assignments are the items of a data list, each shown by a
     page made from `task_source` (`static_task`: HTML; `static_react_task`: a bundle).
 
