@@ -271,3 +271,56 @@ def test_a_gold_factory_gives_each_worker_every_gold_before_repeating() -> None:
     factory = get_gold_factory([{"g": 1}, {"g": 2}, {"g": 3}])
     seen = [factory(W())["g"] for _ in range(6)]  # type: ignore[arg-type]
     assert sorted(seen[:3]) == [1, 2, 3] and sorted(seen[3:]) == [1, 2, 3]
+
+
+async def test_a_resumed_run_keeps_its_screening_units_apart_and_counted(
+    task_html: Any, tmp_path: Any
+) -> None:
+    """A run that died with screening units made: resumed, the data continues where it
+    stopped (their assignments are not data items), and they count toward the cap."""
+    import asyncio
+
+    from mephisto.operations.operator import Operator
+    from mephisto.testing.fixtures import static_run_config
+
+    db = MephistoDB(f"sqlite:///{tmp_path / 'resume.db'}")
+    blueprint = {**SCREENING, "max_screening_units": 2}
+
+    def config_and_state() -> tuple[dict[str, Any], SharedStaticTaskState]:
+        state = SharedStaticTaskState(static_task_data=iter(_data(3)),  # read as needed
+                                      screening_data_factory=_screening_data())
+        state.on_unit_submitted = ScreenTaskRequired.create_validation_function(
+            _args(blueprint), lambda unit: _answer(unit) == "cat")
+        config = static_run_config(task_html, task_name="screened", resume_incomplete_run=True,
+                                   allowed_concurrent=1, max_num_concurrent_units=2,
+                                   **{f"blueprint__{k}": v for k, v in blueprint.items()})
+        return config, state
+
+    first, second = Operator(db), Operator(db)
+    try:  # the first keeps running as a crashed process would
+        run_id = await asyncio.to_thread(first.launch_task_run, *config_and_state())
+        url = first._runs[run_id].url
+        async with SimulatedWorker(url, "good") as good, SimulatedWorker(url, "holder") as holder:
+            await good.request_agent()
+            await good.submit({"answer": "cat"})
+            held = await holder.request_agent()  # keeps its screening unit
+        await first._runs[run_id].background.wait(timeout=5)
+        assert await asyncio.to_thread(second.launch_task_run, *config_and_state()) == run_id
+        resumed = second._runs[run_id]
+        assert resumed.blueprint.screening_units_launched == 2
+        assert resumed.pool.agent(held["agent_id"]) is not None
+        async with SimulatedWorker(resumed.url, "newcomer") as newcomer:
+            assert (await newcomer.request_agent())["failure_reason"] == NO_SCREENING_LEFT
+        texts = []
+        async with SimulatedWorker(resumed.url, "good") as good:
+            for i in range(3):
+                good.new_assignment(f"after-{i}")
+                texts.append((await good.request_agent())["init_task_data"]["text"])
+                await good.submit({"answer": "fine"})
+        assert texts == ["real-0", "real-1", "real-2"]
+        units = db.find_units(task_run_id=run_id)
+        assert sorted(u.unit_index for u in units) == [-1, -1, 0, 0, 0]
+    finally:
+        second.shutdown()
+        first.shutdown()
+        db.shutdown()
