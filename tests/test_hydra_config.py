@@ -795,3 +795,36 @@ def test_public_names() -> None:
     assert scripts.task_script is task_script
     # seed form: a subclass of build_default_task_config(...) is a RunScriptConfig
     assert issubclass(build_default_task_config("x"), RunScriptConfig)
+
+
+@pytest.mark.parametrize("conf", ["screening_example", "gold_example"])
+def test_quality_checks_example_runs_to_completion(tmp_path: Path, conf: str) -> None:
+    """The screening and gold example, run as written: workers who rate the plain
+    sentences right complete every real unit."""
+    import asyncio
+
+    from mephisto.db import MephistoDB
+    from mephisto.testing.scripts import running_script
+    from mephisto.testing.worker import run_simulated_workers
+
+    known = {"I love this wonderful, sunny day!": "5",
+             "This is the best day of my whole life!": "5",
+             "Everything went wrong and I am miserable.": "1",
+             "The meeting is at three o'clock.": "3"}
+
+    def answer(worker: Any) -> dict[str, str]:
+        return {"rating": known.get(worker.init_data["text"], "4")}
+
+    with running_script(EXAMPLE_DIR / "run_task_with_quality_checks.py", f"conf={conf}",
+                        cwd=tmp_path) as script:
+        assert script.url is not None
+        stats = asyncio.run(run_simulated_workers(script.url, 2, answer_fn=answer))
+        assert stats.errors == []
+        assert script.wait() == 0, script.output
+    db = MephistoDB()
+    (run,) = db.find_task_runs()
+    units = db.find_units(task_run_id=run.db_id)
+    assert sorted(u.get_status() for u in units if u.unit_index >= 0) == ["completed"] * 6
+    checks = [u for u in units if u.unit_index < 0]
+    assert len(checks) >= 2 and all(u.get_status() == "completed" for u in checks)
+    db.shutdown()
