@@ -204,8 +204,9 @@ def workers_list(db: Any, task_name: str | None, provider_type: str | None,
     table = Table(title="workers" + (f" of task {escape(task_name)}" if task_name else ""))
     table.add_column("worker")
     table.add_column("provider")
-    for col in ("completed", "approved", "rejected", "soft-rejected", "approval",
-                "blocked", "qualifications"):
+    table.caption = ("units: done (not reviewed yet), approved, rejected, soft-rejected; "
+                     "rate: approved of reviewed; quals: qualifications held")
+    for col in ("done", "appr.", "rej.", "soft", "rate", "blocked", "quals"):
         table.add_column(col, justify="left" if col == "blocked" else "right")
     for w in lines:
         u = w.units
