@@ -14,6 +14,7 @@ import mephisto.cli as cli_module
 from mephisto.abstractions.providers.mock import MockProvider
 from mephisto.db import MephistoDB
 from mephisto.errors import ProviderError
+from mephisto.tools.qualify import list_qualifications
 
 
 @pytest.fixture(autouse=True)
@@ -101,15 +102,18 @@ def test_list_is_one_query_whatever_the_number_of_qualifications(any_db: Mephist
     for i in range(3):
         any_db.grant_qualification(any_db.make_qualification(f"q{i:02d}"), alice, i)
     with selects(any_db) as seen:
-        few = run(any_db, "qualifications", "list")
-    n_few = len(seen)
+        assert len(list_qualifications(any_db)) == 3
+    assert len(seen) == 1
     for i in range(3, 30):
         any_db.grant_qualification(any_db.make_qualification(f"q{i:02d}"), alice, i)
     with selects(any_db) as seen:
-        many = run(any_db, "qualifications", "list")
-    assert few.exit_code == many.exit_code == 0
-    assert len(rows(many.output)) == 30
-    assert len(seen) == n_few
+        lines = list_qualifications(any_db)
+    assert len(seen) == 1
+    assert [(x.name, x.workers, x.min_value) for x in lines[:2]] == [("q00", 1, 0), ("q01", 1, 1)]
+    with selects(any_db) as seen:
+        assert len(list_qualifications(any_db, worker_name="alice")) == 30
+    assert len(seen) == 2  # the worker by name, then the list
+    assert len(rows(run(any_db, "qualifications", "list").output)) == 30
 
 
 def test_list_explains_an_unknown_or_ambiguous_worker(db: MephistoDB, world: World) -> None:
