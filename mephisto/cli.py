@@ -1038,7 +1038,7 @@ def cost(units: int, reward: float, provider: str | None, planned_bonus: float,
 
 # -- commands whose logic lives in their own modules ----------------------------------------
 
-from mephisto.tools.quality_commands import qualifications_group, workers_group  # noqa: E402
+from mephisto.tools.quality_commands import qualifications_group, workers_group
 
 cli.add_command(qualifications_group)
 cli.add_command(workers_group)

@@ -158,18 +158,18 @@ def test_grant_to_a_name_of_several_providers_needs_the_provider(db: MephistoDB,
 
 
 @pytest.mark.parametrize(("args", "code", "message"), [
-    (["nope", "alice"], 1, "no qualification named 'nope'; qualifications: 'trusted'; add "
-                           "--create to make it. Nothing was changed"),
+    (["nope", "alice"], 1, ("no qualification named 'nope'; qualifications: 'trusted'; add "
+                           "--create to make it. Nothing was changed")),
     (["trusted", "alice", "--value", "high"], 2,
      "a qualification value is an integer, such as 1 or 0; got 'high'"),
     (["trusted", "alice", "--value", "1.5"], 2, "got '1.5'"),
     (["trusted", "alice", "--value", "3000000000"], 2, "between -2147483648 and 2147483647"),
     (["trusted", "alice", "ghost", "bob", "phantom"], 1,
      "no worker named 'ghost', 'phantom'; nothing was changed"),
-    (["trusted", "alice", "carol"], 2, "'carol' is a worker of 'mock', 'mturk': choose one "
-                                       "with --provider; nothing was changed"),
-    (["trusted", "alice", "--provider", "mtruk"], 2, "no provider type 'mtruk'; provider "
-                                                     "types: 'inhouse', 'mock'"),
+    (["trusted", "alice", "carol"], 2, ("'carol' is a worker of 'mock', 'mturk': choose one "
+                                       "with --provider; nothing was changed")),
+    (["trusted", "alice", "--provider", "mtruk"], 2, ("no provider type 'mtruk'; provider "
+                                                     "types: 'inhouse', 'mock'")),
     (["new", "alice", "--value", "x", "--create"], 2, "got 'x'"),
     (["trusted", "alice", "--provider", "mturk"], 1,
      "no worker named 'alice' for provider 'mturk'"),

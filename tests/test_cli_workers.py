@@ -239,8 +239,8 @@ def test_block_with_several_requesters_names_one(db: MephistoDB, world: World) -
      "'alice' is a worker of 'mock', 'mturk': choose one with --provider"),
     (["block", "idle", "--reason", "x", "--provider", "inhouse"], 1,
      "no worker named 'idle' for provider 'inhouse'"),
-    (["unblock", "bob"], 1, "worker 'bob' is not blocked by requester 'req-mock'; nothing "
-                            "was changed"),
+    (["unblock", "bob"], 1, ("worker 'bob' is not blocked by requester 'req-mock'; nothing "
+                            "was changed")),
     (["unblock", "ghost"], 1, "no worker named 'ghost'"),
 ])
 def test_block_and_unblock_refuse_bad_input_and_change_nothing(
