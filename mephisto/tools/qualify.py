@@ -162,7 +162,7 @@ def _provider_of_type(db: MephistoDB, ptype: str,
         return None, False, f"{ptype} has no qualifications of its own: {what} here only"
     requesters = db.find_requesters(provider_type=ptype)
     if len(requesters) == 1:
-        return provider_for_requester(ptype, requesters[0].requester_name, db), False, None
+        return provider_for_requester(db, ptype, requesters[0].requester_name), False, None
     return None, True, None
 
 

@@ -104,8 +104,8 @@ def find_worker(db: MephistoDB, worker_name: str, provider_type: str | None = No
     return find_workers(db, [worker_name], provider_type)[0]
 
 
-def provider_for_requester(provider_type: str, requester_name: str,
-                           db: MephistoDB) -> CrowdProvider:
+def provider_for_requester(db: MephistoDB, provider_type: str,
+                           requester_name: str) -> CrowdProvider:
     """The provider of `provider_type`, configured as a run of this requester would be
     (`mephisto.provider.requester_name`)."""
     cls: type[CrowdProvider] = get_crowd_provider_from_type(provider_type)
@@ -220,7 +220,7 @@ def _block_provider(db: MephistoDB, worker: Worker,
     if Capability.BLOCK not in cls.CAPABILITIES:
         return None, (f"{worker.provider_type} has no blocks of its own: the worker is "
                       "blocked from this requester's runs only here")
-    return provider_for_requester(worker.provider_type, requester.requester_name, db), None
+    return provider_for_requester(db, worker.provider_type, requester.requester_name), None
 
 
 def block_worker(db: MephistoDB, worker_name: str, reason: str,
