@@ -286,3 +286,36 @@ def test_delete_refuses_an_unknown_qualification(db: MephistoDB, world: World) -
     assert result.exit_code == 1
     assert "no qualification named 'trusted2'; qualifications: 'trusted'" in flat(result)
     assert snapshot(db) == before
+
+
+# -- a real provider's API (Prolific's, faked at the HTTP layer) ------------------------------
+
+
+def test_grants_and_blocks_reach_prolific_groups(db: MephistoDB) -> None:
+    """The only Prolific requester's account: a grant adds the participant to the
+    qualification's group, a revocation removes them, a block adds them to the
+    requester's block group."""
+    import hashlib
+
+    from prolific_fake import GOOD_KEY, FakeProlific
+
+    from mephisto.abstractions.providers.prolific import ProlificProvider
+    from mephisto.abstractions.providers.prolific.groups import qualification_group_name
+
+    fake = FakeProlific()
+    with fake.running():
+        ProlificProvider.register_requester(db, "lab", {"api_key": GOOD_KEY})
+        pid = hashlib.sha1(b"fay").hexdigest()[:24]
+        World(db).worker(pid, "prolific")
+        result = run(db, "qualifications", "grant", "trusted", pid, "--create", "--value", "2")
+        assert result.exit_code == 0, result.output
+        group = fake.group_named(qualification_group_name("trusted"))
+        assert group is not None and fake.members[group["id"]] == [pid]
+        assert run(db, "qualifications", "grant", "trusted", pid).exit_code == 0
+        assert fake.members[group["id"]] == [pid]  # once
+        assert run(db, "qualifications", "revoke", "trusted", pid).exit_code == 0
+        assert fake.members[group["id"]] == []
+        assert run(db, "workers", "block", pid, "--reason", "spam").exit_code == 0
+        block = fake.group_named("Mephisto: blocked by lab")
+        assert block is not None and fake.members[block["id"]] == [pid]
+    assert not fake.unknown
