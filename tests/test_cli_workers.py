@@ -260,3 +260,43 @@ def test_block_needs_a_requester_of_the_workers_provider(db: MephistoDB) -> None
     assert "there is no inhouse requester to block 'dana' for: register one with " \
            "`mephisto register inhouse name=...`" in flat(result)
     assert snapshot(db) == before
+
+
+# -- a real provider's API (MTurk's, faked behind real boto3 clients) ------------------------
+
+
+def test_grants_and_blocks_reach_the_mturk_account_of_the_workers_run(db: MephistoDB) -> None:
+    """Two sandbox requesters: a grant goes to the account of the worker's latest run;
+    a worker who never worked is granted here only, with a warning; a block goes to
+    the account of the requester named."""
+    from mephisto.abstractions.providers.mturk.mturk_provider import SandboxMTurkProvider
+    from mephisto.testing.fake_mturk import FakeMTurk
+
+    one, two = ("AKIAFAKEMTURKKEY0001", "fake/Secret+Key/0001abcdefghijklmnopqrst"), \
+        ("AKIAFAKEMTURKKEY0002", "fake/Secret+Key/0002abcdefghijklmnopqrst")
+    fake = FakeMTurk(accounts=dict([one, two]))
+    with fake.installed():
+        for name, (key, secret) in (("one", one), ("two", two)):
+            SandboxMTurkProvider.register_requester(
+                db, name, {"access_key_id": key, "secret_access_key": secret})
+        w = World(db)
+        w.task_run("hits", "mturk_sandbox", requester="two_sandbox")
+        w.unit("hits", "A1WORKER", "accepted")
+        w.worker("A2IDLE", "mturk_sandbox")
+        result = run(db, "qualifications", "grant", "trusted", "A1WORKER", "A2IDLE",
+                     "--create", "--value", "5")
+        assert result.exit_code == 0, result.output
+        assert "mturk_sandbox was not told about 'A2IDLE' (granted here only)" in flat(result)
+        account = fake.account(two[0], sandbox=True)
+        type_id = account.qualification_type_named("trusted")
+        assert type_id is not None and account.scores == {(type_id, "A1WORKER"): 5}
+        before = snapshot(db)
+        refused = run(db, "workers", "block", "A1WORKER", "--reason", "spam")
+        assert refused.exit_code == 2 and "'one_sandbox', 'two_sandbox'" in flat(refused)
+        assert snapshot(db) == before
+        result = run(db, "workers", "block", "A1WORKER", "--reason", "spam",
+                     "--requester", "two_sandbox")
+        assert result.exit_code == 0, result.output
+        assert account.blocks == {"A1WORKER": "spam"}
+        with pytest.raises(LookupError):  # the other account was never called
+            fake.account(one[0])
