@@ -243,7 +243,7 @@ def test_revoke_reaches_the_database_and_the_provider(db: MephistoDB, world: Wor
 
 
 @pytest.mark.parametrize(("args", "code", "message"), [
-    (["trusted", "bob"], 1, "'bob' do(es) not hold 'trusted'; nothing was changed"),
+    (["trusted", "bob"], 1, "'bob' does not hold 'trusted'; nothing was changed"),
     (["nope", "alice"], 1, "no qualification named 'nope'"),
     (["trusted", "alice", "ghost"], 1, "no worker named 'ghost'"),
 ])

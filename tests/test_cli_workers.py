@@ -300,3 +300,34 @@ def test_grants_and_blocks_reach_the_mturk_account_of_the_workers_run(db: Mephis
         assert account.blocks == {"A1WORKER": "spam"}
         with pytest.raises(LookupError):  # the other account was never called
             fake.account(one[0])
+
+
+def test_a_provider_without_blocks_or_qualifications_is_not_asked(
+        db: MephistoDB, monkeypatch: pytest.MonkeyPatch) -> None:
+    from mephisto.abstractions.crowd_provider import CrowdProvider
+    from mephisto.operations import registry
+
+    class QuietProvider(CrowdProvider):
+        PROVIDER_TYPE = "quiet"
+
+        def block_worker(self, *args: object) -> None:
+            raise AssertionError("asked to block")
+
+        def grant_qualification(self, *args: object) -> None:
+            raise AssertionError("asked to grant")
+
+    monkeypatch.setitem(registry._registered["provider"], "quiet", QuietProvider)
+    w = World(db)
+    req = w.requester("req-quiet", "quiet")
+    quiet = w.worker("qwen", "quiet")
+    result = run(db, "workers", "block", "qwen", "--reason", "spam")
+    assert result.exit_code == 0, result.output
+    assert "Blocked qwen (quiet) for requester req-quiet." in flat(result)
+    assert "Warning: quiet has no blocks of its own: blocked for this requester's runs " \
+           "here only" in flat(result)
+    assert db.is_worker_blocked(quiet, req)
+    result = run(db, "qualifications", "grant", "trusted", "qwen", "--create")
+    assert result.exit_code == 0, result.output
+    assert "quiet has no qualifications of its own: granted here only" in flat(result)
+    assert db.check_granted_qualifications(worker_id=quiet)[0].value == 1
+    assert mock_records(db, "block") == {} and mock_records(db, "qualification") == {}

@@ -254,7 +254,8 @@ def revoke_qualification(db: MephistoDB, name: str, worker_names: Sequence[str],
     holding = {w.db_id for w in holders(db, qid)}
     lacking = [w.worker_name for w in workers if w.db_id not in holding]
     if lacking:
-        raise EntryDoesNotExist(f"{names(lacking)} do(es) not hold {name!r}; nothing was "
+        verb = "does" if len(lacking) == 1 else "do"
+        raise EntryDoesNotExist(f"{names(lacking)} {verb} not hold {name!r}; nothing was "
                                 "changed")
     providers, warnings = _providers(db, workers, "revoked")
     told = _tell(providers, workers, name, None)

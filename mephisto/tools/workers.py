@@ -214,12 +214,14 @@ def _requester_for(db: MephistoDB, worker: Worker, requester_name: str | None) -
                       f"{names([r.requester_name for r in candidates])}", key="requester")
 
 
-def _block_provider(db: MephistoDB, worker: Worker,
-                    requester: Requester) -> tuple[CrowdProvider | None, str | None]:
+def _block_provider(db: MephistoDB, worker: Worker, requester: Requester,
+                    what: str) -> tuple[CrowdProvider | None, str | None]:
+    """The provider to tell of a block (`what`: "blocked", "unblocked"), or None and
+    why not."""
     cls: type[CrowdProvider] = get_crowd_provider_from_type(worker.provider_type)
     if Capability.BLOCK not in cls.CAPABILITIES:
-        return None, (f"{worker.provider_type} has no blocks of its own: the worker is "
-                      "blocked from this requester's runs only here")
+        return None, (f"{worker.provider_type} has no blocks of its own: {what} for this "
+                      "requester's runs here only")
     return provider_for_requester(db, worker.provider_type, requester.requester_name), None
 
 
@@ -237,7 +239,7 @@ def block_worker(db: MephistoDB, worker_name: str, reason: str,
                           key="reason")
     worker = find_worker(db, worker_name, provider_type)
     requester = _requester_for(db, worker, requester_name)
-    provider, warning = _block_provider(db, worker, requester)
+    provider, warning = _block_provider(db, worker, requester, "blocked")
     if provider is not None:
         provider.block_worker(worker, requester, reason)
     with db.transaction():
@@ -255,15 +257,14 @@ def unblock_worker(db: MephistoDB, worker_name: str, requester_name: str | None 
     if not db.is_worker_blocked(worker.db_id, requester.db_id):
         raise EntryDoesNotExist(f"worker {worker.worker_name!r} is not blocked by requester "
                                 f"{requester.requester_name!r}; nothing was changed")
-    provider, warning = _block_provider(db, worker, requester)
+    provider, warning = _block_provider(db, worker, requester, "unblocked")
     if provider is not None:
         provider.unblock_worker(worker, requester)
     with db.transaction():
         db.unblock_worker(worker.db_id, requester.db_id)
         db.new_worker_review(worker.db_id, requester_id=requester.db_id,
                              unblocked_worker=True)
-    return BlockChange(worker, requester, provider is not None,
-                       [warning.replace("blocked", "unblocked")] if warning else [])
+    return BlockChange(worker, requester, provider is not None, [warning] if warning else [])
 
 
 
