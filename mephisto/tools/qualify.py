@@ -30,7 +30,7 @@ from mephisto.abstractions.crowd_provider import Capability, CrowdProvider
 from mephisto.data_model.agent import Agent
 from mephisto.data_model.worker import Worker
 from mephisto.db import schema as s
-from mephisto.errors import ConfigError, EntryDoesNotExist, ProviderError
+from mephisto.errors import ConfigError, EntryAlreadyExists, EntryDoesNotExist, ProviderError
 from mephisto.operations.registry import get_crowd_provider_from_type
 from mephisto.tools.provider_review import provider_of
 from mephisto.tools.workers import find_worker, find_workers, names, provider_for_requester
@@ -219,6 +219,13 @@ def _tell(providers: dict[str, CrowdProvider], workers: Sequence[Worker], name: 
     return told
 
 
+def _make(db: MephistoDB, name: str) -> str:
+    try:
+        return db.make_qualification(name)
+    except EntryAlreadyExists:  # made by another process since the check
+        return find_qualification(db, name)
+
+
 def grant_qualification(db: MephistoDB, name: str, worker_names: Sequence[str],
                         value: str | int = 1, provider_type: str | None = None,
                         create: bool = False) -> QualificationChange:
@@ -239,7 +246,7 @@ def grant_qualification(db: MephistoDB, name: str, worker_names: Sequence[str],
     providers, warnings = _providers(db, workers, "granted")
     told = _tell(providers, workers, name, number)
     with db.transaction():
-        qid = found[0].db_id if found else db.make_qualification(name)
+        qid = found[0].db_id if found else _make(db, name)
         for worker in workers:
             db.grant_qualification(qid, worker.db_id, number)
             db.new_worker_review(worker.db_id, qualification_id=qid, value=number)

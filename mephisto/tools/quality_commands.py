@@ -170,6 +170,8 @@ def delete_command(db: Any, name: str, yes: bool) -> None:
         click.confirm(f"Delete qualification {name!r}, held by {held} worker(s)?", abort=True)
     change = delete_qualification(db, name)
     _out().print(f"Deleted qualification {escape(name)!r} and {len(change.workers)} grant(s).")
+    if change.told:
+        _out().print(f"The provider was told for {escape(_who(change.told))}.", soft_wrap=True)
     _warn(change.warnings)
 
 
