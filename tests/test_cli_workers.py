@@ -182,6 +182,7 @@ def test_show_of_a_worker_with_nothing(any_db: MephistoDB) -> None:
         assert f"No {what}." in text
     missing = run(any_db, "workers", "show", "nobody")
     assert missing.exit_code == 1 and "no worker named 'nobody'" in flat(missing)
+    assert "nothing was changed" not in flat(missing)  # said only of changes
 
 
 # -- block and unblock -------------------------------------------------------------------------

@@ -94,7 +94,7 @@ def list_qualifications(db: MephistoDB, worker_name: str | None = None,
              .group_by(q.c.qualification_id, q.c.qualification_name, q.c.creation_date)
              .order_by(q.c.qualification_name))
     if worker_name is not None:
-        wid = int(find_worker(db, worker_name, provider_type).db_id)
+        wid = int(find_worker(db, worker_name, provider_type, changing=False).db_id)
         mine = sa.func.max(sa.case((g.c.worker_id == wid, g.c.value)))
         query = query.add_columns(mine).having(
             sa.func.sum(sa.case((g.c.worker_id == wid, 1), else_=0)) > 0)

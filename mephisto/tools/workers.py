@@ -63,17 +63,17 @@ def names(items: Sequence[str], limit: int = 10) -> str:
 
 
 def check_provider_type(provider_type: str | None) -> None:
-    """`ConfigError` listing the known provider types when `provider_type` is none."""
+    """`ConfigError` listing the known provider types when `provider_type` names none."""
     if provider_type is not None and provider_type not in get_valid_provider_types():
         raise ConfigError(f"no provider type {provider_type!r}; provider types: "
                           f"{names(get_valid_provider_types())}", key="provider")
 
 
 def find_workers(db: MephistoDB, worker_names: Sequence[str],
-                 provider_type: str | None = None) -> list[Worker]:
+                 provider_type: str | None = None, changing: bool = True) -> list[Worker]:
     """The workers named, in order, each once. Every unknown name is in one
     `EntryDoesNotExist`; a name several providers know is a `ConfigError` asking for
-    the provider type."""
+    the provider type. `changing`: the messages say that nothing was changed."""
     check_provider_type(provider_type)
     wanted = list(dict.fromkeys(worker_names))
     if not wanted:
@@ -87,21 +87,22 @@ def find_workers(db: MephistoDB, worker_names: Sequence[str],
         for row in conn.execute(query.order_by(w.c.provider_type)):
             values = dict(row._mapping, worker_id=str(row.worker_id))
             found.setdefault(row.worker_name, []).append(Worker(db, row.worker_id, values))
+    unchanged = "; nothing was changed" if changing else ""
     missing = [n for n in wanted if n not in found]
     if missing:
         where = f" for provider {provider_type!r}" if provider_type else ""
-        raise EntryDoesNotExist(f"no worker named {names(missing)}{where}; nothing was changed")
+        raise EntryDoesNotExist(f"no worker named {names(missing)}{where}{unchanged}")
     ambiguous = {n: ws for n, ws in found.items() if len(ws) > 1}
     if ambiguous:
         detail = "; ".join(f"{n!r} is a worker of {names([x.provider_type for x in ws])}"
                            for n, ws in ambiguous.items())
-        raise ConfigError(f"{detail}: choose one with --provider; nothing was changed",
-                          key="provider")
+        raise ConfigError(f"{detail}: choose one with --provider{unchanged}", key="provider")
     return [found[n][0] for n in wanted]
 
 
-def find_worker(db: MephistoDB, worker_name: str, provider_type: str | None = None) -> Worker:
-    return find_workers(db, [worker_name], provider_type)[0]
+def find_worker(db: MephistoDB, worker_name: str, provider_type: str | None = None,
+                changing: bool = True) -> Worker:
+    return find_workers(db, [worker_name], provider_type, changing)[0]
 
 
 def provider_for_requester(db: MephistoDB, provider_type: str,
@@ -333,7 +334,7 @@ class WorkerView:
 def show_worker(db: MephistoDB, worker_name: str,
                 provider_type: str | None = None) -> WorkerView:
     """One worker, read in a fixed number of queries."""
-    worker = find_worker(db, worker_name, provider_type)
+    worker = find_worker(db, worker_name, provider_type, changing=False)
     wid = int(worker.db_id)
     q, g, b, r = s.qualifications, s.granted_qualifications, s.worker_blocks, s.requesters
     u, t, p, wr = s.units, s.tasks, s.payments, s.worker_review
