@@ -1038,6 +1038,11 @@ def cost(units: int, reward: float, provider: str | None, planned_bonus: float,
 
 # -- commands whose logic lives in their own modules ----------------------------------------
 
+from mephisto.tools.quality_commands import qualifications_group, workers_group
+
+cli.add_command(qualifications_group)
+cli.add_command(workers_group)
+
 
 if __name__ == "__main__":  # pragma: no cover
     cli()

@@ -24,7 +24,8 @@ class Worker(Entity):
         if not found:
             raise EntryDoesNotExist(
                 f"qualification {qualification_name!r} does not exist; create it with "
-                "db.make_qualification() (or `mephisto qualify`) first"
+                "db.make_qualification() (or `mephisto qualifications grant NAME WORKER "
+                "--create`) first"
             )
         return str(found[0].db_id)
 

@@ -100,7 +100,7 @@ def worker_needs_gold(units_completed: int, num_correct: int, num_incorrect: int
         return True
     spare = num_correct - min_golds - num_incorrect
     target = math.ceil(math.log10(units_completed + 1) ** 2.2) - 1
-    return spare < target
+    return bool(spare < target)
 
 
 def worker_qualifies(units_completed: int, num_correct: int, num_incorrect: int,
