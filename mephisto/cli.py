@@ -1038,3 +1038,8 @@ def cost(units: int, reward: float, provider: str | None, planned_bonus: float,
             err_console.print(f"[yellow]Note:[/] with the planned bonuses {escape(c.cap)} is "
                               f"{_money(-c.left)} short: bonuses past it will be refused "
                               "when paid.", soft_wrap=True)
+
+
+from mephisto.tools.export_command import export as export_command  # noqa: E402
+
+cli.add_command(export_command)
