@@ -50,7 +50,7 @@ def build(db: MephistoDB, n: int, name: str = "task-a", reviews: int = 0,
     taken = [i for i in range(n) if plan[i] in ("assigned", "completed")]
     workers = batch.find_or_new_workers(db, [f"{name}-w{i % 97}" for i in taken], "mock")
     agents = [{
-        "agent_id": f"{name}-{run.task_run_id}-a{i}",
+        "agent_id": f"{name}-a{unit_ids[i]}",
         "worker_id": workers[f"{name}-w{i % 97}"], "unit_id": unit_ids[i],
         "task_id": run.task_id, "task_run_id": run.task_run_id,
         "assignment_id": made[i][0], "task_type": "mock", "provider_type": "mock",

@@ -387,3 +387,21 @@ def test_exported_times_are_units_taken_then(mephisto_db: MephistoDB) -> None:
     assert record["accepted_at"] == created
     assert record["started_at"] == 1e9 + 3 and record["submitted_at"] is None
     assert record["unit_status"] == "assigned" and record["agent_status"] == "in task"
+
+
+def test_small_chunks_and_gaps_give_the_same_units(mephisto_db: MephistoDB) -> None:
+    db = mephisto_db
+    first = build(db, 25, name="task-a")
+    build(db, 40, name="task-b")
+    again = build(db, 12, name="task-a", run=first.run)  # run 1's ids now have a gap
+    run_ids = first.unit_ids + again.unit_ids
+    flt = ExportFilter(run_ids=[first.run.task_run_id])
+    for chunk in (1, 3, 10, 1000):
+        assert [json.loads(x)["unit_id"] for x in
+                _export(db, "jsonl", flt, chunk=chunk).splitlines()] == run_ids, chunk
+        assert _export(db, "csv", flt, chunk=chunk) == _export(db, "csv", flt)
+    completed = ExportFilter(run_ids=[first.run.task_run_id], statuses=["completed"])
+    want = [u.db_id for u in db.find_units(task_run_id=first.run.task_run_id,
+                                           status="completed")]
+    assert [json.loads(x)["unit_id"] for x in
+            _export(db, "jsonl", completed, chunk=4).splitlines()] == want

@@ -6,7 +6,8 @@ anything is read). `iter_units` yields one flat dict per unit, in unit id order,
 `CHUNK` units at a time with three queries a chunk:
 
 1. the units, joined with their task, assignment (the inputs), current agent (status,
-   times, saved state: the outputs) and worker, `WHERE unit_id > last ... LIMIT CHUNK`;
+   times, saved state: the outputs) and worker, a window of unit ids at a time
+   (`_pages`: keyset paging whose cost does not depend on the planner's index);
 2. the latest `worker_review` row of each unit of the chunk;
 3. the bonuses of the chunk's units, summed by payment status.
 
@@ -169,18 +170,35 @@ def count_units(conn: sa.Connection, res: _Resolved) -> int:
 
 def _pages(conn: sa.Connection, res: _Resolved, columns: Sequence[Any],
            chunk: int) -> Iterator[Sequence[Any]]:
+    """The units, `chunk` at a time, in unit id order (the id first in each row).
+
+    Each query reads a window of unit ids (`last < unit_id <= last + span`), so that no
+    query costs more than its window whichever index the planner picks: ordering a
+    run's units by id from the `(task_run_id, status, unit_id)` index, say, would
+    otherwise sort all of the run's remaining units for every chunk. The window follows
+    the density of matching units: after a full chunk it is as wide as that chunk's
+    ids were, and it doubles while windows come back less than half full."""
     u = s.units
+    filtered = sa.select(u.c.unit_id).select_from(_from()).where(*_where(res)).subquery()
+    low, high = conn.execute(sa.select(sa.func.min(filtered.c.unit_id),
+                                       sa.func.max(filtered.c.unit_id))).one()
+    if low is None:
+        return
     base = sa.select(u.c.unit_id, *columns).select_from(_from()).where(*_where(res))
-    last = 0
-    while True:
-        rows = conn.execute(base.where(u.c.unit_id > last)
+    last, span = low - 1, chunk
+    while last < high:
+        end = min(last + span, high)
+        rows = conn.execute(base.where(u.c.unit_id > last, u.c.unit_id <= end)
                             .order_by(u.c.unit_id).limit(chunk)).all()
-        if not rows:
-            return
-        yield rows
-        if len(rows) < chunk:
-            return
-        last = rows[-1][0]
+        if len(rows) == chunk:
+            span = max(chunk, rows[-1][0] - last)
+            last = rows[-1][0]
+        else:
+            if len(rows) < chunk // 2:
+                span *= 2
+            last = end
+        if rows:
+            yield rows
 
 
 def unit_inputs(data: Any, unit_index: int) -> Any:
