@@ -25,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import json
+import math
 import os
 import tempfile
 from collections.abc import Callable, Iterable, Iterator
@@ -77,10 +78,17 @@ def flatten(value: Any, prefix: str, into: dict[str, Any]) -> dict[str, Any]:
 
 
 def _cell(value: Any) -> Any:
+    """A CSV cell: text as is, None empty, anything else as JSON (numbers and booleans
+    spelled as JSON spells them, without the cost of `json.dumps`)."""
+    kind = type(value)
+    if kind is str:
+        return value
     if value is None:
         return ""
-    if isinstance(value, str):
-        return value
+    if kind is bool:
+        return "true" if value else "false"
+    if kind is int or (kind is float and math.isfinite(value)):
+        return repr(value)
     return json.dumps(value, ensure_ascii=False)
 
 
