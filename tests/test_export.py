@@ -326,7 +326,7 @@ def test_command_writes_to_stdout_and_the_summary_to_stderr(
     mephisto_db: MephistoDB, tmp_path: Path
 ) -> None:
     built = build(mephisto_db, 40, reviews=6)
-    result = CliRunner().invoke(cli, ["export", "--database", mephisto_db.url,
+    result = CliRunner().invoke(cli, ["export", "--database", mephisto_db.url, "-o", "-",
                                       "--status", "ACCEPTED", "--status", "rejected"])
     assert result.exit_code == 0, result.output
     records = [json.loads(line) for line in result.stdout.splitlines()]

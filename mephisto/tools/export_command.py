@@ -41,7 +41,8 @@ _STATUSES = [str(x) for x in AssignmentState.valid_unit()]
 @click.option("--format", "fmt", type=click.Choice(["jsonl", "csv"]), default=None,
               help="Output format (default: csv for an --output ending in .csv, else jsonl).")
 @click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path),
-              help="File to write (default: standard output). Written whole or not at all.")
+              help="File to write (default, or '-': standard output). Written whole or not "
+              "at all.")
 @click.option("--task", "task_names", multiple=True, metavar="NAME",
               help="Only units of this task (repeatable).")
 @click.option("--run", "run_ids", multiple=True, type=click.IntRange(min=1), metavar="ID",
@@ -63,6 +64,8 @@ def export(fmt: str | None, output: Path | None, task_names: tuple[str, ...],
 
     if since is not None and until is not None and since > until:
         raise click.BadParameter("--since is after --until", param_hint="--since")
+    if output is not None and str(output) == "-":
+        output = None
     if fmt is None:
         fmt = "csv" if output is not None and output.suffix.lower() == ".csv" else "jsonl"
     _handle_errors(_export)(fmt, output, task_names, [str(r) for r in run_ids],
