@@ -322,11 +322,12 @@ def test_too_many_csv_columns_suggest_json_lines(
 # -- the command -------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("to_stdout", [[], ["-o", "-"]])
 def test_command_writes_to_stdout_and_the_summary_to_stderr(
-    mephisto_db: MephistoDB, tmp_path: Path
+    mephisto_db: MephistoDB, to_stdout: list[str]
 ) -> None:
     built = build(mephisto_db, 40, reviews=6)
-    result = CliRunner().invoke(cli, ["export", "--database", mephisto_db.url, "-o", "-",
+    result = CliRunner().invoke(cli, ["export", "--database", mephisto_db.url, *to_stdout,
                                       "--status", "ACCEPTED", "--status", "rejected"])
     assert result.exit_code == 0, result.output
     records = [json.loads(line) for line in result.stdout.splitlines()]
