@@ -406,3 +406,14 @@ def test_small_chunks_and_gaps_give_the_same_units(mephisto_db: MephistoDB) -> N
                                            status="completed")]
     assert [json.loads(x)["unit_id"] for x in
             _export(db, "jsonl", completed, chunk=4).splitlines()] == want
+
+
+def test_inputs_are_the_shared_data_with_the_units_own_on_top() -> None:
+    from mephisto.db.export_query import unit_inputs
+
+    data = {"shared": {"text": "t", "k": 1}, "unit_data": [{"k": 2}, {"extra": True}]}
+    assert unit_inputs(data, 0) == {"text": "t", "k": 2}
+    assert unit_inputs(data, 1) == {"text": "t", "k": 1, "extra": True}
+    assert unit_inputs(data, 5) == unit_inputs(data, -1) == {"text": "t", "k": 1}
+    assert unit_inputs({"plain": 1}, 0) == {"plain": 1}
+    assert unit_inputs({"shared": "s", "unit_data": []}, 0) == "s"

@@ -203,12 +203,13 @@ def _pages(conn: sa.Connection, res: _Resolved, columns: Sequence[Any],
 
 def unit_inputs(data: Any, unit_index: int) -> Any:
     """What the unit's worker was given: an assignment's `shared` data with the unit's
-    own `unit_data` on top (as the launcher computes it), or the data as stored."""
+    own `unit_data` on top (as the launcher computes it), or the data as stored. A
+    negative index (a screening or gold unit, alone in its assignment) has no own data."""
     if not (isinstance(data, dict) and "shared" in data and "unit_data" in data):
         return data
     shared, unit_data = data["shared"], data["unit_data"]
     own = unit_data[unit_index] if isinstance(unit_data, list) \
-        and unit_index < len(unit_data) else {}
+        and 0 <= unit_index < len(unit_data) else {}
     if isinstance(shared, dict) and isinstance(own, dict):
         return {**shared, **own}
     return own or shared
