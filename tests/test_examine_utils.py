@@ -90,6 +90,24 @@ def test_review_by_worker_records_each_decision(mephisto_db: Any) -> None:
     assert "alice answered 0" in said and "alice answered 1" in said
     assert any(line.startswith("Worker alice (1/2)") for line in said)
 
+    # every decision is a worker_review row, and the provider was told of it
+    reviews = {r["unit_id"]: r for r in db.find_worker_reviews()}
+    assert len(db.find_worker_reviews()) == 4
+    good = db.find_qualifications(qualification_name="good")[0].db_id
+    soft = db.find_qualifications(qualification_name="soft_blocked")[0].db_id
+    first, second, bob_unit, carol_unit = (reviews[u.db_id] for u in units)
+    assert (first["status"], first["updated_qualification_id"]) == ("approved", good)
+    assert (second["status"], second["updated_qualification_id"]) == ("approved", None)
+    assert (bob_unit["status"], bob_unit["review_note"], bob_unit["blocked_worker"]) == (
+        "rejected", "spam", True)
+    assert (carol_unit["status"], carol_unit["updated_qualification_id"]) == (
+        "soft_rejected", soft)
+    told = db.find_provider_records("mock", "review")
+    assert {a.db_id: told[a.db_id]["decision"] for a in agents if a} == {
+        a.db_id: s for a, s in zip(agents, ["approved", "approved", "rejected",
+                                              "soft_rejected"], strict=True) if a}
+    assert told[agents[2].db_id]["note"] == "spam"  # type: ignore[union-attr]
+
 
 def test_review_shows_a_workers_record_and_skips_reviewed_work(mephisto_db: Any) -> None:
     db = mephisto_db
@@ -157,3 +175,41 @@ def test_no_qualification_questions_when_none_given(mephisto_db: Any) -> None:
     assert ask.pending == []  # type: ignore[attr-defined]
     assert unit.get_status() == AssignmentState.ACCEPTED
     assert Worker.get(db, unit.worker_id or "").get_granted_qualifications() == {}
+
+
+def test_a_rejection_needs_a_reason_and_reuses_it_for_the_rest(mephisto_db: Any) -> None:
+    db = mephisto_db
+    units = submitted_units(db, ["fay", "fay", "fay"])
+    ask = script("R", "", "  ", "off topic", "n")  # empty reasons are asked again
+    run_examine_by_worker(db, show, task_name=TASK, ask=ask, say=lambda _line: None)
+    assert ask.pending == []  # type: ignore[attr-defined]
+    assert statuses(units) == ["rejected"] * 3
+    notes = [r["review_note"] for r in db.find_worker_reviews()]
+    assert notes == ["off topic"] * 3
+    assert not any(r["blocked_worker"] for r in db.find_worker_reviews())
+
+
+def test_a_refused_decision_is_shown_and_the_review_goes_on(
+    mephisto_db: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mephisto.abstractions.providers.mock import MockProvider
+    from mephisto.errors import ProviderError
+
+    db = mephisto_db
+    units = submitted_units(db, ["gus", "hal"])
+    real = MockProvider.approve_work
+    refused: list[str] = []
+
+    def once_down(self: MockProvider, agent: Any, note: str | None = None) -> None:
+        if not refused:
+            refused.append(agent.db_id)
+            raise ProviderError("mock", "unreachable", retryable=True)
+        real(self, agent, note)
+
+    monkeypatch.setattr(MockProvider, "approve_work", once_down)
+    said: list[str] = []
+    run_examine_by_worker(db, show, task_name=TASK, ask=script("a", "a"), say=said.append)
+    assert statuses(units) == ["completed", "accepted"]
+    assert any(f"Could not record the decision on unit {units[0].db_id}" in line
+               and "unreachable" in line for line in said)
+    assert [r["unit_id"] for r in db.find_worker_reviews()] == [units[1].db_id]

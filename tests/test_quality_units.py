@@ -324,3 +324,40 @@ async def test_a_resumed_run_keeps_its_screening_units_apart_and_counted(
         second.shutdown()
         first.shutdown()
         db.shutdown()
+
+
+async def test_golds_and_screening_units_stay_out_of_the_exported_dataset(
+    launch_static_run: Any, mephisto_db: MephistoDB, tmp_path: Any
+) -> None:
+    import io
+    import json
+
+    from click.testing import CliRunner
+
+    from mephisto.cli import cli
+    from mephisto.tools.export import ExportFilter, export_units
+
+    run = _gold_run(launch_static_run, n=3)
+    async with SimulatedWorker(run.url, "steady") as steady:
+        assert await _work(steady, mephisto_db, 3) == ["gold", "task", "task"]
+
+    def exported(kinds: tuple[str, ...]) -> list[dict[str, Any]]:
+        out = io.StringIO()
+        export_units(mephisto_db, "jsonl", out, ExportFilter(kinds=kinds))
+        return [json.loads(line) for line in out.getvalue().splitlines()]
+
+    assert sorted(r["unit_kind"] for r in exported(())) == ["gold", "task", "task", "task"]
+    assert [r["inputs"]["text"] for r in exported(("gold",))][0].startswith("gold:")
+    assert {r["unit_kind"] for r in exported(("task",))} == {"task"}
+
+    url = mephisto_db.url
+    result = CliRunner().invoke(cli, ["export", "--database", url])  # the dataset
+    assert result.exit_code == 0, result.output
+    lines = [json.loads(x) for x in result.stdout.splitlines() if x.startswith("{")]
+    assert len(lines) == 3 and {r["unit_kind"] for r in lines} == {"task"}
+    result = CliRunner().invoke(cli, ["export", "--database", url, "--kind", "all",
+                                      "-o", str(tmp_path / "all.csv")])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "all.csv").read_text().count("\n") == 5  # header + 4 units
+    result = CliRunner().invoke(cli, ["export", "--database", url, "--kind", "golden"])
+    assert result.exit_code == 2 and "golden" in result.output

@@ -16,8 +16,12 @@ a rejection may block the worker for this requester.
 
 Like the CLI, this module is an edge: it asks and prints. Both go through the `ask`
 and `say` arguments (default `input` and `print`), so a test or another front end can
-drive a review. Decisions are recorded in the database through the data model
-(`Agent.approve_work`, ...), which moves each unit with its agent.
+drive a review. Each unit's answers make one `Decision` recorded by
+`mephisto.tools.provider_review.review_unit`: the run's provider is told (approval,
+rejection with its reason, block, qualification), and the database records the agent's
+status, the block, the grant and a `worker_review` row in one transaction. A decision
+that cannot be made (the unit was reviewed meanwhile, the provider refused) is shown
+and the review goes on with the next unit.
 """
 
 from __future__ import annotations
@@ -29,8 +33,9 @@ from typing import TYPE_CHECKING, Any
 from mephisto.data_model.status import AssignmentState
 from mephisto.data_model.unit import Unit
 from mephisto.data_model.worker import Worker
-from mephisto.errors import EntryDoesNotExist
+from mephisto.errors import EntryDoesNotExist, MephistoError
 from mephisto.tools.data_browser import DataBrowser
+from mephisto.tools.provider_review import Decision, review_unit
 from mephisto.utils.qualifications import find_or_create_qualification
 
 if TYPE_CHECKING:
@@ -139,42 +144,59 @@ def _ask_decision(ask: Ask) -> str:
     return answer
 
 
+def _ask_reason(ask: Ask) -> str:
+    reason = ask("Why are you rejecting this work? ").strip()
+    while not reason:
+        reason = ask("A rejection needs a reason (the worker is shown it): ").strip()
+    return reason
+
+
 def _decide(
+    db: MephistoDB,
     unit: Unit,
-    worker: Worker,
     answer: str,
     reason: str | None,
     asked: bool,
     options: tuple[str | None, str | None],
     ask: Ask,
+    say: Say,
 ) -> str | None:
-    """Record one decision on `unit`; `asked` is whether the reviewer answered for this
-    unit (follow-up questions are only put then). Returns the rejection reason used."""
+    """Make one decision about `unit` through `review_unit`; `asked` is whether the
+    reviewer answered for this unit (follow-up questions are only put then). Returns
+    the rejection reason used, for the worker's next units."""
     block_qualification, approve_qualification = options
-    agent = unit.get_assigned_agent()
-    if agent is None:
+    if unit.get_assigned_agent() is None:
         raise EntryDoesNotExist(f"unit {unit.db_id} has no agent to review")
-    decision = answer.lower()
-    if decision == "a":
-        agent.approve_work()
-        if (
+    action = answer.lower()
+    if action == "a":
+        grant = (
             asked and answer == "A" and approve_qualification is not None
             and _yes(ask(f"Grant {approve_qualification!r} to this worker? (y)es/(n)o: "))
-        ):
-            worker.grant_qualification(approve_qualification, 1)
-    elif decision == "p":
-        agent.soft_reject_work()
-        if (
+        )
+        decision = Decision("approve", grant=(approve_qualification, 1)
+                            if grant and approve_qualification else None)
+    elif action == "p":
+        soft_block = (
             asked and block_qualification is not None
             and _yes(ask(f"Soft-block this worker ({block_qualification!r})? (y)es/(n)o: "))
-        ):
-            worker.grant_qualification(block_qualification, 1)
+        )
+        decision = Decision("soft_reject", grant=(block_qualification, 1)
+                            if soft_block and block_qualification else None)
     else:
-        if asked:
-            reason = ask("Why are you rejecting this work? ")
-            if _yes(ask("Block this worker from your tasks? (y)es/(n)o: ")):
-                worker.block_worker(ask("Why block this worker? "), unit=unit)
-        agent.reject_work(reason)
+        block_reason = None
+        if asked or not reason:
+            reason = _ask_reason(ask)
+        if asked and _yes(ask("Block this worker from your tasks? (y)es/(n)o: ")):
+            block_reason = ask("Why block this worker? ").strip() or reason
+        decision = Decision("reject", note=reason, block=block_reason is not None,
+                            block_reason=block_reason)
+    try:
+        outcome = review_unit(db, unit.db_id, decision)
+    except MephistoError as exc:
+        say(f"Could not record the decision on unit {unit.db_id}: {exc}")
+        return reason
+    for warning in outcome.warnings:
+        say(f"Unit {unit.db_id}: {warning}")
     return reason
 
 
@@ -223,7 +245,7 @@ def run_examine_by_worker(
             left -= 1
             say(_format_unit(browser, format_data_for_printing, unit, say))
             answer = for_all or _ask_decision(ask)
-            reason = _decide(unit, worker, answer, reason, for_all is None, options, ask)
+            reason = _decide(db, unit, answer, reason, for_all is None, options, ask, say)
             if answer.isupper():
                 for_all = answer.lower()
 
