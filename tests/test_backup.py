@@ -17,13 +17,13 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from backup_data import all_rows, completed_run, data_files, moved, saved_upload_paths
 from click.testing import CliRunner
 
-from backup_data import all_rows, completed_run, data_files, moved, saved_upload_paths
 from mephisto.cli import cli
+from mephisto.db import schema as s
 from mephisto.db.archive import ArchiveError
 from mephisto.db.backup import backup, restore
-from mephisto.db import schema as s
 from mephisto.db.database import MephistoDB
 from mephisto.db.engine import normalize_url
 from mephisto.errors import DatabaseError
@@ -117,7 +117,7 @@ def test_postgresql_round_trip_and_back_to_sqlite(
         pg.shutdown()
 
 
-class second_schema:  # noqa: N801 - used as a context manager
+class second_schema:
     """Another empty schema on the server of `url` (the fixture gives one per test)."""
 
     def __init__(self, url: str) -> None:

@@ -36,7 +36,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
-from typing import IO, Any
+from typing import IO, Any, Self
 
 import sqlalchemy as sa
 
@@ -84,7 +84,7 @@ class ArchiveWriter:
     def close(self) -> None:
         self._tmp.cleanup()
 
-    def __enter__(self) -> ArchiveWriter:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -200,7 +200,7 @@ class ArchiveReader:
     def __init__(self, path: str | Path, kind: str | None = None) -> None:
         self.path = Path(path)
         try:
-            self._tar = tarfile.open(self.path, "r|gz")
+            self._tar = tarfile.open(self.path, "r|gz")  # noqa: SIM115 - closed by close()
         except (OSError, tarfile.TarError, EOFError, zlib.error) as exc:
             raise ArchiveError(f"cannot read {self.path}: {exc}") from exc
         try:
@@ -212,7 +212,7 @@ class ArchiveReader:
             self._tar.close()
             raise
 
-    def __enter__(self) -> ArchiveReader:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
