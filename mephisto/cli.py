@@ -1040,6 +1040,6 @@ def cost(units: int, reward: float, provider: str | None, planned_bonus: float,
                               "when paid.", soft_wrap=True)
 
 
-from mephisto.db.command import db_command  # noqa: E402
+from mephisto.db.command import db_command
 
 cli.add_command(db_command)

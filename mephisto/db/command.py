@@ -126,3 +126,57 @@ def restore_command(file: str, database: str | None, data_dir: str | None) -> No
     _say(f"Restored {summary.rows:,} rows of {len(summary.tables)} tables and "
          f"{summary.files:,} files ({_size(summary.file_bytes)}) from {summary.path} "
          f"in {summary.seconds:.1f} s.")
+
+
+@db_command.command("export")
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.option("--task", "task_names", multiple=True, required=True,
+              help="A task_name to export (repeat for more).")
+@click.option("--database", envvar="MEPHISTO_DATABASE_URL", help=DATABASE_HELP)
+@click.option("--data-dir", type=click.Path(file_okay=False),
+              help="Data directory whose run files to include (default: the configured one).")
+@_errors
+def export_command(file: str, task_names: tuple[str, ...], database: str | None,
+                   data_dir: str | None) -> None:
+    """Write the tasks named, with their runs, workers, reviews and files, to FILE."""
+    from mephisto.tools.db_porter import export_tasks
+
+    db = _open(database)
+    try:
+        with _progress() as report:
+            summary = export_tasks(db, file, task_names, data_dir, report)
+    finally:
+        db.shutdown()
+    _say(f"Exported {len(summary.tasks)} task(s) ({', '.join(summary.tasks)}): "
+         f"{summary.tables.get('task_runs', 0):,} runs, {summary.tables.get('units', 0):,} "
+         f"units, {summary.rows:,} rows and {summary.files:,} files to {summary.path} "
+         f"({_size(summary.archive_bytes)}) in {summary.seconds:.1f} s.")
+
+
+@db_command.command("import")
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.option("--database", envvar="MEPHISTO_DATABASE_URL", help=DATABASE_HELP)
+@click.option("--data-dir", type=click.Path(file_okay=False),
+              help="Data directory for the files (default: the configured one).")
+@click.option("--on-conflict", type=click.Choice(["fail", "merge", "rename"]), default="fail",
+              show_default=True,
+              help="When a task_name exists already: refuse, add the runs to that task, "
+                   "or import the task under a new name.")
+@_errors
+def import_command(file: str, database: str | None, data_dir: str | None,
+                   on_conflict: str) -> None:
+    """Add the tasks of an export FILE to a database (ids are remapped; rows it has
+    already are reused; importing the same file again changes nothing)."""
+    from mephisto.tools.db_porter import import_tasks
+
+    db = _open(database)
+    try:
+        with _progress() as report:
+            summary = import_tasks(db, file, on_conflict, data_dir, report)
+    finally:
+        db.shutdown()
+    _say(f"Imported {', '.join(summary.tasks)} from {summary.path}: "
+         f"{summary.tables.get('task_runs', 0):,} new runs, "
+         f"{summary.tables.get('units', 0):,} units, {summary.rows:,} rows added, "
+         f"{sum(summary.reused.values()):,} found already, {summary.files:,} files, "
+         f"in {summary.seconds:.1f} s.")
