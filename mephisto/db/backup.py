@@ -248,6 +248,11 @@ def path_rewriter(table: sa.Table, old_root: str, new_root: str,
     return transform
 
 
+def runs_prefix(root: str) -> str:
+    """What every path that `path_rewriter` moves starts with."""
+    return root.rstrip("/") + "/runs/"
+
+
 class StagedFiles:
     """Files written under a hidden folder of the data directory, moved into place by
     `commit()` and taken back out by `undo()` (if the database commit then fails)."""
@@ -303,9 +308,10 @@ def restore(db: MephistoDB, path: str | Path, data_dir: str | Path | None = None
                     if entry.kind == "table":
                         table = s.metadata.tables[entry.name]
                         total = manifest["tables"][entry.name]["rows"]
-                        summary.tables[entry.name] = insert_rows(
-                            conn, table, entry.rows(),
-                            path_rewriter(table, old_root, str(root)), report, total)
+                        rows = entry.rows(path_rewriter(table, old_root, str(root)),
+                                          only_if=runs_prefix(old_root))
+                        summary.tables[entry.name] = insert_rows(conn, table, rows,
+                                                                 report=report, total=total)
                     else:
                         staged.add(entry.name, entry)
                         summary.files += 1

@@ -50,7 +50,7 @@ import sqlalchemy as sa
 
 from mephisto.db import migrate
 from mephisto.db import schema as s
-from mephisto.db.archive import ArchiveError, ArchiveReader, ArchiveWriter
+from mephisto.db.archive import ArchiveError, ArchiveReader, ArchiveWriter, Entry
 from mephisto.db.backup import (
     CHUNK,
     Progress,
@@ -59,6 +59,7 @@ from mephisto.db.backup import (
     ordered,
     path_rewriter,
     run_files,
+    runs_prefix,
     snapshot,
     stream_rows,
 )
@@ -284,7 +285,7 @@ def import_tasks(db: MephistoDB, path: str | Path, on_conflict: str = "fail",
                         for row in entry.rows():
                             records.write(json.dumps(row) + "\n")
                     else:
-                        run.table(s.metadata.tables[entry.name], entry.rows())
+                        run.table(s.metadata.tables[entry.name], entry)
                 records.seek(0)
                 run.provider_records(json.loads(line) for line in records)
                 staged.commit()
@@ -383,14 +384,14 @@ class _Import:
 
     # -- tables -----------------------------------------------------------------------
 
-    def table(self, table: sa.Table, rows: Iterator[list[Any]]) -> None:
+    def table(self, table: sa.Table, entry: Entry) -> None:
         names = [c.name for c in table.columns]
         rewrite = path_rewriter(table, self.old_root, self.root,
                                 {str(k): str(v) for k, v in self.new_runs.items()})
         chunk: list[dict[str, Any]] = []
         done = 0
-        for values in rows:
-            chunk.append(dict(zip(names, rewrite(values) if rewrite else values, strict=True)))
+        for values in entry.rows(rewrite, only_if=runs_prefix(self.old_root)):
+            chunk.append(dict(zip(names, values, strict=True)))
             if len(chunk) >= CHUNK:
                 self._chunk(table, chunk)
                 done += len(chunk)
