@@ -21,6 +21,7 @@ empty database: `backup(db, path)`, `restore(db, path)` (`mephisto db backup|res
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import secrets
 import shutil
@@ -196,23 +197,45 @@ def require_empty(conn: sa.Connection, root: Path) -> None:
 
 
 def insert_rows(conn: sa.Connection, table: sa.Table, rows: Iterator[Sequence[Any]],
-                transform: Callable[[list[Any]], list[Any]] | None = None,
                 report: Progress = _silent, total: int | None = None) -> int:
-    """Insert `rows` (value lists in column order) in chunks; returns the count."""
-    names = [c.name for c in table.columns]
-    insert = table.insert()
-    chunk: list[dict[str, Any]] = []
+    """Insert `rows` (value lists in column order, as an archive holds them); returns the
+    count. Bulk paths below SQLAlchemy's per-row parameter handling: COPY on PostgreSQL,
+    the driver's executemany on SQLite. JSON columns are serialized here as SQLAlchemy
+    would (None as JSON null)."""
+    positions = json_columns(table)
+
+    def raw(row: Sequence[Any]) -> list[Any]:
+        values = list(row)
+        for i in positions:
+            values[i] = json.dumps(values[i])
+        return values
+
     count = 0
+    if conn.dialect.name == "postgresql" and conn.dialect.driver == "psycopg":
+        columns = ", ".join(f'"{c.name}"' for c in table.columns)
+        dbapi: Any = conn.connection.dbapi_connection  # psycopg's, in our transaction
+        with dbapi.cursor() as cursor, cursor.copy(
+                f'COPY "{table.name}" ({columns}) FROM STDIN') as copy:
+            for row in rows:
+                copy.write_row(raw(row))
+                count += 1
+                if count % CHUNK == 0:
+                    report(table.name, count, total)
+        report(table.name, count, total)
+        return count
+    columns = ", ".join(f'"{c.name}"' for c in table.columns)
+    marks = ", ".join("?" for _c in table.columns)
+    statement = f'INSERT INTO "{table.name}" ({columns}) VALUES ({marks})'
+    chunk: list[tuple[Any, ...]] = []
     for row in rows:
-        values = transform(list(row)) if transform else row
-        chunk.append(dict(zip(names, values, strict=True)))
+        chunk.append(tuple(raw(row)))
         if len(chunk) >= CHUNK:
-            conn.execute(insert, chunk)
+            conn.exec_driver_sql(statement, chunk)
             count += len(chunk)
             chunk = []
             report(table.name, count, total)
     if chunk:
-        conn.execute(insert, chunk)
+        conn.exec_driver_sql(statement, chunk)
         count += len(chunk)
     report(table.name, count, total)
     return count
