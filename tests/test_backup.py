@@ -21,6 +21,7 @@ from backup_data import all_rows, completed_run, data_files, moved, saved_upload
 from click.testing import CliRunner
 
 from mephisto.cli import cli
+from mephisto.db import batch
 from mephisto.db import schema as s
 from mephisto.db.archive import ArchiveError
 from mephisto.db.backup import backup, restore
@@ -284,3 +285,39 @@ def test_the_commands(source: LaunchedRun, source_dir: Path, tmp_path: Path,
     result = runner.invoke(cli, ["db", "restore", str(tmp_path / "missing.tar.gz"),
                                  "--data-dir", str(tmp_path / "x")])
     assert result.exit_code == 1 and "cannot read" in result.output
+
+
+@pytest.mark.parametrize("engine", ["sqlite", "postgresql"])
+def test_a_backup_is_one_moment_while_others_write(
+    archive: Path, tmp_path: Path, engine: str, request: pytest.FixtureRequest
+) -> None:
+    """Rows committed by another connection while the backup runs are not in it (and
+    the tables it holds agree with each other)."""
+    if engine == "sqlite":
+        live_dir, db = tmp_path / "live", sqlite_db(tmp_path / "live")
+    else:
+        live_dir, db = tmp_path / "live", MephistoDB(request.getfixturevalue("postgres_url"))
+    try:
+        restore(db, archive, live_dir)
+        before = all_rows(db)
+        run_id = next(iter(before["task_runs"]))[0]
+        writes: list[str] = []
+
+        def write_meanwhile(what: str, done: int, total: int | None) -> None:
+            if what == "qualifications" and not writes:  # after the first table was read
+                writes.append(db.new_worker("late-worker", "mock"))
+                writes.append(db.make_qualification("late-qual"))
+                db.new_project("late-project")
+                batch.new_assignments_with_units(db, str(run_id), [{"shared": {},
+                                                 "unit_data": [{}]}], pay_amount=0.1)
+
+        snap = tmp_path / "during.tar.gz"
+        backup(db, snap, live_dir, progress=write_meanwhile)
+        assert writes
+        assert len(all_rows(db)["units"]) == len(before["units"]) + 1
+        again_dir = tmp_path / "again"
+        again = sqlite_db(again_dir)
+        restore(again, snap, again_dir)
+        assert all_rows(again) == moved(before, live_dir, again_dir)
+    finally:
+        db.shutdown()

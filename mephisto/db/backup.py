@@ -92,7 +92,7 @@ def snapshot(db: MephistoDB) -> Iterator[sa.Connection]:
 
 def stream_rows(conn: sa.Connection, query: sa.Select[Any]) -> Iterator[Sequence[Any]]:
     """The rows of `query`, fetched in chunks (a server-side cursor on PostgreSQL)."""
-    result = conn.execution_options(yield_per=CHUNK).execute(query)
+    result = conn.execute(query, execution_options={"yield_per": CHUNK})
     for partition in result.partitions():
         yield from partition
 
