@@ -1,6 +1,7 @@
 """Backup and restore benchmark: a SQLite database of a finished run with N units (each
 with its agent, worker and submitted outputs) and some uploaded files is backed up,
-then restored into a fresh SQLite file and, if a server is given, into PostgreSQL.
+then restored into a fresh SQLite file and, if a server is given, into PostgreSQL; the
+task is also exported and imported into another SQLite file (the data porter).
 
     python benchmarks/bench_backup.py [--units 100000] [--files 1000]
         [--postgres postgresql+psycopg://postgres@127.0.0.1:5432/test]
@@ -63,10 +64,16 @@ def populate(url: str, data_dir: Path, units: int, files: int) -> None:
 def child(phase: str, url: str, data_dir: str, archive: str) -> None:
     """Run in a child process: one backup or restore; prints its summary as JSON."""
     from mephisto.db.backup import backup, restore
+    from mephisto.tools.db_porter import export_tasks, import_tasks
 
     db = MephistoDB(url)
-    fn = backup if phase == "backup" else restore
-    summary = fn(db, archive, data_dir)
+    summary: Any
+    if phase == "export":
+        summary = export_tasks(db, archive, ["bench-task"], data_dir)
+    elif phase == "import":
+        summary = import_tasks(db, archive, data_dir=data_dir)
+    else:
+        summary = (backup if phase == "backup" else restore)(db, archive, data_dir)
     db.shutdown()
     print(json.dumps({"seconds": summary.seconds, "rows": summary.rows,
                       "files": summary.files, "archive_bytes": summary.archive_bytes,
@@ -132,6 +139,12 @@ def main() -> None:
                 with admin.connect() as conn:
                     conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
                 admin.dispose()
+        exported = root / "export.tar.gz"
+        rows.append(("export the task (porter)",
+                     measure("export", f"sqlite:///{src / 'database.db'}", src, exported)))
+        rows.append(("import it into SQLite", measure(
+            "import", f"sqlite:///{root / 'imported' / 'database.db'}", root / "imported",
+            exported)))
         db_bytes = (src / "database.db").stat().st_size
 
     print(f"{args.units:,} units with agents and outputs, {args.files:,} files of 4 KB; "

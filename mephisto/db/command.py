@@ -128,7 +128,7 @@ def restore_command(file: str, database: str | None, data_dir: str | None) -> No
          f"in {summary.seconds:.1f} s.")
 
 
-@db_command.command("export")
+@db_command.command("export", short_help="Write chosen tasks, with all they need, to a file.")
 @click.argument("file", type=click.Path(dir_okay=False))
 @click.option("--task", "task_names", multiple=True, required=True,
               help="A task_name to export (repeat for more).")
@@ -153,7 +153,7 @@ def export_command(file: str, task_names: tuple[str, ...], database: str | None,
          f"({_size(summary.archive_bytes)}) in {summary.seconds:.1f} s.")
 
 
-@db_command.command("import")
+@db_command.command("import", short_help="Add the tasks of an export file to a database.")
 @click.argument("file", type=click.Path(dir_okay=False))
 @click.option("--database", envvar="MEPHISTO_DATABASE_URL", help=DATABASE_HELP)
 @click.option("--data-dir", type=click.Path(file_okay=False),
