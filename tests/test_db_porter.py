@@ -266,6 +266,51 @@ def test_the_commands(source: MephistoDB, tmp_path: Path) -> None:
     assert "1 new runs, 3 units" in result.output
     result = runner.invoke(cli, args)
     assert result.exit_code == 0 and "0 new runs, 0 units, 0 rows added" in result.output
+    mine = MephistoDB(f"sqlite:///{tmp_path / 'mine.db'}")
+    Run(mine, "task-b")
+    mine.shutdown()
+    mine_args = ["db", "import", str(out), "--database", f"sqlite:///{tmp_path / 'mine.db'}",
+                 "--data-dir", str(tmp_path / "mine_data")]
+    result = runner.invoke(cli, mine_args)
+    assert result.exit_code == 1 and "task 'task-b' already exists" in result.output
+    result = runner.invoke(cli, [*mine_args, "--on-conflict", "rename"])
+    assert result.exit_code == 0 and "1 new runs" in result.output
     result = runner.invoke(cli, ["db", "export", str(tmp_path / "y.tar.gz"), "--task", "zzz",
                                  "--database", source.url])
     assert result.exit_code == 1 and "no task named 'zzz'" in result.output
+
+
+def test_a_requester_of_the_same_name_on_another_provider_is_refused(
+    exported: Path, tmp_path: Path
+) -> None:
+    target = MephistoDB(f"sqlite:///{tmp_path / 'r.db'}")
+    target.new_requester("MOCK_REQUESTER", "prolific")
+    before = all_rows(target)
+    with pytest.raises(EntryAlreadyExists, match="'MOCK_REQUESTER'.*'prolific'.*'mock'"):
+        import_tasks(target, exported, data_dir=tmp_path / "r_data")
+    assert all_rows(target) == before and data_files(tmp_path / "r_data") == {}
+
+
+def test_export_from_postgresql(
+    source: MephistoDB, source_dir: Path, tmp_path: Path, postgres_url: str
+) -> None:
+    """The same export from a PostgreSQL copy of the source (its snapshot) imports the
+    same data."""
+    full = tmp_path / "full.tar.gz"
+    backup(source, full)
+    pg = MephistoDB(postgres_url)
+    try:
+        from mephisto.db.backup import restore
+
+        pg_dir = tmp_path / "pg_data"
+        restore(pg, full, pg_dir)
+        out = tmp_path / "from_pg.tar.gz"
+        export_tasks(pg, out, ["task-b"], pg_dir)
+    finally:
+        pg.shutdown()
+    target_dir = tmp_path / "t_data"
+    target = MephistoDB(f"sqlite:///{tmp_path / 't.db'}")
+    import_tasks(target, out, data_dir=target_dir)
+    assert strip_runs(view(target, "task-b", target_dir)) == \
+        strip_runs(view(source, "task-b", source_dir))
+    assert len(data_files(target_dir)) == 1

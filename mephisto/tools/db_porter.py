@@ -16,7 +16,8 @@ Import, in one transaction (all or nothing; files are staged and moved before co
   highest id on SQLite); every reference is remapped. Agent ids (random tokens) stay.
 - Rows the target has already are reused, not duplicated: projects and qualifications by
   name, requesters by name (with the same provider), workers by name and provider,
-  granted qualifications and blocks by worker and qualification/requester, bonuses by
+  granted qualifications (the target's value kept) and blocks by worker and
+  qualification or requester, bonuses by
   request token.
 - A task whose name the target has already: `on_conflict="fail"` (the default) refuses,
   naming it; "merge" adds the imported runs to that task; "rename" imports it as a new
