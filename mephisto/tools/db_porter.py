@@ -17,8 +17,7 @@ Import, in one transaction (all or nothing; files are staged and moved before co
 - Rows the target has already are reused, not duplicated: projects and qualifications by
   name, requesters by name (with the same provider), workers by name and provider,
   granted qualifications (the target's value kept) and blocks by worker and
-  qualification or requester, bonuses by
-  request token.
+  qualification or requester, bonuses by request token.
 - A task whose name the target has already: `on_conflict="fail"` (the default) refuses,
   naming it; "merge" adds the imported runs to that task; "rename" imports it as a new
   task named "<name> (imported)" (or "(imported 2)", ...).
