@@ -321,3 +321,35 @@ def test_a_backup_is_one_moment_while_others_write(
         assert all_rows(again) == moved(before, live_dir, again_dir)
     finally:
         db.shutdown()
+
+
+@pytest.mark.parametrize("engine", ["sqlite", "postgresql"])
+def test_an_archive_breaking_a_constraint_is_refused(
+    archive: Path, tmp_path: Path, engine: str, request: pytest.FixtureRequest
+) -> None:
+    """A well-formed archive whose rows break a constraint (a worker twice, its counts
+    and checksum made to match) is a clear error, with nothing restored."""
+    import hashlib
+
+    doubled: dict[str, bytes] = {}
+
+    def change(name: str, data: bytes) -> bytes:
+        if name == "tables/workers.jsonl":
+            data = data + data.splitlines(True)[0]
+            doubled["data"] = data
+        return data
+
+    step = rewrite(archive, tmp_path / "step.tar.gz", member=change)
+    bad = rewrite(step, tmp_path / "bad.tar.gz", manifest=lambda m: m["tables"]["workers"].update(
+        rows=m["tables"]["workers"]["rows"] + 1,
+        sha256=hashlib.sha256(doubled["data"]).hexdigest()))
+    url = (f"sqlite:///{tmp_path / 'c' / 'database.db'}" if engine == "sqlite"
+           else request.getfixturevalue("postgres_url"))
+    target = MephistoDB(url)
+    try:
+        with pytest.raises(DatabaseError, match="conflicts with one in the target"):
+            restore(target, bad, tmp_path / "c")
+        assert all(not rows for rows in all_rows(target).values())
+        assert data_files(tmp_path / "c") == {}
+    finally:
+        target.shutdown()

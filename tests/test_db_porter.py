@@ -22,7 +22,7 @@ from mephisto.db import schema as s
 from mephisto.db.archive import ArchiveError
 from mephisto.db.backup import backup
 from mephisto.db.database import MephistoDB
-from mephisto.errors import ConfigError, EntryAlreadyExists, EntryDoesNotExist
+from mephisto.errors import ConfigError, DatabaseError, EntryAlreadyExists, EntryDoesNotExist
 from mephisto.testing.db_contract import Run
 from mephisto.testing.fixtures import LaunchedRun
 from mephisto.tools.db_porter import export_tasks, import_tasks
@@ -314,3 +314,21 @@ def test_export_from_postgresql(
     assert strip_runs(view(target, "task-b", target_dir)) == \
         strip_runs(view(source, "task-b", source_dir))
     assert len(data_files(target_dir)) == 1
+
+
+def test_rows_the_target_holds_under_other_ids_are_a_clear_refusal(
+    source: MephistoDB, exported: Path, tmp_path: Path
+) -> None:
+    """A target restored from a backup of the source holds the same agents; merging the
+    export into it would make them twice: refused, nothing changed."""
+    full = tmp_path / "full.tar.gz"
+    backup(source, full)
+    copy_dir = tmp_path / "copy"
+    copy = MephistoDB(f"sqlite:///{copy_dir / 'database.db'}")
+    from mephisto.db.backup import restore
+
+    restore(copy, full, copy_dir)
+    before, files = all_rows(copy), data_files(copy_dir)
+    with pytest.raises(DatabaseError, match="conflicts with one in the target"):
+        import_tasks(copy, exported, "merge", data_dir=copy_dir)
+    assert all_rows(copy) == before and data_files(copy_dir) == files

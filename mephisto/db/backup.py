@@ -345,8 +345,11 @@ def restore(db: MephistoDB, path: str | Path, data_dir: str | Path | None = None
                     raise ArchiveError(f"{reader.path}: {summary.files} files found, "
                                        f"{manifest['files']['count']} listed")
                 staged.commit()
-        except BaseException:
+        except BaseException as exc:
             staged.undo()
+            refused = as_conflict(db, exc, f"cannot restore {reader.path}")
+            if refused is not None:
+                raise refused from exc
             raise
         finally:
             staged.cleanup()
@@ -354,6 +357,21 @@ def restore(db: MephistoDB, path: str | Path, data_dir: str | Path | None = None
     summary.archive_bytes = Path(path).stat().st_size
     summary.seconds = time.perf_counter() - started
     return summary
+
+
+def as_conflict(db: MephistoDB, exc: BaseException, what: str) -> DatabaseError | None:
+    """A `DatabaseError` for a constraint the target refused (through SQLAlchemy, or
+    straight from the driver on the COPY path), else None."""
+    dbapi_error = getattr(db.engine.dialect.loaded_dbapi, "IntegrityError", ())
+    cause: BaseException | None = exc
+    if isinstance(exc, sa.exc.IntegrityError):
+        cause = exc.orig
+    elif not isinstance(exc, dbapi_error):
+        return None
+    text = str(cause).strip()
+    detail = text.splitlines()[0] if text else type(cause).__name__
+    return DatabaseError(f"{what}: a row conflicts with one in the target ({detail}); "
+                         "nothing was changed")
 
 
 def verify_counts(conn: sa.Connection, reader: ArchiveReader) -> None:

@@ -55,6 +55,7 @@ from mephisto.db.backup import (
     CHUNK,
     Progress,
     StagedFiles,
+    as_conflict,
     check_revision,
     ordered,
     path_rewriter,
@@ -289,8 +290,11 @@ def import_tasks(db: MephistoDB, path: str | Path, on_conflict: str = "fail",
                 records.seek(0)
                 run.provider_records(json.loads(line) for line in records)
                 staged.commit()
-        except BaseException:
+        except BaseException as exc:
             staged.undo()
+            refused = as_conflict(db, exc, f"cannot import {reader.path}")
+            if refused is not None:
+                raise refused from exc
             raise
         finally:
             staged.cleanup()
