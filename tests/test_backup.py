@@ -49,6 +49,9 @@ def archive(source: LaunchedRun, tmp_path: Path) -> Path:
     return path
 
 
+ENGINES = ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
+
+
 def sqlite_db(folder: Path) -> MephistoDB:
     return MephistoDB(f"sqlite:///{folder / 'database.db'}")
 
@@ -85,6 +88,7 @@ def test_sqlite_backup_restores_into_a_fresh_sqlite_data_dir(
     target.new_worker("after-restore", "mock")  # ids go on after the restored ones
 
 
+@pytest.mark.postgres
 def test_postgresql_round_trip_and_back_to_sqlite(
     source: LaunchedRun, source_dir: Path, archive: Path, tmp_path: Path, postgres_url: str
 ) -> None:
@@ -287,7 +291,7 @@ def test_the_commands(source: LaunchedRun, source_dir: Path, tmp_path: Path,
     assert result.exit_code == 1 and "cannot read" in result.output
 
 
-@pytest.mark.parametrize("engine", ["sqlite", "postgresql"])
+@pytest.mark.parametrize("engine", ENGINES)
 def test_a_backup_is_one_moment_while_others_write(
     archive: Path, tmp_path: Path, engine: str, request: pytest.FixtureRequest
 ) -> None:
@@ -323,7 +327,7 @@ def test_a_backup_is_one_moment_while_others_write(
         db.shutdown()
 
 
-@pytest.mark.parametrize("engine", ["sqlite", "postgresql"])
+@pytest.mark.parametrize("engine", ENGINES)
 def test_an_archive_breaking_a_constraint_is_refused(
     archive: Path, tmp_path: Path, engine: str, request: pytest.FixtureRequest
 ) -> None:

@@ -56,7 +56,7 @@ def exported(source: MephistoDB, tmp_path: Path) -> Path:
     return path
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
 def target(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[MephistoDB]:
     """A database with rows of its own: another task with a run and units (so ids
     differ), the mock requester and a worker named like one of the source's."""
@@ -291,6 +291,7 @@ def test_a_requester_of_the_same_name_on_another_provider_is_refused(
     assert all_rows(target) == before and data_files(tmp_path / "r_data") == {}
 
 
+@pytest.mark.postgres
 def test_export_from_postgresql(
     source: MephistoDB, source_dir: Path, tmp_path: Path, postgres_url: str
 ) -> None:
