@@ -333,3 +333,28 @@ def test_rows_the_target_holds_under_other_ids_are_a_clear_refusal(
     with pytest.raises(DatabaseError, match="conflicts with one in the target"):
         import_tasks(copy, exported, "merge", data_dir=copy_dir)
     assert all_rows(copy) == before and data_files(copy_dir) == files
+
+
+def test_a_later_export_adds_only_the_new_runs(
+    source: MephistoDB, exported: Path, tmp_path: Path,
+    launch_static_run: Callable[..., LaunchedRun],
+) -> None:
+    target_dir = tmp_path / "t_data"
+    target = MephistoDB(f"sqlite:///{tmp_path / 't.db'}")
+    import_tasks(target, exported, data_dir=target_dir)
+    before = counts(target)
+    completed_run(launch_static_run, "task-a", units=2, prefix="new-")  # a second run
+    later = tmp_path / "later.tar.gz"
+    export_tasks(source, later, ["task-a"])
+    summary = import_tasks(target, later, data_dir=target_dir)
+    assert summary.tables["task_runs"] == 1 and summary.tables["units"] == 2
+    assert summary.reused["task_runs"] == 1 and summary.reused["units"] == 4
+    after = counts(target)
+    assert after["units"] == before["units"] + 2 and after["tasks"] == before["tasks"]
+    new_run = max(source.find_task_runs(), key=lambda r: int(r.db_id))
+    new_workers = {a.worker_id for a in source.find_agents(task_run_id=new_run.db_id)}
+    assert len(new_workers) == 2 and after["workers"] == before["workers"] + 2
+    (task,) = target.find_tasks(task_name="task-a")
+    assert len(target.find_task_runs(task_id=task.db_id)) == 2
+    assert len(data_files(target_dir)) == 2  # one upload per run
+    assert import_tasks(target, later, data_dir=target_dir).rows == 0
