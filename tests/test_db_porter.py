@@ -358,3 +358,22 @@ def test_a_later_export_adds_only_the_new_runs(
     assert len(target.find_task_runs(task_id=task.db_id)) == 2
     assert len(data_files(target_dir)) == 2  # one upload per run
     assert import_tasks(target, later, data_dir=target_dir).rows == 0
+
+
+@pytest.mark.parametrize("dropped", ["tables/agents.jsonl", "files/"])
+def test_an_export_missing_a_member_is_refused(
+    exported: Path, tmp_path: Path, dropped: str
+) -> None:
+    import io
+    import tarfile
+
+    bad = tmp_path / "bad.tar.gz"
+    with tarfile.open(exported, "r:gz") as src, tarfile.open(bad, "w:gz") as dst:
+        for info in src.getmembers():
+            if not info.name.startswith(dropped):
+                dst.addfile(info, io.BytesIO(src.extractfile(info).read()))  # type: ignore[union-attr]
+    target = MephistoDB(f"sqlite:///{tmp_path / 'b.db'}")
+    with pytest.raises(ArchiveError, match="incomplete"):
+        import_tasks(target, bad, data_dir=tmp_path / "b_data")
+    assert all(not rows for rows in all_rows(target).values())
+    assert data_files(tmp_path / "b_data") == {}

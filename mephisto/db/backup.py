@@ -119,7 +119,8 @@ def run_files(data_dir: Path, run_ids: Iterable[str]) -> Iterator[tuple[str, Pat
                     yield path.relative_to(data_dir).as_posix(), path
 
 
-def _data_dir(data_dir: str | Path | None) -> Path:
+def data_root(data_dir: str | Path | None) -> Path:
+    """`data_dir` made absolute, or the configured data directory."""
     if data_dir is None:
         from mephisto.utils.dirs import get_data_dir
 
@@ -132,7 +133,7 @@ def backup(db: MephistoDB, path: str | Path, data_dir: str | Path | None = None,
     """Write the whole database and its runs' data files to a new archive at `path`."""
     started = time.perf_counter()
     report = progress or _silent
-    root = _data_dir(data_dir)
+    root = data_root(data_dir)
     summary = BackupSummary(Path(path))
     with ArchiveWriter(Path(path)) as writer:
         with snapshot(db) as conn:
@@ -315,7 +316,7 @@ def restore(db: MephistoDB, path: str | Path, data_dir: str | Path | None = None
     it, or nothing."""
     started = time.perf_counter()
     report = progress or _silent
-    root = _data_dir(data_dir)
+    root = data_root(data_dir)
     summary = BackupSummary(Path(path))
     with ArchiveReader(path, kind="backup") as reader:
         check_revision(reader)

@@ -57,6 +57,7 @@ from mephisto.db.backup import (
     StagedFiles,
     as_conflict,
     check_revision,
+    data_root,
     ordered,
     path_rewriter,
     run_files,
@@ -184,8 +185,6 @@ def export_tasks(db: MephistoDB, path: str | Path, task_names: Iterable[str],
                  data_dir: str | Path | None = None,
                  progress: Progress | None = None) -> PortSummary:
     """Write the tasks named (and all that belongs to them) to a new archive at `path`."""
-    from mephisto.db.backup import _data_dir
-
     started = time.perf_counter()
     report = progress or _silent
     names = list(dict.fromkeys(task_names))
@@ -203,7 +202,7 @@ def export_tasks(db: MephistoDB, path: str | Path, task_names: Iterable[str],
     if unknown:
         raise DatabaseError(f"the porter does not know table(s) {sorted(unknown)}")
     source = database_id(db)
-    root = _data_dir(data_dir)
+    root = data_root(data_dir)
     summary = PortSummary(Path(path), tasks=names)
     with ArchiveWriter(Path(path)) as writer:
         with snapshot(db) as conn:
@@ -253,13 +252,11 @@ def import_tasks(db: MephistoDB, path: str | Path, on_conflict: str = "fail",
                  data_dir: str | Path | None = None,
                  progress: Progress | None = None) -> PortSummary:
     """Add the tasks of an export archive to `db` (see the module docstring)."""
-    from mephisto.db.backup import _data_dir
-
     if on_conflict not in ON_CONFLICT:
         raise ConfigError(f"on_conflict must be one of {', '.join(ON_CONFLICT)}, not "
                           f"{on_conflict!r}", key="on_conflict")
     started = time.perf_counter()
-    root = _data_dir(data_dir)
+    root = data_root(data_dir)
     summary = PortSummary(Path(path))
     with ArchiveReader(path, kind="export") as reader:
         check_revision(reader)
@@ -275,8 +272,11 @@ def import_tasks(db: MephistoDB, path: str | Path, on_conflict: str = "fail",
                     conn.exec_driver_sql("PRAGMA defer_foreign_keys=ON")
                 run = _Import(conn, source, on_conflict, str(root),
                               str(manifest.get("data_dir") or root), progress or _silent)
+                seen: set[str] = set()
+                files = 0
                 for entry in reader.entries():
                     if entry.kind == "file":
+                        files += 1
                         old_run, _sep, rest = entry.name.removeprefix("runs/").partition("/")
                         new_run = run.new_runs.get(int(old_run)) if old_run.isdigit() else None
                         if new_run is not None:
@@ -287,6 +287,13 @@ def import_tasks(db: MephistoDB, path: str | Path, on_conflict: str = "fail",
                             records.write(json.dumps(row) + "\n")
                     else:
                         run.table(s.metadata.tables[entry.name], entry)
+                    if entry.kind == "table":
+                        seen.add(entry.name)
+                missing = set(manifest["tables"]) - seen
+                if missing or files != manifest["files"]["count"]:
+                    raise ArchiveError(f"{reader.path} is incomplete: tables {sorted(missing)} "
+                                       f"missing, {files} of {manifest['files']['count']} "
+                                       "files found")
                 records.seek(0)
                 run.provider_records(json.loads(line) for line in records)
                 staged.commit()
