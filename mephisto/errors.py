@@ -20,6 +20,7 @@
     ├── ProviderError                a crowd provider refused or failed a call: names it
     ├── BudgetExceeded               spending would pass a run's or a project's cap: names it
     ├── BuildError                   a front-end build (npm) failed or npm is missing
+    ├── ArchiveError                 a backup or export file that cannot be used
     └── ShutdownError                the run is shutting down; no new work accepted
 
 Library code raises these; only the CLI and `task_script` turn them into messages and
@@ -55,6 +56,11 @@ class EntryDoesNotExist(DatabaseError):
 
 class EntryAlreadyExists(DatabaseError):
     """A row with the same unique key already exists (e.g. a task_name in use)."""
+
+
+class ArchiveError(MephistoError):
+    """A backup or export file that cannot be used: unreadable, corrupt, of another
+    format or version, or not the kind the command expects."""
 
 
 class MigrationError(DatabaseError):

@@ -54,6 +54,8 @@ RANKS: dict[str, int] = {
     "mephisto.review": 7,
     "mephisto.testing": 7,
     "mephisto.cli": 7,
+    # `mephisto db` (backup, restore, export, import): an edge beside the database
+    "mephisto.db.command": 7,
 }
 EXACT_ONLY = {"mephisto"}
 
