@@ -1038,3 +1038,7 @@ def cost(units: int, reward: float, provider: str | None, planned_bonus: float,
             err_console.print(f"[yellow]Note:[/] with the planned bonuses {escape(c.cap)} is "
                               f"{_money(-c.left)} short: bonuses past it will be refused "
                               "when paid.", soft_wrap=True)
+
+from mephisto.review.command import review as review_command  # noqa: E402
+
+cli.add_command(review_command)
