@@ -34,8 +34,7 @@ def submitted(db: MephistoDB, run: Run, workers: list[str]) -> list[str]:
     return units
 
 
-@pytest.fixture
-def provider_calls(monkeypatch: pytest.MonkeyPatch) -> Counter[str]:
+def count_provider_calls(monkeypatch: pytest.MonkeyPatch) -> Counter[str]:
     """Every call to the mock provider's review methods, counted by name."""
     calls: Counter[str] = Counter()
     for name in PROVIDER_CALLS:

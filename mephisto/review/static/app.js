@@ -376,8 +376,9 @@ async function showWorker(workerId) {
 // -- keyboard --------------------------------------------------------------------------
 
 function typing(target) {
-  return target && (target.tagName === "INPUT" || target.tagName === "TEXTAREA" ||
-    target.tagName === "SELECT");
+  if (!target) return false;
+  if (target.tagName === "INPUT") return !["checkbox", "radio", "button", "submit"].includes(target.type);
+  return target.tagName === "TEXTAREA" || target.tagName === "SELECT";
 }
 
 function onKey(event) {
@@ -430,7 +431,11 @@ function wire() {
   });
   $("first-page").addEventListener("click", () => { state.cursors = [null]; loadPage().catch(fail); });
   $("select-page").addEventListener("change", () => {
-    for (const u of state.page.units) toggle(u.unit_id, $("select-page").checked);
+    const on = $("select-page").checked;
+    for (const u of state.page.units) {
+      if (on) state.selected.add(u.unit_id); else state.selected.delete(u.unit_id);
+    }
+    syncSelection();
   });
   $("bulk-approve").addEventListener("click", () => decideMany({ action: "approve" }, "approved"));
   $("bulk-soft-reject").addEventListener("click", () => decideMany({ action: "soft_reject" }, "soft-rejected"));
