@@ -25,6 +25,7 @@ from mephisto.abstractions.providers.mock import MockProvider
 from mephisto.db import schema as s
 from mephisto.db.database import MephistoDB
 from mephisto.errors import ProviderError
+from mephisto.review import queries
 from mephisto.review.server import ReviewServer
 from mephisto.testing.db_contract import Run
 from mephisto.tools.data_browser import DataBrowser
@@ -105,7 +106,9 @@ def test_the_api_needs_the_token(server: tuple[ReviewServer, MephistoDB, list[st
 # -- listing -------------------------------------------------------------------------------
 
 
-def test_pages_cover_every_unit_once_with_filters(db: MephistoDB) -> None:
+def test_pages_cover_every_unit_once_with_filters(
+    db: MephistoDB, monkeypatch: pytest.MonkeyPatch
+) -> None:
     run_a, run_b = Run(db, "task-a"), Run(db, "task-b")
     names = [f"w{i % 4}" for i in range(17)]
     units_a = submitted(db, run_a, names)
@@ -152,6 +155,10 @@ def test_pages_cover_every_unit_once_with_filters(db: MephistoDB) -> None:
         assert len(flat("status=any", 7)) == 17 + 2 + 2
         assert flat("task=task-a&since=1004&until=1006", 2) == units_a[4:7]
         assert flat("task=task-a&since=1015", 2) == units_a[15:]
+        monkeypatch.setattr(queries, "NARROW_RANGE", 2)  # wide ranges: the other plan
+        assert flat("task=task-a&since=1004&until=1006", 2) == units_a[4:7]
+        assert flat("task=task-a&since=1015", 2) == units_a[15:]
+        assert flat("since=1016&until=1016", 2) == [units_a[16]]
 
         for bad, words in [("status=done", "not a unit status"), ("after=abc", "cursor"),
                            ("limit=0", "a page holds"), ("since=yesterday", "UNIX seconds"),

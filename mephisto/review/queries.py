@@ -36,6 +36,7 @@ __all__ = [
 ]
 
 COUNT_CAP = 1000
+NARROW_RANGE = 20_000  # agents in a date range that drive a page themselves
 MAX_PAGE = 200
 AWAITING = str(AssignmentState.COMPLETED)  # submitted, not reviewed yet
 REVIEW_TEMPLATE = "review.html"
@@ -147,13 +148,29 @@ def _where(conn: sa.Connection, f: UnitFilter) -> list[sa.ColumnElement[bool]] |
             return None
         clauses.append(u.c.worker_id.in_(ids))
     if f.since is not None or f.until is not None:
-        taken = sa.select(a.c.agent_id).where(a.c.agent_id == u.c.agent_id)
-        if f.since is not None:
-            taken = taken.where(a.c.creation_date >= f.since)
-        if f.until is not None:
-            taken = taken.where(a.c.creation_date <= f.until)
-        clauses.append(taken.exists())
+        clauses.extend(_taken_between(conn, f.since, f.until))
     return clauses
+
+
+def _taken_between(conn: sa.Connection, since: float | None,
+                   until: float | None) -> list[sa.ColumnElement[bool]]:
+    """Units whose current agent was made between `since` and `until`. A narrow range
+    (at most `NARROW_RANGE` agents, counted on `ix_agents_created`) drives the page
+    from the agents in it; a wide one is checked unit by unit along the unit order,
+    where matches are dense enough to fill a page soon."""
+    a, u = s.agents, s.units
+    bounds = []
+    if since is not None:
+        bounds.append(a.c.creation_date >= since)
+    if until is not None:
+        bounds.append(a.c.creation_date <= until)
+    in_range = sa.select(sa.literal(1)).select_from(a).where(*bounds).limit(NARROW_RANGE + 1)
+    n = conn.execute(sa.select(sa.func.count()).select_from(in_range.subquery())).scalar_one()
+    agents = sa.select(a.c.agent_id).where(*bounds)
+    if n <= NARROW_RANGE:
+        return [u.c.unit_id.in_(sa.select(a.c.unit_id).where(*bounds)),
+                u.c.agent_id.in_(agents)]
+    return [sa.exists(agents.where(a.c.agent_id == u.c.agent_id))]
 
 
 def page_units(db: MephistoDB, f: UnitFilter, after: str | None = None,
