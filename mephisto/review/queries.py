@@ -127,7 +127,7 @@ def run_ids_in_view(db: MephistoDB, task_name: str | None = None,
 
 def _where(conn: sa.Connection, f: UnitFilter) -> list[sa.ColumnElement[bool]] | None:
     """The filter as clauses on `units` (None: nothing can match)."""
-    u, a, w, t = s.units, s.agents, s.workers, s.tasks
+    u, w, t = s.units, s.workers, s.tasks
     clauses: list[sa.ColumnElement[bool]] = []
     if f.status is not None:
         clauses.append(u.c.status == f.status)
