@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -461,3 +462,43 @@ def test_mephisto_review_settles_a_crashed_payment_once(tmp_path: Path) -> None:
     (payment,) = db.find_payments()
     assert payment.is_paid and len(records(db, "bonus")) == 1
     db.shutdown()
+
+
+def test_mephisto_review_refuses_what_it_cannot_serve(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from mephisto.cli import cli
+
+    url = f"sqlite:///{tmp_path / 'review.db'}"
+    db = MephistoDB(url)
+    Run(db)
+    runner = CliRunner()
+    r = runner.invoke(cli, ["review", "--database", url, "--task", "nope", "--no-browser"])
+    assert r.exit_code == 1 and "task 'nope' has no runs" in r.output
+    r = runner.invoke(cli, ["review", "--database", url, "--run", "99", "--no-browser"])
+    assert r.exit_code == 1 and "run 99 does not exist" in r.output
+    r = runner.invoke(cli, ["review", "--database", url, "--run", "x", "--no-browser"])
+    assert r.exit_code == 1 and "not an integer" in r.output
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        r = runner.invoke(cli, ["review", "--database", url, "--port",
+                                str(busy.getsockname()[1]), "--no-browser"])
+    assert r.exit_code == 2 and "cannot listen" in r.output
+    db.shutdown()
+
+
+def test_serving_beyond_this_machine_warns(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'review.db'}"
+    MephistoDB(url).shutdown()
+    with subprocess.Popen(
+        [str(Path(sys.executable).parent / "mephisto"), "review", "--no-browser",
+         "--host", "0.0.0.0", "--database", url],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    ) as proc:
+        assert proc.stdout is not None and proc.stderr is not None
+        line = proc.stdout.readline()
+        proc.terminate()
+        _out, err = proc.communicate(timeout=10)
+    assert line.startswith("Reviewing at http://127.0.0.1:")
+    assert "Warning: serving on 0.0.0.0" in " ".join(err.split())
