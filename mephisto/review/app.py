@@ -32,6 +32,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from mephisto.errors import (
+    DatabaseUnavailable,
     EntryDoesNotExist,
     InvalidTransition,
     MephistoError,
@@ -109,6 +110,10 @@ def create_app(db: MephistoDB, token: str, task_name: str | None = None,
                 return _error(409, str(exc))
             except ProviderError as exc:
                 return _error(502, str(exc))
+            except DatabaseUnavailable as exc:
+                response = _error(503, str(exc))
+                response.headers["Retry-After"] = str(exc.retry_after)
+                return response
             except MephistoError as exc:
                 return _error(400, str(exc))
         return wrapped
@@ -185,7 +190,8 @@ def create_app(db: MephistoDB, token: str, task_name: str | None = None,
         path = await run_in_threadpool(queries.review_template_path, db, detail["run_id"])
         if path is None or detail["run_id"] not in run_ids:
             raise EntryDoesNotExist("this unit's run has no review template")
-        return Response(path.read_text(), media_type="text/plain; charset=utf-8")
+        text = await run_in_threadpool(path.read_text)
+        return Response(text, media_type="text/plain; charset=utf-8")
 
     async def review_one(request: Request) -> Response:
         decision = parse_decision(await body(request), bulk=False)

@@ -12,6 +12,7 @@ const state = {
   selected: new Set(),    // unit ids selected for a bulk decision
   unit: null,             // the unit shown (detail)
   pendingReject: false,
+  busy: false,            // a decision is on its way: no second one (a double click)
 };
 
 // -- the API -------------------------------------------------------------------------
@@ -147,6 +148,10 @@ function filterQuery(after) {
 async function loadPage(keepIndex = 0) {
   const after = state.cursors[state.cursors.length - 1];
   state.page = await api(`/api/units?${filterQuery(after)}`);
+  if (state.page.units.length === 0 && state.cursors.length > 1) {
+    state.cursors = [null];  // this page was emptied by decisions: back to the first
+    state.page = await api(`/api/units?${filterQuery(null)}`);
+  }
   renderPage();
   const n = state.page.units.length;
   if (n === 0) { showUnit(-1); return; }
@@ -277,6 +282,8 @@ function reason() { return $("reason").value.trim(); }
 
 async function decide(decision, what) {
   if (!state.unit) { say("choose a unit first", "error"); return; }
+  if (state.busy) return;
+  state.busy = true;
   const unitId = state.unit.unit_id;
   try {
     const outcome = await api(`/api/units/${unitId}/review`, decision);
@@ -285,27 +292,31 @@ async function decide(decision, what) {
     $("bonus-amount").value = "";
     $("bonus-reason").value = "";
     state.selected.delete(unitId);
-    await refresh();
-  } catch (error) { fail(error); }
+    await refresh(false);
+  } catch (error) { fail(error); } finally { state.busy = false; }
 }
 
 async function decideMany(decision, what) {
   const ids = [...state.selected];
-  if (!ids.length) return;
+  if (!ids.length || state.busy) return;
+  state.busy = true;
   try {
     const { outcomes } = await api("/api/review", { unit_ids: ids, ...decision });
     const failed = outcomes.filter((o) => !o.ok);
     say(`${what}: ${outcomes.length - failed.length} of ${outcomes.length} units`);
     for (const o of failed) say(`unit ${o.unit_id}: ${o.error}`, "error");
     state.selected = new Set(failed.map((o) => o.unit_id));
-    await refresh();
-  } catch (error) { fail(error); }
+    await refresh(true);
+  } catch (error) { fail(error); } finally { state.busy = false; }
 }
 
-async function refresh() {
+// After a decision: the page again (a reviewed unit leaves the "awaiting" list and the
+// next one takes its place) and the counts; the task's figures after bulk decisions
+// only (they read every unit's times).
+async function refresh(withStats) {
   await loadPage(state.current);
   loadScopes().catch(fail);
-  loadStats().catch(fail);
+  if (withStats) loadStats().catch(fail);
 }
 
 const actions = {
