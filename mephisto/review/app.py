@@ -59,17 +59,19 @@ Handler = Callable[[Request], Awaitable[Response]]
 def settle_pending_payments(db: MephistoDB, run_ids: list[str]) -> list[Payment]:
     """Finish the unpaid bonuses of the providers of `run_ids` (one provider per type,
     configured as its first run in view was launched). Returns the payments tried."""
+    from mephisto.data_model.task_run import TaskRun
     from mephisto.operations.payments import settle_payments
-    from mephisto.tools.provider_review import _provider_for_run
+    from mephisto.operations.registry import get_crowd_provider_from_type
 
     seen: set[str] = set()
     settled: list[Payment] = []
     for run_id in run_ids:
-        provider_type = str(db.get_task_run(run_id)["provider_type"])
-        if provider_type in seen:
+        run = TaskRun(db, run_id)
+        if run.provider_type in seen:
             continue
-        seen.add(provider_type)
-        settled.extend(settle_payments(db, _provider_for_run(db, run_id)))
+        seen.add(run.provider_type)
+        provider = get_crowd_provider_from_type(run.provider_type)(db, run.args)
+        settled.extend(settle_payments(db, provider))
     return settled
 
 
