@@ -249,7 +249,7 @@ function renderReviews(reviews) {
   for (const r of reviews) {
     const parts = [when(r.creation_date), r.status || "no status change"];
     if (r.review_note) parts.push(`“${r.review_note}”`);
-    if (r.bonus) parts.push(`bonus $${r.bonus}`);
+    if (r.bonus) parts.push(`bonus $${Number(r.bonus).toFixed(2)}`);
     if (r.blocked_worker) parts.push("blocked");
     if (r.unblocked_worker) parts.push("unblocked");
     if (r.updated_qualification_id) parts.push(`qualification set to ${r.updated_qualification_value}`);
