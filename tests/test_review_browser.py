@@ -152,3 +152,20 @@ def test_a_task_review_template_gets_the_unit(
         expect(frame.locator("#answer")).to_have_text("answer is 0")
         assert page.locator("#review-frame").get_attribute("sandbox") == "allow-scripts"
     assert page.js_errors == []
+
+
+def test_a_session_for_one_run_offers_that_run_only(db: MephistoDB, page: Any) -> None:
+    from playwright.sync_api import expect
+
+    run_a, run_b = Run(db, "task-a"), Run(db, "task-b")
+    submitted(db, run_a, ["x", "y"])
+    submitted(db, run_b, ["z"])
+    with serving(db, run_id=run_b.task_run_id) as srv:
+        page.goto(f"{srv.base_url}/?token={TOKEN}")
+        expect(page.locator("body")).to_have_attribute("data-ready", "true")
+        options = page.locator("#scope option")
+        expect(options).to_have_count(1)
+        expect(options.first).to_contain_text(f"run {run_b.task_run_id} (1 awaiting)")
+        expect(page.locator("#units tbody tr")).to_have_count(1)
+        expect(page.locator("#task-stats")).to_contain_text("1 units, 1 workers")
+    assert page.js_errors == []

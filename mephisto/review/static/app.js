@@ -12,6 +12,7 @@ const state = {
   selected: new Set(),    // unit ids selected for a bulk decision
   unit: null,             // the unit shown (detail)
   pendingReject: false,
+  session: { task_name: null, run_id: null },
   busy: false,            // a decision is on its way: no second one (a double click)
 };
 
@@ -105,18 +106,25 @@ async function loadScopes() {
   const { tasks } = await api("/api/tasks");
   const select = $("scope");
   select.textContent = "";
-  const all = new Option("all tasks", JSON.stringify({ task: null, run: null }));
-  select.append(all);
+  if (!state.session.task_name && !state.session.run_id) {
+    select.append(new Option("all tasks", JSON.stringify({ task: null, run: null })));
+  }
   for (const task of tasks) {
-    select.append(new Option(`${task.task_name} (${task.awaiting} awaiting)`,
-      JSON.stringify({ task: task.task_name, run: null })));
+    if (!state.session.run_id) {
+      select.append(new Option(`${task.task_name} (${task.awaiting} awaiting)`,
+        JSON.stringify({ task: task.task_name, run: null })));
+    }
     for (const run of task.runs) {
       select.append(new Option(`  run ${run.run_id} (${run.awaiting} awaiting)`,
         JSON.stringify({ task: task.task_name, run: run.run_id })));
     }
   }
-  select.value = JSON.stringify(state.scope);
-  if (select.selectedIndex < 0) select.selectedIndex = 0;
+  // the option of the scope shown (a session for one run knows its run, not its task)
+  const index = [...select.options].findIndex((o) => {
+    const s = JSON.parse(o.value);
+    return s.run === state.scope.run && (state.scope.task === null || s.task === state.scope.task);
+  });
+  select.selectedIndex = Math.max(index, 0);
 }
 
 async function loadStats() {
@@ -471,6 +479,7 @@ async function start() {
   wire();
   try {
     const session = await api("/api/session");
+    state.session = session;
     state.scope = { task: session.task_name, run: session.run_id };
     if (session.settled) say(`${session.settled} pending bonus payment(s) settled at start`);
     await loadScopes();
