@@ -24,7 +24,7 @@ from typing import Any
 
 from mephisto.db import MephistoDB
 from mephisto.db import schema as s
-from mephisto.review.queries import UnitFilter, page_units
+from mephisto.review.queries import UnitFilter, list_tasks, page_units, unit_detail
 from mephisto.tools.data_browser import DataBrowser
 
 CHUNK = 10_000
@@ -185,6 +185,10 @@ def main() -> None:
              median_ms(lambda: browser.get_task_stats(task_name=made["task"]), 3)),
             ("get_worker_stats (one worker)",
              median_ms(lambda: browser.get_worker_stats(made["worker"]), args.repeat)),
+            ("list_tasks (the task chooser's counts)",
+             median_ms(lambda: list_tasks(db), args.repeat)),
+            ("unit_detail (one unit, its reviews)",
+             median_ms(lambda: unit_detail(db, str(args.units // 2)), args.repeat)),
         ]
         db.shutdown()
 
