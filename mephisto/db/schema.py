@@ -114,6 +114,8 @@ units = sa.Table(
     _created(),
     sa.UniqueConstraint("assignment_id", "unit_index"),
     sa.Index("ix_units_run_status", "task_run_id", "status", "unit_id"),
+    # a worker's units in id order: the review app's worker filter and worker page
+    sa.Index("ix_units_worker", "worker_id", "unit_id"),
 )
 
 workers = sa.Table(
@@ -147,6 +149,8 @@ agents = sa.Table(
     sa.UniqueConstraint("worker_id", "assignment_id"),
     sa.Index("ix_agents_run_status", "task_run_id", "status"),
     sa.Index("ix_agents_worker_task", "worker_id", "task_id"),
+    # when the unit was taken: the review app's date filter
+    sa.Index("ix_agents_created", "creation_date"),
 )
 
 onboarding_agents = sa.Table(
