@@ -20,7 +20,7 @@ TOKEN = "test-token-0123456789abcdef"
 
 PROVIDER_CALLS = ("approve_work", "reject_work", "soft_reject_work", "pay_bonus",
                   "block_worker", "unblock_worker", "grant_qualification",
-                  "revoke_qualification")
+                  "revoke_qualification", "send_feedback_message")
 
 
 def submitted(db: MephistoDB, run: Run, workers: list[str]) -> list[str]:

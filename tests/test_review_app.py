@@ -259,6 +259,8 @@ def test_revoke_and_unblock(sqlite_db: MephistoDB, provider_calls: Counter[str])
     ({"action": "approve", "extra": 1}, 400, "unknown field"),
     ({"block": "yes"}, 400, "true or false"),
     ({"grant": {"name": "q", "value": 1.5}}, 400, "integer"),
+    ({"action": "approve", "send_feedback": True}, 400, "needs a note"),
+    ({"action": "approve", "note": "ok", "send_feedback": "yes"}, 400, "true or false"),
     ({"action": "approve", "note": "x" * 5000}, 400, "at most"),
     (["approve"], 400, "JSON object"),
 ])
@@ -502,3 +504,21 @@ def test_serving_beyond_this_machine_warns(tmp_path: Path) -> None:
         _out, err = proc.communicate(timeout=10)
     assert line.startswith("Reviewing at http://127.0.0.1:")
     assert "Warning: serving on 0.0.0.0" in " ".join(err.split())
+
+
+def test_a_note_can_be_sent_to_the_worker_once(
+    sqlite_db: MephistoDB, provider_calls: Counter[str]
+) -> None:
+    db = sqlite_db
+    first, second = submitted(db, Run(db), ["alice", "bob"])
+    with serving(db) as srv:
+        r = post(srv, f"/api/units/{first}/review",
+                 {"action": "soft_reject", "note": "Please read the examples.",
+                  "send_feedback": True})
+        assert r.status_code == 200 and r.json()["ok"], r.text
+        r = post(srv, f"/api/units/{second}/review", {"action": "approve", "note": "Thanks"})
+        assert r.status_code == 200, r.text
+    assert provider_calls == Counter({"soft_reject_work": 1, "approve_work": 1,
+                                      "send_feedback_message": 1})
+    (message,) = records(db, "message").values()
+    assert message["text"] == "Please read the examples." and message["unit_id"] == first

@@ -75,12 +75,15 @@ def test_a_reviewer_works_through_the_units(
         expect(rows).to_have_count(5)
         expect(page.locator("#unit-title")).to_have_text(f"Unit {units[1]} · completed")
 
+        page.check("#send-feedback")  # the reason goes to the worker as a message too
+        page.locator("body").click(position={"x": 5, "y": 5})
         page.keyboard.press("r")  # focuses the reason box; Enter sends the rejection
         expect(page.locator("#reason")).to_be_focused()
         page.keyboard.type("answers copied from the example")
         page.keyboard.press("Enter")
         expect(page.locator("#messages p").first).to_have_text(f"unit {units[1]}: rejected")
         expect(page.locator("#unit-title")).to_have_text(f"Unit {units[2]} · completed")
+        page.uncheck("#send-feedback")
 
         page.fill("#bonus-amount", "0.75")
         page.fill("#bonus-reason", "extra careful")
@@ -120,7 +123,10 @@ def test_a_reviewer_works_through_the_units(
 
     assert [agent_status(db, u) for u in units] == [
         "approved", "rejected", "approved", "approved", "approved", "approved", "approved"]
-    assert calls == Counter({"approve_work": 5, "reject_work": 1, "pay_bonus": 2})
+    assert calls == Counter({"approve_work": 5, "reject_work": 1, "pay_bonus": 2,
+                             "send_feedback_message": 1})
+    (message,) = records(db, "message").values()
+    assert message["text"] == "answers copied from the example" and message["unit_id"] == units[1]
     reviews = db.find_worker_reviews()
     assert len(reviews) == 1 + 7  # the crashed decision's, then one per action
     assert [r["review_note"] for r in reviews if r["status"] == "rejected"] == [

@@ -4,6 +4,7 @@
     {"action": "approve" | "reject" | "soft_reject" | null, "note": "...",
      "bonus": 0.5, "bonus_reason": "...", "block": true, "block_reason": "...",
      "unblock": false, "grant": {"name": "trusted", "value": 1}, "revoke": "name",
+     "send_feedback": false,          # also send the note to the worker as a message
      "unit_ids": ["1", "2"]}          # unit_ids: bulk decisions only
 """
 
@@ -19,7 +20,7 @@ __all__ = ["MAX_BULK", "BadRequest", "parse_decision", "parse_unit_ids"]
 MAX_BULK = 500  # units in one bulk decision
 
 _FIELDS = {"action", "note", "bonus", "bonus_reason", "block", "block_reason", "unblock",
-           "grant", "revoke"}
+           "grant", "revoke", "send_feedback"}
 
 
 class BadRequest(MephistoError):
@@ -77,7 +78,8 @@ def parse_decision(data: Any, bulk: bool) -> Decision:
         bonus=None if bonus is None else float(bonus),
         bonus_reason=_text(data, "bonus_reason"), block=_flag(data, "block"),
         block_reason=_text(data, "block_reason"), unblock=_flag(data, "unblock"),
-        grant=grant_pair, revoke=_text(data, "revoke"))
+        grant=grant_pair, revoke=_text(data, "revoke"),
+        send_feedback=_flag(data, "send_feedback"))
     try:
         decision.check()
     except MephistoError as exc:

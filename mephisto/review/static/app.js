@@ -288,13 +288,18 @@ async function renderTemplate(unit) {
 
 function reason() { return $("reason").value.trim(); }
 
+// The note goes to the worker as a message too when asked (and there is a note).
+function withFeedback(decision) {
+  return $("send-feedback").checked && decision.note ? { ...decision, send_feedback: true } : decision;
+}
+
 async function decide(decision, what) {
   if (!state.unit) { say("choose a unit first", "error"); return; }
   if (state.busy) return;
   state.busy = true;
   const unitId = state.unit.unit_id;
   try {
-    const outcome = await api(`/api/units/${unitId}/review`, decision);
+    const outcome = await api(`/api/units/${unitId}/review`, withFeedback(decision));
     say(`unit ${unitId}: ${what}` + (outcome.warnings.length ? ` (${outcome.warnings.join("; ")})` : ""));
     $("reason").value = "";
     $("bonus-amount").value = "";
@@ -309,7 +314,7 @@ async function decideMany(decision, what) {
   if (!ids.length || state.busy) return;
   state.busy = true;
   try {
-    const { outcomes } = await api("/api/review", { unit_ids: ids, ...decision });
+    const { outcomes } = await api("/api/review", { unit_ids: ids, ...withFeedback(decision) });
     const failed = outcomes.filter((o) => !o.ok);
     say(`${what}: ${outcomes.length - failed.length} of ${outcomes.length} units`);
     for (const o of failed) say(`unit ${o.unit_id}: ${o.error}`, "error");
