@@ -17,6 +17,11 @@
     │   ├── AlreadySubmitted         409: the agent already submitted
     │   └── PayloadTooLarge          413: body over the configured limit
     ├── NotEligible                  a worker may not take (more) work on this run
+    ├── AgentGoneError               a live agent ended: what a TaskRunner's act/observe raise
+    │   ├── AgentReturnedError       the worker returned the unit
+    │   ├── AgentDisconnectedError   the worker's page went away and did not come back
+    │   ├── AgentTimeoutError        the unit's time ran out
+    │   └── AgentShutdownError       the run is shutting down
     ├── ProviderError                a crowd provider refused or failed a call: names it
     ├── BudgetExceeded               spending would pass a run's or a project's cap: names it
     ├── BuildError                   a front-end build (npm) failed or npm is missing
@@ -56,6 +61,27 @@ class EntryDoesNotExist(DatabaseError):
 
 class EntryAlreadyExists(DatabaseError):
     """A row with the same unique key already exists (e.g. a task_name in use)."""
+
+
+class AgentGoneError(MephistoError):
+    """A live agent ended while a `TaskRunner` worked with it; `act`/`observe` raise
+    the subclass that says why."""
+
+
+class AgentReturnedError(AgentGoneError):
+    """The worker returned the unit."""
+
+
+class AgentDisconnectedError(AgentGoneError):
+    """The worker's page disconnected and did not come back in time."""
+
+
+class AgentTimeoutError(AgentGoneError):
+    """The unit's time (`assignment_duration_in_seconds`) ran out."""
+
+
+class AgentShutdownError(AgentGoneError):
+    """The run is shutting down."""
 
 
 class ArchiveError(MephistoError):

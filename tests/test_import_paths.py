@@ -171,6 +171,15 @@ PINNED: list[Row] = [
     *here(f"{_BP}.mixins.use_gold_unit", "UseGoldUnit", "UseGoldUnitArgs",
           "GoldUnitSharedState", "get_gold_factory", "worker_needs_gold", "worker_qualifies"),
     *here("mephisto.abstractions.blueprint", "BlueprintMixin"),
+    # -- live tasks (docs: how_to_use/remote_procedure) -------------------------------------
+    *moved(f"{_BP}.remote_procedure.remote_procedure_blueprint", f"{_BP}.remote_procedure",
+           "BLUEPRINT_TYPE_REMOTE_PROCEDURE", "RemoteProcedureAgentState",
+           "RemoteProcedureBlueprint", "RemoteProcedureBlueprintArgs",
+           "SharedRemoteProcedureTaskState"),
+    *here("mephisto.abstractions._subcomponents.task_runner", "TaskRunner"),
+    *here("mephisto.abstractions._subcomponents.task_builder", "TaskBuilder"),
+    *moved("mephisto.data_model.exceptions", "mephisto.errors", "AgentReturnedError",
+           "AgentDisconnectedError", "AgentTimeoutError", "AgentShutdownError"),
     *here("mephisto.data_model.unit", "SCREENING_UNIT_INDEX", "GOLD_UNIT_INDEX"),
     *moved(
         "mephisto.utils.testing", "mephisto.testing.entities",
@@ -198,14 +207,6 @@ PENDING: list[tuple[str, str, str]] = [
             "BonusPayments", "EligibilityRequirement", "Message", "Participant",
             "ParticipantGroup", "Project", "Study", "Submission", "User", "Workspace",
             "WorkspaceBalance",
-        )
-    ],
-    # pending, lands with the remote_procedure blueprint
-    *[
-        ("remote_procedure blueprint", f"{_BP}.remote_procedure.remote_procedure_blueprint", n)
-        for n in (
-            "BLUEPRINT_TYPE_REMOTE_PROCEDURE", "RemoteProcedureAgentState",
-            "SharedRemoteProcedureTaskState",
         )
     ],
     # pending, lands with the parlai_chat blueprint

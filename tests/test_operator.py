@@ -295,20 +295,27 @@ def test_a_blueprint_failing_to_start_leaves_no_open_run(
     assert len(runs) == 1 and runs[0].is_completed is True  # closed, not left open
 
 
-async def test_a_blueprint_overriding_on_live_update_gets_the_pages_updates(
-    operator: Operator, task_html: Path
+async def test_a_blueprints_task_runner_gets_the_pages_updates_and_answers(
+    operator: Operator, task_html: Path, mephisto_db: MephistoDB
 ) -> None:
+    from mephisto.abstractions._subcomponents.task_runner import TaskRunner
     from mephisto.abstractions.blueprints.static_task import StaticTaskBlueprint
     from mephisto.operations.registry import register_mephisto_abstraction
 
     received: list[tuple[str, Any]] = []
 
+    class EchoRunner(TaskRunner):
+        def run_unit(self, unit: Any, agent: Any) -> None:
+            while not agent.did_submit.is_set():
+                data = agent.act(timeout=0.1)
+                if data is not None:
+                    received.append((agent.agent_id, data))
+                    agent.observe({"echo": data["n"]})
+
     @register_mephisto_abstraction()
     class EchoBlueprint(StaticTaskBlueprint):
         BLUEPRINT_TYPE = "live_updates_recorded"
-
-        def on_live_update(self, agent_id: str, data: Any) -> None:
-            received.append((agent_id, data))
+        TaskRunnerClass = EchoRunner
 
     config = static_run_config(task_html)
     config["blueprint"]["_blueprint_type"] = "live_updates_recorded"
@@ -319,7 +326,18 @@ async def test_a_blueprint_overriding_on_live_update_gets_the_pages_updates(
         await worker.connect()
         sent = [await worker.send_live_update({"n": i}) for i in range(3)]
         await _until(lambda: len(received) == 3)
+        for i in range(3):
+            packet = await worker.wait_for_packet(
+                "client_bound_live_update",
+                predicate=lambda p, i=i: p["data"].get("echo") == i)
+            assert packet["data"]["echo"] == i
+        await worker.submit({"answer": "done"})
     assert received == [(worker.agent_id, data) for data in sent]
+    state = mephisto_db.get_agent(worker.agent_id)["state"]
+    recorded = [(u["sender"], u["data"].get("n", u["data"].get("echo")))
+                for u in state["live_updates"]]
+    assert sorted(recorded) == sorted([("worker", 0), ("worker", 1), ("worker", 2),
+                                       ("mephisto", 0), ("mephisto", 1), ("mephisto", 2)])
 
 
 def test_a_requester_that_is_not_ready_launches_nothing(

@@ -9,13 +9,13 @@ from typing import Any
 import pytest
 
 from mephisto.abstractions.blueprints.mixins.screen_task_required import ScreenTaskRequired
-from mephisto.abstractions.providers.published import KIND
 from mephisto.abstractions.blueprints.mixins.use_gold_unit import (
     UseGoldUnit,
     get_gold_factory,
     worker_needs_gold,
 )
 from mephisto.abstractions.blueprints.static_task import SharedStaticTaskState
+from mephisto.abstractions.providers.published import KIND
 from mephisto.data_model.unit import GOLD_UNIT_INDEX, SCREENING_UNIT_INDEX, Unit
 from mephisto.db.database import MephistoDB
 from mephisto.errors import ConfigError
@@ -213,8 +213,8 @@ async def test_with_strikes_left_a_wrong_gold_means_another_gold(
         learner.new_assignment("c")
         out = await learner.request_agent()
     assert out["agent_id"] is None
-    assert out["failure_reason"] in (FAILED_CHECKS, "You do not have the qualifications "
-                                     "required for this task.")
+    assert out["failure_reason"] in (
+        FAILED_CHECKS, "You do not have the qualifications required for this task.")
 
 
 async def test_when_golds_run_out_new_workers_are_turned_away(
@@ -347,7 +347,7 @@ async def test_golds_and_screening_units_stay_out_of_the_exported_dataset(
         return [json.loads(line) for line in out.getvalue().splitlines()]
 
     assert sorted(r["unit_kind"] for r in exported(())) == ["gold", "task", "task", "task"]
-    assert [r["inputs"]["text"] for r in exported(("gold",))][0].startswith("gold:")
+    assert next(r["inputs"]["text"] for r in exported(("gold",))).startswith("gold:")
     assert {r["unit_kind"] for r in exported(("task",))} == {"task"}
 
     url = mephisto_db.url

@@ -14,8 +14,9 @@ saved data is read back). To implement one, override:
 - `static_dir()`: the directory whose files the server may serve (None = none).
 - `validate_submission(agent_data)` (optional): raise `MalformedRequest` to refuse a
   submission (nothing is saved).
-- `on_live_update(agent_id, data)` (optional, live tasks): a `mephisto_bound_live_update`
-  from an agent's page; called in a thread, in order per agent.
+- `TaskRunnerClass` (optional, live tasks): a `TaskRunner` whose `run_unit(unit, agent)`
+  runs beside each unit while its worker acts (`agent.act()` / `agent.observe()`:
+  `abstractions/_subcomponents/task_runner.py`); `TaskBuilderClass` builds the front-end.
 
 Screening and gold units are mixins (`blueprints/mixins/`, `BlueprintMixin`) a blueprint
 class inherits with their arguments and shared state; the worker pool asks them which
@@ -31,6 +32,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
+from mephisto.abstractions._subcomponents.task_builder import TaskBuilder
+from mephisto.abstractions._subcomponents.task_runner import TaskRunner
 from mephisto.data_model.agent import SavedAgentState
 from mephisto.data_model.assignment import InitializationData
 
@@ -107,6 +110,8 @@ class Blueprint:
     ArgsClass: ClassVar[type[Any]] = BlueprintArgs
     SharedStateClass: ClassVar[type[SharedTaskState]] = SharedTaskState
     AgentStateClass: ClassVar[type[SavedAgentState]] = SavedAgentState
+    TaskRunnerClass: ClassVar[type[TaskRunner]] = TaskRunner
+    TaskBuilderClass: ClassVar[type[TaskBuilder]] = TaskBuilder
 
     def __init__(self, task_run: Any, args: Any, shared_state: SharedTaskState) -> None:
         self.task_run = task_run
@@ -165,10 +170,6 @@ class Blueprint:
     def validate_submission(self, agent_data: dict[str, Any]) -> None:
         """Refuse a submission by raising `MalformedRequest`. Default: accept."""
 
-    def on_live_update(self, agent_id: str, data: Any) -> None:
-        """A live update an agent's page sent. Default: ignored (static tasks)."""
-
-    @property
-    def handles_live_updates(self) -> bool:
-        """Whether this blueprint overrides `on_live_update` (else none is dispatched)."""
-        return type(self).on_live_update is not Blueprint.on_live_update
+    def make_task_runner(self) -> TaskRunner:
+        """The run's `TaskRunner` (one per run)."""
+        return self.TaskRunnerClass(self.task_run, self.args, self.shared_state)

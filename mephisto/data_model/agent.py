@@ -60,11 +60,19 @@ class SavedAgentState:
         self._data: dict[str, Any] = dict(agent._row.get("state") or {})
 
     def get_data(self) -> dict[str, Any]:
-        return {
+        data = {
             "inputs": self._data.get("inputs"),
             "outputs": self._data.get("outputs"),
             "times": self._data.get("times", {}),
         }
+        if "live_updates" in self._data:  # a live task's packets, both ways, in order
+            data["live_updates"] = self.get_live_updates()
+        return data
+
+    def get_live_updates(self) -> list[dict[str, Any]]:
+        """Every live packet of the session in order: `{"sender": "worker" | "mephisto",
+        "time": <UNIX seconds>, "data": ...}` (empty for a static task)."""
+        return list(self._data.get("live_updates") or [])
 
     def get_parsed_data(self) -> dict[str, Any]:
         return self.get_data()

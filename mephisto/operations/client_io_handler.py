@@ -37,6 +37,7 @@ from mephisto.utils.dirs import get_run_dir
 
 if TYPE_CHECKING:
     from mephisto.operations.live_run import AgentInfo, RunContext, RunEvents
+    from mephisto.operations.live_sessions import LiveSessions
     from mephisto.operations.worker_pool import WorkerPool
 
 logger = logging.getLogger(__name__)
@@ -53,10 +54,12 @@ ONBOARDING_SUBMIT = "this agent is doing onboarding: submit through /submit_onbo
 
 
 class ClientIOHandler:
-    def __init__(self, ctx: RunContext, pool: WorkerPool, events: RunEvents) -> None:
+    def __init__(self, ctx: RunContext, pool: WorkerPool, events: RunEvents,
+                 live: LiveSessions | None = None) -> None:
         self.ctx = ctx
         self.pool = pool
         self.events = events
+        self.live = live
         self._errors_logged: dict[str, int] = {}  # by known agent id
         self._anonymous_errors = (0.0, 0)  # (minute started at, errors logged in it)
 
@@ -157,6 +160,9 @@ class ClientIOHandler:
                         else {"data": final_data, "files": saved}
                 state = agent_state(agent.unit.init_data, agent.started,
                                     agent.provider_assignment, final_data, time.time())
+                recorded = self.live.packets_of(agent_id) if self.live is not None else None
+                if recorded:
+                    state["live_updates"] = recorded
                 await ctx.writer.run_batched(
                     batch.COMPLETE_AGENTS,
                     (agent_id, agent.unit.unit_id, state, not agent.state_extended))
@@ -217,19 +223,22 @@ class ClientIOHandler:
             raise UnknownAgent("unknown agent id: request an agent first")
         agent.send = send
         await self.pool.notify_status(agent)
+        if self.live is not None:
+            self.live.connected(agent)
 
     async def agent_packet(self, agent_id: str, packet: dict[str, Any]) -> None:
-        if self.pool.agent(agent_id) is None:
+        agent = self.pool.agent(agent_id)
+        if agent is None:
             raise UnknownAgent("unknown agent id: request an agent first")
-        blueprint = self.ctx.blueprint
-        if blueprint.handles_live_updates:
-            await self.ctx.background.in_thread(
-                blueprint.on_live_update, agent_id, packet.get("data"))
+        if self.live is not None and agent.active:
+            self.live.deliver(agent_id, packet.get("data"))
 
     async def agent_socket_closed(self, agent_id: str, send: SendPacket) -> None:
         agent = self.pool.agent(agent_id)
         if agent is not None and agent.send is send:
             agent.send = None
+            if self.live is not None:
+                self.live.disconnected(agent)
 
 
 def _check_resubmission(stored: dict[str, Any], final_data: Any) -> None:

@@ -264,6 +264,12 @@ class RunEvents(Protocol):
     def unit_completed(self, agent: AgentInfo) -> None:
         """An agent's submission is committed: its unit is done."""
 
+    def agent_started(self, agent: AgentInfo) -> None:
+        """An agent was given a unit (or restored with one on resume)."""
+
+    def agent_ended(self, agent: AgentInfo, status: str) -> None:
+        """An agent reached a final status (submitted, returned, timed out, ...)."""
+
     def unit_freed(self, unit: UnitInfo) -> None:
         """An agent dropped out without submitting: its unit is open again."""
 

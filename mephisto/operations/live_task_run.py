@@ -47,6 +47,7 @@ from mephisto.operations.live_run import (
     UnitInfo,
     until_saved,
 )
+from mephisto.operations.live_sessions import LiveSessions
 from mephisto.operations.metrics import LIVE_RUNS, RunMetrics
 from mephisto.operations.quality_checks import restore_counts
 from mephisto.operations.task_launcher import TaskLauncher, unit_init_data
@@ -121,7 +122,12 @@ class LiveTaskRun:
         self.progress = RunProgress()
         self.launcher = TaskLauncher(self.ctx, self)
         self.pool = WorkerPool(self.ctx, self.launcher, self)
-        self.client_io = ClientIOHandler(self.ctx, self.pool, self)
+        # the blueprint's TaskRunner beside each live unit (static tasks: none runs)
+        self.live_sessions = LiveSessions(self.ctx, blueprint.make_task_runner(),
+                                          self.pool.drop_agent)
+        self.client_io = ClientIOHandler(
+            self.ctx, self.pool, self,
+            self.live_sessions if self.live_sessions.live else None)
         self.done = asyncio.Event()
         self.done_sync = threading.Event()
         self._timers: list[asyncio.TimerHandle] = []
@@ -221,6 +227,12 @@ class LiveTaskRun:
 
     def units_created(self, count: int) -> None:
         self.progress.total += count
+
+    def agent_started(self, agent: AgentInfo) -> None:
+        self.live_sessions.start(agent)
+
+    def agent_ended(self, agent: AgentInfo, status: str) -> None:
+        self.live_sessions.ended(agent, status)
 
     def unit_completed(self, agent: AgentInfo) -> None:
         self.progress.completed += 1
@@ -344,6 +356,7 @@ class LiveTaskRun:
             for agent in self.pool.active_agents():
                 if not agent.busy:
                     await self.pool.drop_agent(agent, AgentState.EXPIRED)
+        await self.live_sessions.shutdown()
         await self.background.wait(timeout=30)  # expiries and callbacks the drops started
         if not self.interrupted:
             await self._linger()

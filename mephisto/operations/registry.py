@@ -36,6 +36,9 @@ BUILTIN_BLUEPRINTS: dict[str, str] = {
         "mephisto.abstractions.blueprints.static_react_task:StaticReactTaskBlueprint"
     ),
     "mock": "mephisto.abstractions.blueprints.mock:MockBlueprint",
+    "remote_procedure": (
+        "mephisto.abstractions.blueprints.remote_procedure:RemoteProcedureBlueprint"
+    ),
 }
 BUILTIN_ARCHITECTS: dict[str, str] = {
     "local": "mephisto.abstractions.architects.local:LocalArchitect",

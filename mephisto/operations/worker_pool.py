@@ -276,6 +276,7 @@ class WorkerPool:
             raise
         self._track(agent)
         ctx.metrics.agent_started()
+        self.events.agent_started(agent)
         return self._response(agent)
 
     def _unreserve(self, agent: AgentInfo, keep_assignment: bool = False) -> None:
@@ -306,6 +307,7 @@ class WorkerPool:
         if await until_saved(lambda: self.ctx.writer.read(batch.agent_exists, agent.agent_id)):
             self._track(agent)
             self.ctx.metrics.agent_started()
+            self.events.agent_started(agent)
         else:
             self._unreserve(agent)
 
@@ -397,6 +399,7 @@ class WorkerPool:
         self._cancel_timeout(agent)
         if agent.unit is None:
             return
+        self.events.agent_ended(agent, status)
         agent.worker.active -= 1
         if status in _DROPPED:
             agent.worker.task_units -= 1
@@ -458,6 +461,8 @@ class WorkerPool:
             agent.worker.assignments.add(agent.unit.assignment_id)
         agent.worker.active += 1
         self._track(agent)
+        if agent.unit is not None:
+            self.events.agent_started(agent)
 
     def agent(self, agent_id: str) -> AgentInfo | None:
         """The agent with this id, if this run has it in memory."""

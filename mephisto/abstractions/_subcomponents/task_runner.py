@@ -1,0 +1,95 @@
+"""The `TaskRunner`: Python that runs beside each live unit while its worker acts.
+
+A blueprint names its runner (`Blueprint.TaskRunnerClass`); the run makes one per run
+(`TaskRunner(task_run, args, shared_state)`). For each agent given a unit, the run
+calls `run_unit(unit, agent)` in a thread of its own (off the event loop), and
+`cleanup_unit(unit)` once it returns or raises. Static tasks keep the default: nothing
+to run, the page submits.
+
+Inside `run_unit`, `agent` is the live agent (`LiveAgent`):
+
+- `agent.act(timeout)` returns the next `mephisto_bound_live_update` the page sent (its
+  data), or None when nothing came within `timeout` seconds or the worker submitted;
+- `agent.observe(data)` sends a `client_bound_live_update` to the page, in order, kept
+  while the page is reconnecting;
+- `agent.did_submit` is set once the submission is committed.
+
+When the agent ends otherwise, `act` and `observe` raise the reason
+(`AgentReturnedError`, `AgentDisconnectedError`, `AgentTimeoutError`,
+`AgentShutdownError`: `mephisto.errors`), which ends `run_unit`; a runner may catch
+them to clean up. Every live packet, both ways, is recorded with its time in the
+agent's saved state (`live_updates`), so review sees the session as it happened.
+
+`run_assignment` / `cleanup_assignment` are the hooks for several workers in one
+assignment (`is_concurrent`); `run_onboarding` / `cleanup_onboarding` those of a live
+onboarding step. Mephisto's names throughout.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
+
+if TYPE_CHECKING:
+    from mephisto.data_model.unit import Unit
+
+__all__ = ["LiveAgent", "TaskRunner"]
+
+
+class LiveAgent(Protocol):
+    """What a runner gets for each agent at work (see the module doc)."""
+
+    agent_id: str
+    unit_id: str | None
+    worker_name: str
+    init_data: Any
+    did_submit: threading.Event
+
+    @property
+    def db_id(self) -> str:
+        ...
+
+    def act(self, timeout: float | None = None) -> dict[str, Any] | None:
+        ...
+
+    def observe(self, data: dict[str, Any]) -> None:
+        ...
+
+
+class TaskRunner:
+    """Runs a blueprint's Python beside its live units. Override `run_unit` (and
+    `cleanup_unit`) for a live task; the default does nothing."""
+
+    is_concurrent: ClassVar[bool] = False  # several workers live in one assignment
+
+    def __init__(self, task_run: Any, args: Any, shared_state: Any) -> None:
+        self.task_run = task_run
+        self.args = args
+        self.shared_state = shared_state
+
+    @property
+    def is_live(self) -> bool:
+        """Whether this runner runs anything beside a unit (else no thread is made)."""
+        return type(self).run_unit is not TaskRunner.run_unit
+
+    def get_init_data_for_agent(self, agent: LiveAgent) -> Any:
+        """The data the agent's page starts from. Default: the unit's data."""
+        return agent.init_data
+
+    def run_unit(self, unit: Unit, agent: LiveAgent) -> None:
+        """Work with one agent on one unit until it is done (see the module doc)."""
+
+    def cleanup_unit(self, unit: Unit) -> None:
+        """Called after `run_unit` returned or raised, whatever ended it."""
+
+    def run_assignment(self, assignment: Any, agents: list[LiveAgent]) -> None:
+        """Work with the agents of one assignment together (`is_concurrent`)."""
+
+    def cleanup_assignment(self, assignment: Any) -> None:
+        """Called after `run_assignment` returned or raised."""
+
+    def run_onboarding(self, agent: LiveAgent) -> None:
+        """A live onboarding step (default: none; onboarding is a form)."""
+
+    def cleanup_onboarding(self, agent: LiveAgent) -> None:
+        """Called after `run_onboarding`."""
