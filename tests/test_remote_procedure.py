@@ -235,3 +235,52 @@ def test_the_runner_thread_is_not_the_event_loop(operator: Operator, bundle: Pat
 
     asyncio.run(go())
     assert seen and seen[0].startswith("task-runner-")
+
+
+async def test_a_resumed_live_run_keeps_what_was_submitted_and_serves_sessions_again(
+    bundle: Path, tmp_path: Path
+) -> None:
+    """A live run whose process died (the first operator is left running, as a crashed
+    one would be): resumed, the submitted unit is kept with its record, and an agent
+    that was at work gets a new live session on the new server."""
+    from mephisto.abstractions.blueprints.remote_procedure import RemoteProcedureBlueprint
+
+    RemoteProcedureBlueprint.TaskRunnerClass = RemoteProcedureTaskRunner
+    db = MephistoDB(f"sqlite:///{tmp_path / 'live.db'}")
+
+    def config_and_state() -> tuple[dict[str, Any], SharedRemoteProcedureTaskState]:
+        config = static_run_config(bundle, blueprint_type="remote_procedure",
+                                   task_name="live-resume", resume_incomplete_run=True)
+        return config, SharedRemoteProcedureTaskState(
+            function_registry=dict(REGISTRY), static_task_data=[{"text": "a"}, {"text": "b"}])
+
+    first, second = Operator(db), Operator(db)
+    try:
+        run_id = await asyncio.to_thread(first.launch_task_run, *config_and_state())
+        url = first.get_running_task_runs()[run_id].url
+        async with SimulatedWorker(url, "done") as done, SimulatedWorker(url, "busy") as busy:
+            await done.request_agent()
+            await done.connect()
+            await _call(done, "add", {"a": 1, "b": 1})
+            await done.submit({"final": "first"})
+            busy_agent = (await busy.request_agent())["agent_id"]
+            await busy.connect()
+            await _call(busy, "add", {"a": 2, "b": 2})
+        assert await asyncio.to_thread(second.launch_task_run, *config_and_state()) == run_id
+        resumed = second.get_running_task_runs()[run_id]
+        assert set(resumed.live_sessions.sessions) == {busy_agent}
+        async with SimulatedWorker(resumed.url, "busy") as busy:
+            assert (await busy.request_agent())["agent_id"] == busy_agent
+            await busy.connect()
+            assert json.loads((await _call(busy, "add", {"a": 3, "b": 4}))["response"]) == {
+                "sum": 7}
+            await busy.submit({"final": "second"})
+        kept = db.get_agent(done.agent_id)["state"]
+        assert kept["outputs"] == {"final": "first"} and len(kept["live_updates"]) == 2
+        after = db.get_agent(busy_agent)["state"]
+        assert after["outputs"] == {"final": "second"}
+        assert [u["sender"] for u in after["live_updates"]] == ["worker", "mephisto"]
+    finally:
+        await asyncio.to_thread(second.shutdown)
+        await asyncio.to_thread(first.shutdown)
+        db.shutdown()
