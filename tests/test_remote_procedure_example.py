@@ -64,7 +64,7 @@ def _run_async(coro: Coroutine[Any, Any, Any]) -> Any:
     def target() -> None:
         try:
             box["result"] = asyncio.run(coro)
-        except Exception as exc:  # handed to the test's thread
+        except Exception as exc:  # noqa: BLE001 -- re-raised in the test's thread
             box["error"] = exc
 
     thread = threading.Thread(target=target)
