@@ -14,6 +14,12 @@ share this machine's cores.
 
     python benchmarks/bench_live.py                          # agents = 10, 100, 1000
     python benchmarks/bench_live.py --agents 100 --calls 50  # one level, K calls each
+    python benchmarks/bench_live.py --think-ms 100           # each agent pauses between calls
+
+Back to back (the default) measures the ceiling: with N agents always waiting for an
+answer, latency is about N / throughput (Little's law). `--think-ms T` makes each agent
+wait T ms after each answer (after a random start within T), so the server sees about
+N / T calls per second and the latency is that of a call, not of a queue.
 
 Prints a table and writes every result to a JSON file (--out).
 """
@@ -24,6 +30,7 @@ import argparse
 import asyncio
 import json
 import os
+import random
 import subprocess
 import sys
 import tempfile
@@ -86,7 +93,8 @@ def _pct(values: list[float], p: float) -> float:
     return values[min(len(values) - 1, max(0, round(p / 100 * (len(values) - 1))))]
 
 
-async def drive(url: str, agents: int, calls: int, operator_pid: int) -> dict[str, Any]:
+async def drive(url: str, agents: int, calls: int, operator_pid: int,
+                think: float = 0.0) -> dict[str, Any]:
     """The load: `agents` workers, `calls` timed calls each. Returns latencies (s),
     the calls phase's wall time and the errors."""
     import aiohttp
@@ -129,7 +137,13 @@ async def drive(url: str, agents: int, calls: int, operator_pid: int) -> dict[st
                 phase["start"] = time.perf_counter()
                 all_connected.set()
             await all_connected.wait()
-            mine = [await call(worker, n) for n in range(calls)]
+            mine = []
+            if think:
+                await asyncio.sleep(random.random() * think)
+            for n in range(calls):
+                mine.append(await call(worker, n))
+                if think:
+                    await asyncio.sleep(think)
             finished.append(time.perf_counter())
             latencies.extend(mine)
             await worker.submit({"done": True})
@@ -170,7 +184,7 @@ async def drive(url: str, agents: int, calls: int, operator_pid: int) -> dict[st
             "threads": cpu.get("threads", -1)}
 
 
-def run_level(agents: int, calls: int, tmp: Path) -> dict[str, Any]:
+def run_level(agents: int, calls: int, tmp: Path, think_ms: float = 0.0) -> dict[str, Any]:
     bundle = tmp / "bundle.js"
     bundle.write_text(BUNDLE)
     db_url = f"sqlite:///{tmp / f'bench-live-{agents}.db'}"
@@ -185,9 +199,9 @@ def run_level(agents: int, calls: int, tmp: Path) -> dict[str, Any]:
     try:
         import uvloop
 
-        result = uvloop.run(drive(ready["url"], agents, calls, child.pid))
+        result = uvloop.run(drive(ready["url"], agents, calls, child.pid, think_ms / 1000))
     except ImportError:  # pragma: no cover - uvloop ships with uvicorn[standard]
-        result = asyncio.run(drive(ready["url"], agents, calls, child.pid))
+        result = asyncio.run(drive(ready["url"], agents, calls, child.pid, think_ms / 1000))
     peak = _proc_status_mb(child.pid, "VmHWM")
     child.stdout.readline()  # {"done": true} once every unit was submitted
     child.wait(120)
@@ -196,6 +210,7 @@ def run_level(agents: int, calls: int, tmp: Path) -> dict[str, Any]:
     return {
         "agents": agents,
         "calls_per_agent": calls,
+        "think_ms": think_ms,
         "calls": len(lat),
         "wall_seconds": round(wall, 3),
         "calls_per_second": round(len(lat) / wall, 1) if wall else None,
@@ -233,6 +248,8 @@ def main() -> None:
     parser.add_argument("--agents", type=int, nargs="*", default=[10, 100, 1000])
     parser.add_argument("--calls", type=int, default=None,
                         help="calls per agent (default: max(20, 5000 // agents))")
+    parser.add_argument("--think-ms", type=float, default=0.0,
+                        help="pause of each agent after each answer (default: none)")
     parser.add_argument("--out", default="benchmarks/results/bench_live.json")
     args = parser.parse_args()
     rows = []
@@ -241,8 +258,9 @@ def main() -> None:
             calls = args.calls or max(20, 5000 // agents)
             level_dir = Path(tmp) / str(agents)
             level_dir.mkdir()
-            rows.append(run_level(agents, calls, level_dir))
+            rows.append(run_level(agents, calls, level_dir, args.think_ms))
             print(f"{agents} agents done", file=sys.stderr, flush=True)
+    print("back to back" if not args.think_ms else f"{args.think_ms:g} ms between calls")
     print_table(rows)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
