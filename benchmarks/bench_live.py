@@ -247,7 +247,7 @@ def main() -> None:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--agents", type=int, nargs="*", default=[10, 100, 1000])
     parser.add_argument("--calls", type=int, default=None,
-                        help="calls per agent (default: max(20, 5000 // agents))")
+                        help="calls per agent (default: max(20, 20000 // agents))")
     parser.add_argument("--think-ms", type=float, default=0.0,
                         help="pause of each agent after each answer (default: none)")
     parser.add_argument("--out", default="benchmarks/results/bench_live.json")
@@ -255,7 +255,7 @@ def main() -> None:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for agents in args.agents:
-            calls = args.calls or max(20, 5000 // agents)
+            calls = args.calls or max(20, 20000 // agents)
             level_dir = Path(tmp) / str(agents)
             level_dir.mkdir()
             rows.append(run_level(agents, calls, level_dir, args.think_ms))
