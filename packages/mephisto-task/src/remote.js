@@ -2,7 +2,8 @@
 // blueprint over the live socket.
 //
 // Request (mephisto_bound_live_update): {request_id, target, args: "<JSON string>"}.
-// Reply (client_bound_live_update):     {handles: <request_id>, response: "<JSON string>"}.
+// Reply (client_bound_live_update):     {handles: <request_id>, response: "<JSON string>"}
+//                                     or {handles: <request_id>, error: "<message>"}.
 
 import React from "react";
 import { AGENT_STATUS, STATUS_TO_TEXT_MAP } from "./constants.js";
@@ -28,7 +29,8 @@ function disconnectedError(reason) {
 /**
  * useMephistoLiveTask that connects by itself once there is an agent and returns
  * `remoteProcedure(name)`: a function `(args) => Promise<parsed response>` (also
- * available as `.invoke`). After a fatal agent status, `disconnectIssueText` is set and
+ * available as `.invoke`). An `error` answer rejects the promise with a
+ * `MephistoError` whose message is the server's and whose `remote` is true. After a fatal agent status, `disconnectIssueText` is set and
  * calls reject with an error having `disconnected: true` and `reason`.
  * The raw socket functions are under `_fullSocketProps`.
  */
@@ -64,6 +66,13 @@ export function useMephistoRemoteProcedureTask(props = {}) {
           return;
         }
         pendingRef.current.delete(update.handles);
+        if (update.error !== undefined && update.error !== null) {
+          // the server could not answer: unknown function, bad arguments, or it raised
+          const error = new MephistoError(String(update.error));
+          error.remote = true;
+          request.reject(error);
+          return;
+        }
         let parsed;
         try {
           parsed = JSON.parse(update.response);
