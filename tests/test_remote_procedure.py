@@ -14,10 +14,12 @@ from typing import Any
 
 import pytest
 
+from mephisto.abstractions._subcomponents.task_runner import TaskRunner
 from mephisto.abstractions.blueprints.remote_procedure import (
     RemoteProcedureAgentState,
     RemoteProcedureTaskRunner,
     SharedRemoteProcedureTaskState,
+    answer_call,
 )
 from mephisto.db.database import MephistoDB
 from mephisto.errors import ConfigError
@@ -51,10 +53,17 @@ REGISTRY: dict[str, Callable[[str, Any, Any], Any]] = {
 }
 
 
-class RecordingRunner(RemoteProcedureTaskRunner):
+class RecordingRunner(TaskRunner):
+    """A runner with a thread beside each unit (`run_unit`), answering the calls as the
+    remote_procedure runner does, and noting how each session ended."""
+
     def run_unit(self, unit: Any, agent: Any) -> None:
         try:
-            super().run_unit(unit, agent)
+            while not agent.did_submit.is_set():
+                request = agent.act(timeout=0.2)
+                if request is not None:
+                    agent.observe(answer_call(self.shared_state.function_registry,
+                                              request, agent))
             ENDED.append((unit.db_id, "submitted"))
         except Exception as exc:
             ENDED.append((unit.db_id, type(exc).__name__))
@@ -64,10 +73,18 @@ class RecordingRunner(RemoteProcedureTaskRunner):
         ENDED.append((unit.db_id, "cleanup"))
 
 
-def _launch(operator: Operator, bundle: Path, n: int = 1, **task: Any) -> Any:
+class CleanupRecordingRunner(RemoteProcedureTaskRunner):
+    """The remote_procedure runner (calls in the run's pool), noting its cleanups."""
+
+    def cleanup_unit(self, unit: Any) -> None:
+        ENDED.append((unit.db_id, "cleanup"))
+
+
+def _launch(operator: Operator, bundle: Path, n: int = 1, runner: type = RecordingRunner,
+            **task: Any) -> Any:
     from mephisto.abstractions.blueprints.remote_procedure import RemoteProcedureBlueprint
 
-    RemoteProcedureBlueprint.TaskRunnerClass = RecordingRunner
+    RemoteProcedureBlueprint.TaskRunnerClass = runner
     ENDED.clear()
     config = static_run_config(bundle, blueprint_type="remote_procedure", **task)
     state = SharedRemoteProcedureTaskState(
@@ -102,10 +119,15 @@ async def _until(check: Callable[[], bool], timeout: float = 5.0) -> None:
         await asyncio.sleep(0.02)
 
 
+RUNNERS = pytest.mark.parametrize("runner", [CleanupRecordingRunner, RecordingRunner],
+                                  ids=["calls-in-a-pool", "thread-per-agent"])
+
+
+@RUNNERS
 async def test_calls_are_answered_and_recorded(
-    operator: Operator, bundle: Path, mephisto_db: MephistoDB
+    operator: Operator, bundle: Path, mephisto_db: MephistoDB, runner: type
 ) -> None:
-    run = _launch(operator, bundle)
+    run = _launch(operator, bundle, runner=runner)
     async with SimulatedWorker(run.url, "w1") as worker:
         assert (await worker.request_agent())["init_task_data"] == {"text": "item 0"}
         await worker.connect()
@@ -117,7 +139,8 @@ async def test_calls_are_answered_and_recorded(
             f"t{i}" for i in range(5)]
         await worker.submit({"final": "yes"})
     await _until(lambda: ("1", "cleanup") in ENDED)
-    assert ENDED == [("1", "submitted"), ("1", "cleanup")]
+    threaded = runner is RecordingRunner
+    assert ENDED == ([("1", "submitted")] if threaded else []) + [("1", "cleanup")]
     stored = mephisto_db.get_agent(worker.agent_id)["state"]
     assert stored["outputs"] == {"final": "yes"}
     assert len(stored["live_updates"]) == 12  # six calls, six answers, with their times
@@ -139,7 +162,7 @@ async def test_calls_are_answered_and_recorded(
 async def test_errors_come_back_as_errors(
     operator: Operator, bundle: Path, target: str, raw: str, words: str
 ) -> None:
-    run = _launch(operator, bundle)
+    run = _launch(operator, bundle, runner=CleanupRecordingRunner)
     async with SimulatedWorker(run.url, "w1") as worker:
         await worker.request_agent()
         await worker.connect()
@@ -149,8 +172,11 @@ async def test_errors_come_back_as_errors(
             "sum": 2}  # the session goes on
 
 
-async def test_answers_wait_for_a_page_that_reconnects(operator: Operator, bundle: Path) -> None:
-    run = _launch(operator, bundle)
+@RUNNERS
+async def test_answers_wait_for_a_page_that_reconnects(
+    operator: Operator, bundle: Path, runner: type
+) -> None:
+    run = _launch(operator, bundle, runner=runner)
     run.live_sessions.disconnect_grace = 5.0
     async with SimulatedWorker(run.url, "w1") as worker:
         agent_id = (await worker.request_agent())["agent_id"]
@@ -167,10 +193,11 @@ async def test_answers_wait_for_a_page_that_reconnects(operator: Operator, bundl
         assert json.loads(packet["data"]["response"]) == {"echo": "late"}
 
 
+@RUNNERS
 async def test_a_page_gone_too_long_ends_the_session_and_frees_the_unit(
-    operator: Operator, bundle: Path, mephisto_db: MephistoDB
+    operator: Operator, bundle: Path, mephisto_db: MephistoDB, runner: type
 ) -> None:
-    run = _launch(operator, bundle)
+    run = _launch(operator, bundle, runner=runner)
     run.live_sessions.disconnect_grace = 0.3
     async with SimulatedWorker(run.url, "w1") as worker:
         agent_id = (await worker.request_agent())["agent_id"]
@@ -178,7 +205,8 @@ async def test_a_page_gone_too_long_ends_the_session_and_frees_the_unit(
         await _call(worker, "add", {"a": 1, "b": 2})
         await worker.disconnect()
         await _until(lambda: ("1", "cleanup") in ENDED)
-    assert ENDED == [("1", "AgentDisconnectedError"), ("1", "cleanup")]
+    threaded = runner is RecordingRunner
+    assert ENDED == ([("1", "AgentDisconnectedError")] if threaded else []) + [("1", "cleanup")]
     assert mephisto_db.get_agent(agent_id)["status"] == "disconnect"
     await _until(lambda: len(mephisto_db.get_agent(agent_id)["state"].get("live_updates")
                              or []) == 2)
@@ -195,8 +223,9 @@ async def test_a_timed_out_agent_ends_its_session(operator: Operator, bundle: Pa
     assert ENDED == [("1", "AgentTimeoutError"), ("1", "cleanup")]
 
 
-async def test_shutdown_ends_every_session(operator: Operator, bundle: Path) -> None:
-    run = _launch(operator, bundle, n=3)
+@RUNNERS
+async def test_shutdown_ends_every_session(operator: Operator, bundle: Path, runner: type) -> None:
+    run = _launch(operator, bundle, n=3, runner=runner)
     workers = [SimulatedWorker(run.url, f"w{i}") for i in range(3)]
     for worker in workers:
         await worker.request_agent()
@@ -205,8 +234,11 @@ async def test_shutdown_ends_every_session(operator: Operator, bundle: Path) -> 
     await asyncio.to_thread(operator.shutdown)
     for worker in workers:
         await worker.close()
-    assert all(t is not None and not t.is_alive() for t in threads)
-    assert sorted(how for _unit, how in ENDED) == ["AgentShutdownError"] * 3 + ["cleanup"] * 3
+    if runner is RecordingRunner:
+        assert all(t is not None and not t.is_alive() for t in threads)
+        assert sorted(how for _u, how in ENDED) == ["AgentShutdownError"] * 3 + ["cleanup"] * 3
+    else:  # no thread per agent; each unit cleaned up once
+        assert threads == [None] * 3 and sorted(ENDED) == [(u, "cleanup") for u in "123"]
 
 
 def test_a_remote_procedure_task_needs_its_functions(operator: Operator, bundle: Path) -> None:
@@ -218,7 +250,10 @@ def test_a_remote_procedure_task_needs_its_functions(operator: Operator, bundle:
             operator.launch_task_run(config, state)
 
 
-def test_the_runner_thread_is_not_the_event_loop(operator: Operator, bundle: Path) -> None:
+@RUNNERS
+def test_the_runner_thread_is_not_the_event_loop(
+    operator: Operator, bundle: Path, runner: type
+) -> None:
     seen: list[str] = []
 
     def where(request_id: str, args: Any, agent: Any) -> Any:
@@ -226,7 +261,7 @@ def test_the_runner_thread_is_not_the_event_loop(operator: Operator, bundle: Pat
         return {}
 
     async def go() -> None:
-        run = _launch(operator, bundle)
+        run = _launch(operator, bundle, runner=runner)
         run.blueprint.shared_state.function_registry["where"] = where
         async with SimulatedWorker(run.url, "w1") as worker:
             await worker.request_agent()
@@ -234,7 +269,8 @@ def test_the_runner_thread_is_not_the_event_loop(operator: Operator, bundle: Pat
             await _call(worker, "where", {})
 
     asyncio.run(go())
-    assert seen and seen[0].startswith("task-runner-")
+    prefix = "task-runner-" if runner is RecordingRunner else "task-calls"
+    assert seen and seen[0].startswith(prefix)
 
 
 async def test_a_resumed_live_run_keeps_what_was_submitted_and_serves_sessions_again(

@@ -2,7 +2,11 @@
 
 For a blueprint whose runner is live (`TaskRunner.is_live`), every agent given a unit
 gets a `LiveSession`, the `LiveAgent` its `run_unit(unit, agent)` works with, in a
-thread of its own. The event loop and that thread meet in two places only:
+thread of its own. (A runner that overrides `handle_live_update` instead gets each of
+the page's updates as a call, in order per agent, in one thread pool of the run,
+`CALL_THREADS` threads: no thread per agent, two hand-offs per call and no polling;
+what it returns goes back to the page.) The event loop and a runner thread meet in two
+places only:
 
 - pages' `mephisto_bound_live_update`s go into the session's inbox (a thread-safe
   queue) in arrival order; `act(timeout)` takes them out;
@@ -24,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import queue
+from concurrent.futures import ThreadPoolExecutor
 import threading
 import time
 from collections import deque
@@ -52,6 +57,7 @@ __all__ = ["LiveSession", "LiveSessions"]
 DISCONNECT_GRACE = 30.0  # seconds a live agent's page may be away before it is dropped
 MAX_WAITING = 1000  # page updates a runner has not taken yet, per agent
 MAX_RECORDED = 20_000  # packets recorded per agent (then a note that more were left out)
+CALL_THREADS = 32  # threads answering `handle_live_update` calls, shared by a run's agents
 _END = object()
 
 _GONE: dict[str, type[AgentGoneError]] = {
@@ -79,6 +85,8 @@ class LiveSession:
         self._inbox: queue.Queue[Any] = queue.Queue()
         self._outbox: deque[dict[str, Any]] = deque()  # the loop's side only
         self._sending = False
+        self._calls: deque[Any] = deque()  # updates for handle_live_update (under _lock)
+        self._calling = False  # a pool thread is answering them
         self._gone: AgentGoneError | None = None
         self._lock = threading.Lock()
 
@@ -119,11 +127,18 @@ class LiveSession:
     # -- the loop's side ---------------------------------------------------------------
 
     def deliver(self, data: Any) -> None:
-        if self._inbox.qsize() >= MAX_WAITING:
+        if self._inbox.qsize() + len(self._calls) >= MAX_WAITING:
             raise MalformedRequest(f"more than {MAX_WAITING} live updates wait for the task: "
                                    "slow down")
         self._record("worker", data)
-        self._inbox.put(data)
+        if self._host.runner.handles_updates:
+            with self._lock:
+                self._calls.append(data)
+                start, self._calling = not self._calling, True
+            if start:
+                self._host._pool().submit(self._host._answer_calls, self)
+        else:
+            self._inbox.put(data)
 
     def end(self, gone: AgentGoneError | None) -> None:
         """The agent ended: submitted (None) or gone for the given reason."""
@@ -131,6 +146,8 @@ class LiveSession:
             self.did_submit.set()
         else:
             self._gone = gone
+        with self._lock:
+            self._calls.clear()
         self._inbox.put(_END)
 
     def _record(self, sender: str, data: Any) -> None:
@@ -158,6 +175,7 @@ class LiveSessions:
         self.disconnect_grace = DISCONNECT_GRACE
         self._drop = drop
         self._away: dict[str, asyncio.TimerHandle] = {}
+        self._calls_pool: ThreadPoolExecutor | None = None
 
     @property
     def live(self) -> bool:
@@ -168,9 +186,10 @@ class LiveSessions:
         if not self.live or agent.unit is None or agent.agent_id in self.sessions:
             return
         session = self.sessions[agent.agent_id] = LiveSession(self, agent)
-        session.thread = threading.Thread(target=self._run, args=(session,), daemon=True,
-                                          name=f"task-runner-{agent.agent_id[:8]}")
-        session.thread.start()
+        if self.runner.runs_units:
+            session.thread = threading.Thread(target=self._run, args=(session,), daemon=True,
+                                              name=f"task-runner-{agent.agent_id[:8]}")
+            session.thread.start()
 
     def _run(self, session: LiveSession) -> None:
         from mephisto.data_model.unit import Unit
@@ -190,6 +209,43 @@ class LiveSessions:
                     self.runner.cleanup_unit(unit)
                 except Exception:
                     logger.exception("agent %s: cleanup_unit failed", session.agent_id)
+
+    def _pool(self) -> ThreadPoolExecutor:
+        if self._calls_pool is None:
+            self._calls_pool = ThreadPoolExecutor(CALL_THREADS, thread_name_prefix="task-calls")
+        return self._calls_pool
+
+    def _answer_calls(self, session: LiveSession) -> None:
+        """In a pool thread: the session's waiting updates through `handle_live_update`,
+        one at a time in order (one thread per session at a time), each answer handed to
+        the loop for the page. Returns when none is left."""
+        while True:
+            with session._lock:
+                if not session._calls or session._gone is not None \
+                        or session.did_submit.is_set():
+                    session._calling = False
+                    return
+                data = session._calls.popleft()
+            try:
+                answer = self.runner.handle_live_update(session, data)
+            except Exception:
+                logger.exception("agent %s: handle_live_update failed", session.agent_id)
+                continue
+            if answer is not None and session._gone is None and not session.did_submit.is_set():
+                session._record("mephisto", answer)
+                self.loop.call_soon_threadsafe(self.queue_send, session, answer)
+
+    def _cleanup_later(self, session: LiveSession) -> None:
+        """A session without a runner thread ended: `cleanup_unit` in the pool."""
+        from mephisto.data_model.unit import Unit
+
+        def cleanup() -> None:
+            try:
+                self.runner.cleanup_unit(Unit(self.ctx.writer.db, str(session.unit_id)))
+            except Exception:
+                logger.exception("agent %s: cleanup_unit failed", session.agent_id)
+
+        self._pool().submit(cleanup)
 
     # -- packets -------------------------------------------------------------------------
 
@@ -265,6 +321,8 @@ class LiveSessions:
             timer.cancel()
         if session is None:
             return
+        if session.thread is None:
+            self._cleanup_later(session)
         if status == AgentState.COMPLETED:
             session.end(None)
             return
@@ -282,6 +340,9 @@ class LiveSessions:
             session.end(AgentShutdownError("the run is shutting down"))
             if session.thread is not None:
                 threads.append(session.thread)
+            else:
+                self._cleanup_later(session)
+        self.sessions.clear()
         for timer in self._away.values():
             timer.cancel()
         self._away.clear()
@@ -296,6 +357,9 @@ class LiveSessions:
         stuck = [t.name for t in threads if t.is_alive()]
         if stuck:
             logger.warning("task runners still running at shutdown: %s", ", ".join(stuck))
+        if self._calls_pool is not None:
+            pool, self._calls_pool = self._calls_pool, None
+            await self.ctx.background.in_thread(pool.shutdown)
 
 
 def _save_recorded(db: Any, agent_id: str, recorded: list[dict[str, Any]]) -> None:

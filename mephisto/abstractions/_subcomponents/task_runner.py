@@ -20,6 +20,12 @@ When the agent ends otherwise, `act` and `observe` raise the reason
 them to clean up. Every live packet, both ways, is recorded with its time in the
 agent's saved state (`live_updates`), so review sees the session as it happened.
 
+A runner that only answers what the page sends (a call, a lookup) overrides
+`handle_live_update(agent, data)` instead of `run_unit`: it is called for each update,
+in order per agent, in a thread pool the run shares among its agents (no thread per
+agent), and what it returns (if not None) is sent to the page as if observed.
+`remote_procedure` works this way. With it, `act()` never sees the page's updates.
+
 `run_assignment` / `cleanup_assignment` are the hooks for several workers in one
 assignment (`is_concurrent`); `run_onboarding` / `cleanup_onboarding` those of a live
 onboarding step. Mephisto's names throughout.
@@ -68,9 +74,19 @@ class TaskRunner:
         self.shared_state = shared_state
 
     @property
-    def is_live(self) -> bool:
-        """Whether this runner runs anything beside a unit (else no thread is made)."""
+    def runs_units(self) -> bool:
+        """It overrides `run_unit`: a thread runs it beside each live agent."""
         return type(self).run_unit is not TaskRunner.run_unit
+
+    @property
+    def handles_updates(self) -> bool:
+        """It overrides `handle_live_update`: the page's updates are calls to it."""
+        return type(self).handle_live_update is not TaskRunner.handle_live_update
+
+    @property
+    def is_live(self) -> bool:
+        """Whether this runner does anything beside a unit (else no session is made)."""
+        return self.runs_units or self.handles_updates
 
     def get_init_data_for_agent(self, agent: LiveAgent) -> Any:
         """The data the agent's page starts from. Default: the unit's data."""
@@ -80,7 +96,13 @@ class TaskRunner:
         """Work with one agent on one unit until it is done (see the module doc)."""
 
     def cleanup_unit(self, unit: Unit) -> None:
-        """Called after `run_unit` returned or raised, whatever ended it."""
+        """Called after `run_unit` returned or raised, whatever ended it (for a runner
+        of `handle_live_update`: when the agent ended)."""
+
+    def handle_live_update(self, agent: LiveAgent, data: Any) -> dict[str, Any] | None:
+        """One update the page sent (see the module doc); the return value, if not
+        None, is sent back to the page."""
+        return None
 
     def run_assignment(self, assignment: Any, agents: list[LiveAgent]) -> None:
         """Work with the agents of one assignment together (`is_concurrent`)."""

@@ -5,12 +5,13 @@ The run script gives the functions in `SharedRemoteProcedureTaskState.function_r
 (name -> `fn(request_id, args, agent_state)`, returning a JSON-able value, usually a
 dict). The page calls one with `useMephistoRemoteProcedureTask`'s
 `remoteProcedure("name")(args)`: a `mephisto_bound_live_update` `{request_id, target,
-args: "<JSON>"}`; the `TaskRunner` here calls the function in the runner's thread and
-answers with a `client_bound_live_update` `{handles: request_id, response: "<JSON>"}`,
-or `{handles, error}` when the function is unknown, the arguments are not JSON or the
-function raised (the page's promise rejects with that message). Calls are answered one
-at a time, in the order they came, and every request and answer is recorded in the
-agent's state (`live_updates`). Otherwise it is `static_react_task`: `task_source` is
+args: "<JSON>"}`; the `TaskRunner` here calls the function (`handle_live_update`: in
+the run's pool of call threads, not a thread per agent) and answers with a
+`client_bound_live_update` `{handles: request_id, response: "<JSON>"}`, or `{handles,
+error}` when the function is unknown, the arguments are not JSON or the function
+raised (the page's promise rejects with that message). An agent's calls are answered
+one at a time, in the order they came; different agents' calls run at the same time.
+Every request and answer is recorded in the agent's state (`live_updates`). Otherwise it is `static_react_task`: `task_source` is
 the built bundle, one assignment per data item.
 """
 
@@ -44,10 +45,10 @@ __all__ = [
     "RemoteProcedureBlueprintArgs",
     "RemoteProcedureTaskRunner",
     "SharedRemoteProcedureTaskState",
+    "answer_call",
 ]
 
 BLUEPRINT_TYPE_REMOTE_PROCEDURE = "remote_procedure"
-POLL_SECONDS = 0.5  # how often a waiting runner looks whether the worker submitted
 MAX_ERROR = 500  # characters of an error message sent to the page
 
 RemoteFunction = Callable[[str, Any, Any], Any]
@@ -90,42 +91,40 @@ class RemoteProcedureAgentState(StaticAgentState):
 register_agent_state_class(BLUEPRINT_TYPE_REMOTE_PROCEDURE, RemoteProcedureAgentState)
 
 
+def answer_call(registry: dict[str, RemoteFunction], request: Any,
+                agent: LiveAgent) -> dict[str, Any]:
+    """The answer to one call of the page (never raises: a failure is an `error`
+    answer)."""
+    if not isinstance(request, dict):
+        return {"handles": None, "error": "a remote procedure request is an object"}
+    request_id = request.get("request_id")
+    target = request.get("target")
+    function = registry.get(target) if isinstance(target, str) else None
+    if function is None:
+        known = ", ".join(sorted(registry)) or "none"
+        return {"handles": request_id,
+                "error": f"no remote procedure named {str(target)[:100]!r} (known: {known})"}
+    raw = request.get("args")
+    try:
+        args = json.loads(raw) if isinstance(raw, str) else raw
+    except ValueError as exc:
+        return {"handles": request_id, "error": f"the arguments are not JSON: {exc}"}
+    try:
+        result = function(str(request_id), args, agent)
+        response = json.dumps(result)
+    except Exception as exc:
+        logger.warning("remote procedure %s failed for agent %s: %r", target,
+                       agent.agent_id, exc)
+        return {"handles": request_id,
+                "error": f"{target} failed: {type(exc).__name__}: {exc}"[:MAX_ERROR]}
+    return {"handles": request_id, "response": response}
+
+
 class RemoteProcedureTaskRunner(TaskRunner):
-    """Answers the page's calls with the run script's functions until the worker
-    submits (or leaves)."""
+    """Answers each of the page's calls with the run script's functions."""
 
-    def run_unit(self, unit: Unit, agent: LiveAgent) -> None:
-        while not agent.did_submit.is_set():
-            request = agent.act(timeout=POLL_SECONDS)
-            if request is not None:
-                agent.observe(self.answer(request, agent))
-
-    def answer(self, request: Any, agent: LiveAgent) -> dict[str, Any]:
-        """The answer to one request (never raises: a failure is an `error` answer)."""
-        if not isinstance(request, dict):
-            return {"handles": None, "error": "a remote procedure request is an object"}
-        request_id = request.get("request_id")
-        target = request.get("target")
-        registry: dict[str, RemoteFunction] = self.shared_state.function_registry
-        function = registry.get(target) if isinstance(target, str) else None
-        if function is None:
-            known = ", ".join(sorted(registry)) or "none"
-            return {"handles": request_id,
-                    "error": f"no remote procedure named {str(target)[:100]!r} (known: {known})"}
-        raw = request.get("args")
-        try:
-            args = json.loads(raw) if isinstance(raw, str) else raw
-        except ValueError as exc:
-            return {"handles": request_id, "error": f"the arguments are not JSON: {exc}"}
-        try:
-            result = function(str(request_id), args, agent)
-            response = json.dumps(result)
-        except Exception as exc:
-            logger.warning("remote procedure %s failed for agent %s: %r", target,
-                           agent.agent_id, exc)
-            return {"handles": request_id,
-                    "error": f"{target} failed: {type(exc).__name__}: {exc}"[:MAX_ERROR]}
-        return {"handles": request_id, "response": response}
+    def handle_live_update(self, agent: LiveAgent, data: Any) -> dict[str, Any] | None:
+        return answer_call(self.shared_state.function_registry, data, agent)
 
 
 class RemoteProcedureBlueprint(StaticReactTaskBlueprint):
