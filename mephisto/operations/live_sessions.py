@@ -32,7 +32,7 @@ from concurrent.futures import ThreadPoolExecutor
 import threading
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
 from mephisto.data_model import packets
@@ -163,29 +163,48 @@ class LiveSession:
             return list(self.packets)
 
 
+class Room:
+    """The agents of one assignment of a concurrent runner (see `task_runner.py`)."""
+
+    def __init__(self, assignment_id: str) -> None:
+        self.assignment_id = assignment_id
+        self.size: int | None = None  # units of the assignment, once read
+        self.sessions: dict[str, LiveSession] = {}  # in the order they joined
+        self.started = False
+        self.timer: asyncio.TimerHandle | None = None
+        self.thread: threading.Thread | None = None
+
+
 class LiveSessions:
     """The live sessions of one run (see the module doc)."""
 
     def __init__(self, ctx: RunContext, runner: TaskRunner,
-                 drop: Callable[[AgentInfo, AgentState], Awaitable[None]]) -> None:
+                 drop: Callable[[AgentInfo, AgentState], Coroutine[Any, Any, None]],
+                 notify: Callable[[AgentInfo], Awaitable[None]] | None = None) -> None:
         self.ctx = ctx
         self.runner = runner
         self.loop = asyncio.get_running_loop()
         self.sessions: dict[str, LiveSession] = {}
+        self.rooms: dict[str, Room] = {}  # by assignment id (concurrent runners)
         self.disconnect_grace = DISCONNECT_GRACE
+        self.waiting_room_timeout = float(runner.waiting_room_timeout)
         self._drop = drop
+        self._notify = notify
         self._away: dict[str, asyncio.TimerHandle] = {}
         self._calls_pool: ThreadPoolExecutor | None = None
 
     @property
     def live(self) -> bool:
-        return self.runner.is_live
+        return self.runner.is_live or self.runner.is_concurrent
 
     def start(self, agent: AgentInfo) -> None:
         """An agent was given a unit: run the runner beside it."""
         if not self.live or agent.unit is None or agent.agent_id in self.sessions:
             return
         session = self.sessions[agent.agent_id] = LiveSession(self, agent)
+        if self.runner.is_concurrent:
+            self._join(agent, session)
+            return
         if self.runner.runs_units:
             session.thread = threading.Thread(target=self._run, args=(session,), daemon=True,
                                               name=f"task-runner-{agent.agent_id[:8]}")
@@ -209,6 +228,97 @@ class LiveSessions:
                     self.runner.cleanup_unit(unit)
                 except Exception:
                     logger.exception("agent %s: cleanup_unit failed", session.agent_id)
+
+    # -- several workers in one assignment ----------------------------------------------
+
+    def _join(self, agent: AgentInfo, session: LiveSession) -> None:
+        assert agent.unit is not None
+        room = self.rooms.get(agent.unit.assignment_id)
+        if room is None:
+            room = self.rooms[agent.unit.assignment_id] = Room(agent.unit.assignment_id)
+        room.sessions[agent.agent_id] = session
+        agent.status = str(AgentState.WAITING)  # what its page sees until all have joined
+        if room.timer is None and not room.started:
+            room.timer = self.loop.call_later(
+                self.waiting_room_timeout,
+                lambda: self.ctx.background.spawn(self._waited_too_long(room)))
+        self.ctx.background.spawn(self._maybe_begin(room))
+
+    async def _maybe_begin(self, room: Room) -> None:
+        if room.size is None:
+            room.size = await self.ctx.writer.read(
+                lambda db: len(db.find_units(assignment_id=room.assignment_id)))
+        present = [s for s in room.sessions.values() if s.agent.active]
+        if room.started or len(present) < room.size:
+            for session in present:
+                await self._tell(session.agent)
+            return
+        room.started = True
+        if room.timer is not None:
+            room.timer.cancel()
+            room.timer = None
+        for session in present:
+            session.agent.status = str(AgentState.IN_TASK)
+            await self._tell(session.agent)
+        room.thread = threading.Thread(
+            target=self._run_assignment, args=(room, present), daemon=True,
+            name=f"task-runner-assignment-{room.assignment_id}")
+        room.thread.start()
+
+    async def _tell(self, agent: AgentInfo) -> None:
+        if self._notify is not None:
+            await self._notify(agent)
+
+    def _run_assignment(self, room: Room, sessions: list[LiveSession]) -> None:
+        from mephisto.data_model.assignment import Assignment
+
+        assignment = None
+        try:
+            assignment = Assignment(self.ctx.writer.db, room.assignment_id)
+            self.runner.run_assignment(assignment, list(sessions))
+        except AgentGoneError as exc:
+            logger.info("assignment %s: run_assignment ended: %s", room.assignment_id,
+                        type(exc).__name__)
+        except Exception:
+            logger.exception("assignment %s: the task's run_assignment failed",
+                             room.assignment_id)
+        finally:
+            if assignment is not None:
+                try:
+                    self.runner.cleanup_assignment(assignment)
+                except Exception:
+                    logger.exception("assignment %s: cleanup_assignment failed",
+                                     room.assignment_id)
+
+    async def _waited_too_long(self, room: Room) -> None:
+        room.timer = None
+        if room.started:
+            return
+        waiting = [s.agent for s in room.sessions.values() if s.agent.active]
+        logger.info("assignment %s: nobody else joined within %.0f s; %d agent(s) expired",
+                    room.assignment_id, self.waiting_room_timeout, len(waiting))
+        for agent in waiting:
+            if not agent.busy:
+                await self._drop(agent, AgentState.EXPIRED)
+
+    def _left_room(self, agent: AgentInfo, status: str) -> None:
+        """An agent of a room ended: before the start it just leaves; after, a leaver
+        ends the others' work (partner disconnect)."""
+        assert agent.unit is not None
+        room = self.rooms.get(agent.unit.assignment_id)
+        if room is None:
+            return
+        if not room.started:
+            room.sessions.pop(agent.agent_id, None)
+        elif status != AgentState.COMPLETED:
+            for other in room.sessions.values():
+                if other.agent is not agent and other.agent.active and not other.agent.busy:
+                    self.ctx.background.spawn(
+                        self._drop(other.agent, AgentState.PARTNER_DISCONNECT))
+        if not any(s.agent.active for s in room.sessions.values()):
+            if room.timer is not None:
+                room.timer.cancel()
+            self.rooms.pop(room.assignment_id, None)
 
     def _pool(self) -> ThreadPoolExecutor:
         if self._calls_pool is None:
@@ -321,7 +431,9 @@ class LiveSessions:
             timer.cancel()
         if session is None:
             return
-        if session.thread is None:
+        if self.runner.is_concurrent:
+            self._left_room(agent, status)
+        elif session.thread is None:
             self._cleanup_later(session)
         if status == AgentState.COMPLETED:
             session.end(None)
@@ -340,12 +452,18 @@ class LiveSessions:
             session.end(AgentShutdownError("the run is shutting down"))
             if session.thread is not None:
                 threads.append(session.thread)
-            else:
+            elif not self.runner.is_concurrent:
                 self._cleanup_later(session)
         self.sessions.clear()
         for timer in self._away.values():
             timer.cancel()
         self._away.clear()
+        for room in self.rooms.values():
+            if room.timer is not None:
+                room.timer.cancel()
+            if room.thread is not None:
+                threads.append(room.thread)
+        self.rooms.clear()
         deadline = time.monotonic() + timeout
 
         def join() -> None:

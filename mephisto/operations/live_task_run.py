@@ -124,7 +124,7 @@ class LiveTaskRun:
         self.pool = WorkerPool(self.ctx, self.launcher, self)
         # the blueprint's TaskRunner beside each live unit (static tasks: none runs)
         self.live_sessions = LiveSessions(self.ctx, blueprint.make_task_runner(),
-                                          self.pool.drop_agent)
+                                          self.pool.drop_agent, self.pool.notify_status)
         self.client_io = ClientIOHandler(
             self.ctx, self.pool, self,
             self.live_sessions if self.live_sessions.live else None)

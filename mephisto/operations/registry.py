@@ -35,6 +35,7 @@ BUILTIN_BLUEPRINTS: dict[str, str] = {
     "static_react_task": (
         "mephisto.abstractions.blueprints.static_react_task:StaticReactTaskBlueprint"
     ),
+    "chat": "mephisto.abstractions.blueprints.chat:ChatBlueprint",
     "mock": "mephisto.abstractions.blueprints.mock:MockBlueprint",
     "remote_procedure": (
         "mephisto.abstractions.blueprints.remote_procedure:RemoteProcedureBlueprint"

@@ -26,9 +26,16 @@ in order per agent, in a thread pool the run shares among its agents (no thread 
 agent), and what it returns (if not None) is sent to the page as if observed.
 `remote_procedure` works this way. With it, `act()` never sees the page's updates.
 
-`run_assignment` / `cleanup_assignment` are the hooks for several workers in one
-assignment (`is_concurrent`); `run_onboarding` / `cleanup_onboarding` those of a live
-onboarding step. Mephisto's names throughout.
+With `is_concurrent`, the units of one assignment are worked together: agents wait in
+a waiting room (their pages see the status "waiting") until every unit of the
+assignment has one, then all see "in task" and `run_assignment(assignment, agents)`
+runs in one thread for them (`cleanup_assignment` after). Messages between the workers
+go through it (`act` on one, `observe` on the others). If no one else joins within
+`waiting_room_timeout` seconds, the waiting agents are expired; if one leaves once the
+assignment began (returned, timed out, disconnected), the others are ended with the
+status "partner disconnect", which their pages show, and the units go back to other
+workers. `run_onboarding` / `cleanup_onboarding` are the hooks of a live onboarding
+step (not used yet). Mephisto's names throughout.
 """
 
 from __future__ import annotations
@@ -67,6 +74,8 @@ class TaskRunner:
     `cleanup_unit`) for a live task; the default does nothing."""
 
     is_concurrent: ClassVar[bool] = False  # several workers live in one assignment
+    # seconds the first worker of a concurrent assignment waits for the others
+    waiting_room_timeout: ClassVar[float] = 300.0
 
     def __init__(self, task_run: Any, args: Any, shared_state: Any) -> None:
         self.task_run = task_run
