@@ -104,6 +104,7 @@ def config_error(root: Path, overrides: list[str] | None = None, **kw: Any) -> C
         ("blueprint", "static_task", "_blueprint_type"),
         ("blueprint", "static_react_task", "_blueprint_type"),
         ("blueprint", "remote_procedure", "_blueprint_type"),
+        ("blueprint", "chat", "_blueprint_type"),
         ("blueprint", "mock", "_blueprint_type"),
         ("architect", "local", "_architect_type"),
         ("architect", "mock", "_architect_type"),

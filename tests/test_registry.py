@@ -76,6 +76,7 @@ def test_builtin_table_is_exactly_the_shipped_plugins() -> None:
         "remote_procedure": (
             "mephisto.abstractions.blueprints.remote_procedure:RemoteProcedureBlueprint"
         ),
+        "chat": "mephisto.abstractions.blueprints.chat:ChatBlueprint",
         "static_react_task": (
             "mephisto.abstractions.blueprints.static_react_task:StaticReactTaskBlueprint"
         ),
@@ -97,7 +98,7 @@ def test_builtin_table_is_exactly_the_shipped_plugins() -> None:
 
 
 def test_listing_builtins_sorted() -> None:
-    assert get_valid_blueprint_types() == ["mock", "remote_procedure", "static_react_task", "static_task"]
+    assert get_valid_blueprint_types() == ["chat", "mock", "remote_procedure", "static_react_task", "static_task"]
     assert get_valid_architect_types() == ["local", "mock"]
     assert get_valid_provider_types() == ["inhouse", "mock", "mturk", "mturk_sandbox", "prolific"]
 
@@ -120,7 +121,7 @@ def test_register_each_kind() -> None:
     assert get_architect_from_type("my_architect") is MyArchitect
     assert get_crowd_provider_from_type("my_provider") is MyProvider
     assert get_valid_blueprint_types() == [
-        "mock", "my_blueprint", "remote_procedure", "static_react_task", "static_task"
+        "chat", "mock", "my_blueprint", "remote_procedure", "static_react_task", "static_task"
     ]
     assert get_valid_architect_types() == ["local", "mock", "my_architect"]
     assert get_valid_provider_types() == [
@@ -194,7 +195,7 @@ def test_unknown_name_lists_valid_names() -> None:
         get_blueprint_from_type("foo")
     assert (
         str(info.value)
-        == "Unknown blueprint type 'foo'. Valid blueprint types: mock, remote_procedure, static_react_task, static_task"
+        == "Unknown blueprint type 'foo'. Valid blueprint types: chat, mock, remote_procedure, static_react_task, static_task"
     )
     assert isinstance(info.value, ConfigError)
 
@@ -222,7 +223,7 @@ def test_unknown_name_lists_registered_and_entry_point_names(
         BLUEPRINT_TYPE = "scripted"
 
     with pytest.raises(
-        UnknownAbstractionError, match="from_entry_point, mock, remote_procedure, scripted, static_react_task, static_task"
+        UnknownAbstractionError, match="chat, from_entry_point, mock, remote_procedure, scripted, static_react_task, static_task"
     ):
         get_blueprint_from_type("nope")
 
@@ -237,7 +238,7 @@ def test_entry_points_are_found(clean_registry: dict[str, list[EntryPoint]]) -> 
     assert get_blueprint_from_type("from_entry_point") is EntryBlueprint
     assert get_crowd_provider_from_type("ep_provider") is EntryProvider
     assert get_valid_blueprint_types() == [
-        "from_entry_point", "mock", "remote_procedure", "static_react_task", "static_task"
+        "chat", "from_entry_point", "mock", "remote_procedure", "static_react_task", "static_task"
     ]
     assert get_valid_provider_types() == [
         "ep_provider", "inhouse", "mock", "mturk", "mturk_sandbox", "prolific"
@@ -284,7 +285,7 @@ def test_precedence_registered_then_entry_point_then_builtin(
         BLUEPRINT_TYPE = "mock"
 
     assert get_blueprint_from_type("mock") is ScriptMock  # registered beats entry point
-    assert get_valid_blueprint_types() == ["mock", "remote_procedure", "static_react_task", "static_task"]  # no duplicates
+    assert get_valid_blueprint_types() == ["chat", "mock", "remote_procedure", "static_react_task", "static_task"]  # no duplicates
 
 
 def test_builtin_is_imported_lazily(monkeypatch: pytest.MonkeyPatch) -> None:
