@@ -320,3 +320,80 @@ async def test_a_resumed_live_run_keeps_what_was_submitted_and_serves_sessions_a
         await asyncio.to_thread(second.shutdown)
         await asyncio.to_thread(first.shutdown)
         db.shutdown()
+
+
+LIVE_RUN_SCRIPT = """
+import sys
+from mephisto.abstractions.blueprints.remote_procedure import SharedRemoteProcedureTaskState
+from mephisto.db import MephistoDB
+from mephisto.operations.operator import Operator
+from mephisto.testing.fixtures import static_run_config
+
+db_url, bundle = sys.argv[1], sys.argv[2]
+operator = Operator(MephistoDB(db_url))
+config = static_run_config(bundle, blueprint_type="remote_procedure",
+                           task_name="live-durable", resume_incomplete_run=True)
+state = SharedRemoteProcedureTaskState(
+    function_registry={"add": lambda request_id, args, agent: {"sum": args["a"] + args["b"]}},
+    static_task_data=[{"text": "a"}, {"text": "b"}])
+run_id = operator.launch_task_run(config, state)
+print(operator.get_running_task_runs()[run_id].url, flush=True)
+operator.wait_for_runs_then_shutdown(skip_input=True)
+"""
+
+
+async def test_a_live_run_killed_with_sigkill_resumes(bundle: Path, tmp_path: Path) -> None:
+    """kill -9 of the process serving a live run: the submitted unit is kept, the agent
+    that was at work gets its unit and a live session back from the resumed run."""
+    import subprocess
+    import sys
+
+    from mephisto.abstractions.blueprints.remote_procedure import RemoteProcedureBlueprint
+    from mephisto.testing.faults import RunProcess
+
+    RemoteProcedureBlueprint.TaskRunnerClass = RemoteProcedureTaskRunner
+    db_url = f"sqlite:///{tmp_path / 'live-durable.db'}"
+    script = tmp_path / "live_run.py"
+    script.write_text(LIVE_RUN_SCRIPT)
+    process = subprocess.Popen([sys.executable, str(script), db_url, str(bundle)],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert process.stdout is not None
+    url = process.stdout.readline().strip()
+    assert url.startswith("http"), process.communicate(timeout=10)
+    proc = RunProcess(process, url)
+    try:
+        async with SimulatedWorker(url, "done") as done, SimulatedWorker(url, "busy") as busy:
+            await done.request_agent()
+            await done.connect()
+            assert json.loads((await _call(done, "add", {"a": 1, "b": 1}))["response"]) == {
+                "sum": 2}
+            await done.submit({"final": "first"})
+            busy_agent = (await busy.request_agent())["agent_id"]
+            await busy.connect()
+            await _call(busy, "add", {"a": 2, "b": 2})
+    finally:
+        proc.kill()
+
+    db = MephistoDB(db_url)
+    operator = Operator(db)
+    try:
+        config = static_run_config(bundle, blueprint_type="remote_procedure",
+                                   task_name="live-durable", resume_incomplete_run=True)
+        state = SharedRemoteProcedureTaskState(
+            function_registry=dict(REGISTRY), static_task_data=[{"text": "a"}, {"text": "b"}])
+        run_id = await asyncio.to_thread(operator.launch_task_run, config, state)
+        resumed = operator.get_running_task_runs()[run_id]
+        async with SimulatedWorker(resumed.url, "busy") as busy:
+            assert (await busy.request_agent())["agent_id"] == busy_agent
+            await busy.connect()
+            assert json.loads((await _call(busy, "add", {"a": 5, "b": 5}))["response"]) == {
+                "sum": 10}
+            await busy.submit({"final": "second"})
+        assert await asyncio.to_thread(resumed.done_sync.wait, 10)
+    finally:
+        await asyncio.to_thread(operator.shutdown)
+    assert db.get_unit_status_counts(run_id) == {"completed": 2}
+    kept = db.get_agent(done.agent_id)["state"]
+    assert kept["outputs"] == {"final": "first"} and len(kept["live_updates"]) == 2
+    assert db.get_agent(busy_agent)["state"]["outputs"] == {"final": "second"}
+    db.shutdown()
