@@ -57,6 +57,18 @@ def _load_run_script() -> ModuleType:
 RUN_TASK = _load_run_script()
 
 
+def _load_turn_world() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("chat_example_turn_world",
+                                                  EXAMPLE_DIR / "turn_world.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+TURN_WORLD = _load_turn_world()
+
+
 def _run_async(coro: Coroutine[Any, Any, Any]) -> Any:
     """asyncio.run(coro) in a fresh thread; its result, or its exception re-raised."""
     box: dict[str, Any] = {}
@@ -203,6 +215,65 @@ def test_run_task_pairs_workers_and_completes(chat_example_bundle: Path,
         assert all(len(r["data"]["outputs"]["messages"]) == 2 for r in results)
     finally:
         db.shutdown()
+
+
+# -- a plugged world (examples/chat_task/turn_world.py, docs/chat.md) ----------------------
+
+
+async def _take_turns(url: str) -> dict[str, str]:
+    """Ann joins first (Worker 1), Ben second; Ben writes out of turn and only he is told
+    to wait; then Ann, then Ben; both submit. Returns their agent ids by name."""
+    async with SimulatedWorker(url, "ann") as ann, SimulatedWorker(url, "ben") as ben:
+        await ann.request_agent()
+        await ann.connect()
+        await ann.wait_for_packet("update_status",
+                                  predicate=lambda p: p["data"]["status"] == "waiting")
+        await ben.request_agent()
+        await ben.connect()
+        for worker, label in ((ann, "Worker 1"), (ben, "Worker 2")):
+            joined = await worker.wait_for_packet("client_bound_live_update",
+                                                  predicate=_is_chat("joined"))
+            assert joined["data"]["you"] == label
+            opening = await worker.wait_for_packet(
+                "client_bound_live_update", predicate=_is_chat("message", sender="Moderator"))
+            assert opening["data"]["text"] == ("Today's topic: Cats or dogs? Worker 1 starts; "
+                                               "then take turns.")
+        await ben.send_live_update({"text": "Dogs!"})
+        note = await ben.wait_for_packet("client_bound_live_update", predicate=_is_chat(
+            "message", sender="Moderator", text="Please wait for Worker 1 to write."))
+        await ann.send_live_update({"text": "Cats, clearly."})
+        await ben.wait_for_packet("client_bound_live_update",
+                                  predicate=_is_chat("message", text="Cats, clearly."))
+        await ben.send_live_update({"text": "Dogs, now in turn."})
+        for worker in (ann, ben):
+            await worker.wait_for_packet("client_bound_live_update",
+                                         predicate=_is_chat("message", text="Dogs, now in turn."))
+        for worker in (ann, ben):
+            texts = [p["data"]["text"] for p in worker.received
+                     if p.get("packet_type") == "client_bound_live_update"
+                     and p["data"].get("kind") == "message"]
+            expected = ["Cats, clearly.", "Dogs, now in turn."]
+            if worker is ben:
+                expected.insert(0, note["data"]["text"])
+            assert texts[1:] == expected, texts  # [0]: the opening line
+            await worker.submit({"messages": texts})
+        assert ann.agent_id is not None and ben.agent_id is not None
+        return {"ann": ann.agent_id, "ben": ben.agent_id}
+
+
+def test_a_plugged_world_takes_turns(chat_example_bundle: Path, operator: Any,
+                                     mephisto_db: Any) -> None:
+    cfg = _example_config("mephisto.architect.port=0", "mephisto.architect.hostname=127.0.0.1")
+    state = SharedChatTaskState(
+        static_task_data=[{"topic": "Cats or dogs?"}],
+        world_factory=lambda agents, assignment: TURN_WORLD.TurnTakingWorld(agents))
+    run = LaunchedRun(operator, operator.launch_task_run(cfg.mephisto, state))
+    agent_ids = _run_async(_take_turns(run.url))
+    assert run.wait(10)
+    assert run.unit_statuses() == {"completed": 2}
+    ann = mephisto_db.get_agent(agent_ids["ann"])["state"]["live_updates"]
+    assert [u["data"]["text"] for u in ann if u["sender"] == "worker"] == ["Cats, clearly."]
+    assert _chat_texts(ann)[1:] == [("Cats, clearly.", True), ("Dogs, now in turn.", False)]
 
 
 # -- the page in real Chromium (keep last: the browser stays open to the module's end) ----
