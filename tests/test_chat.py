@@ -184,3 +184,47 @@ def test_a_chat_needs_two_workers(operator: Operator, bundle: Path) -> None:
     config = static_run_config(bundle, blueprint_type="chat", blueprint__units_per_assignment=1)
     with pytest.raises(ConfigError, match="at least two workers"):
         operator.launch_task_run(config, SharedChatTaskState(static_task_data=[{"t": 1}]))
+
+
+async def test_a_worker_leaving_after_the_other_submitted_expires_the_unit(
+    operator: Operator, bundle: Path, mephisto_db: MephistoDB
+) -> None:
+    """Half the assignment is done: the leaver's unit cannot be finished by a new pair,
+    so it is expired instead of stranding the next worker in a room of one."""
+    run = _launch(operator, bundle)
+    run.live_sessions.disconnect_grace = 0.3
+    async with SimulatedWorker(run.url, "ann") as ann, SimulatedWorker(run.url, "ben") as ben:
+        for worker in (ann, ben):
+            await worker.request_agent()
+            await worker.connect()
+        await ann.wait_for_packet("update_status",
+                                  predicate=lambda p: p["data"]["status"] == "in task")
+        await ann.send_live_update({"text": "bye"})
+        await _message(ben, "bye")
+        await ann.submit({"done": True})
+        await ben.disconnect()
+        assert await asyncio.to_thread(run.done_sync.wait, 10)  # nothing left to do
+    assert mephisto_db.get_unit_status_counts(run.task_run_id) == {"completed": 1,
+                                                                   "expired": 1}
+    assert mephisto_db.get_agent(ben.agent_id)["status"] == "disconnect"
+
+
+async def test_a_failing_world_expires_its_workers(
+    operator: Operator, bundle: Path, mephisto_db: MephistoDB
+) -> None:
+    def broken(agents: Any, assignment: Any) -> Any:
+        raise RuntimeError("the bot did not load")
+
+    config = static_run_config(bundle, blueprint_type="chat")
+    state = SharedChatTaskState(static_task_data=[{"topic": "t"}], world_factory=broken)
+    run_id = operator.launch_task_run(config, state)
+    run = operator.get_running_task_runs()[run_id]
+    async with SimulatedWorker(run.url, "a") as a, SimulatedWorker(run.url, "b") as b:
+        for worker in (a, b):
+            await worker.request_agent()
+            await worker.connect()
+        for worker in (a, b):
+            await worker.wait_for_packet("update_status", timeout=5,
+                                         predicate=lambda p: p["data"]["status"] == "expired")
+    assert await asyncio.to_thread(run.done_sync.wait, 10)
+    assert mephisto_db.get_unit_status_counts(run.task_run_id) == {"expired": 2}

@@ -186,6 +186,9 @@ class LiveSessions:
         self.loop = asyncio.get_running_loop()
         self.sessions: dict[str, LiveSession] = {}
         self.rooms: dict[str, Room] = {}  # by assignment id (concurrent runners)
+        # units of concurrent assignments that someone already submitted: a unit of
+        # such an assignment whose worker left is expired, not offered again
+        self._retired: set[str] = set()
         self.disconnect_grace = DISCONNECT_GRACE
         self.waiting_room_timeout = float(runner.waiting_room_timeout)
         self._drop = drop
@@ -280,8 +283,9 @@ class LiveSessions:
             logger.info("assignment %s: run_assignment ended: %s", room.assignment_id,
                         type(exc).__name__)
         except Exception:
-            logger.exception("assignment %s: the task's run_assignment failed",
-                             room.assignment_id)
+            logger.exception("assignment %s: the task's run_assignment failed; its "
+                             "workers' units are expired", room.assignment_id)
+            self.loop.call_soon_threadsafe(self._abandon, room)
         finally:
             if assignment is not None:
                 try:
@@ -301,6 +305,19 @@ class LiveSessions:
             if not agent.busy:
                 await self._drop(agent, AgentState.EXPIRED)
 
+    def _abandon(self, room: Room) -> None:
+        """The room's runner failed: its agents still at work are expired (their pages
+        say so) and the assignment's units are not offered again."""
+        for session in room.sessions.values():
+            if session.unit_id is not None:
+                self._retired.add(session.unit_id)
+            if session.agent.active and not session.agent.busy:
+                self.ctx.background.spawn(self._drop(session.agent, AgentState.EXPIRED))
+
+    def retired(self, unit_id: str) -> bool:
+        """A unit to expire rather than offer again (see `_left_room`)."""
+        return unit_id in self._retired
+
     def _left_room(self, agent: AgentInfo, status: str) -> None:
         """An agent of a room ended: before the start it just leaves; after, a leaver
         ends the others' work (partner disconnect)."""
@@ -311,6 +328,10 @@ class LiveSessions:
         if not room.started:
             room.sessions.pop(agent.agent_id, None)
         elif status != AgentState.COMPLETED:
+            if any(s.did_submit.is_set() for s in room.sessions.values()):
+                # part of the assignment is done: a new group could not finish it
+                self._retired.update(s.unit_id for s in room.sessions.values()
+                                     if s.unit_id is not None)
             for other in room.sessions.values():
                 if other.agent is not agent and other.agent.active and not other.agent.busy:
                     self.ctx.background.spawn(

@@ -265,8 +265,9 @@ class LiveTaskRun:
 
     def unit_freed(self, unit: UnitInfo) -> None:
         """An agent dropped out: the unit is open again (or expired if we are closing,
-        or if it was a screening or gold unit made for that worker)."""
-        if self.closing or unit.unit_index < 0:
+        if it was a screening or gold unit made for that worker, or if its assignment was
+        worked live and partly submitted)."""
+        if self.closing or unit.unit_index < 0 or self.live_sessions.retired(unit.unit_id):
             self.launcher.unit_finished()
             self.background.spawn(self._expire_units([unit], launched=unit.unit_index >= 0))
         else:
