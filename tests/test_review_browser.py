@@ -175,3 +175,27 @@ def test_a_session_for_one_run_offers_that_run_only(db: MephistoDB, page: Any) -
         expect(page.locator("#units tbody tr")).to_have_count(1)
         expect(page.locator("#task-stats")).to_contain_text("1 units, 1 workers")
     assert page.js_errors == []
+
+
+def test_a_live_units_session_is_shown_as_it_happened(db: MephistoDB, page: Any) -> None:
+    from playwright.sync_api import expect
+
+    run = Run(db)
+    live, static = submitted(db, run, ["talker", "quiet"])
+    agent_id = db.get_unit(live)["agent_id"]
+    db.update_agent(agent_id, state={"live_updates": [
+        {"sender": "worker", "time": 100.0, "data": {"request_id": "r1", "target": "add"}},
+        {"sender": "mephisto", "time": 100.25, "data": {"handles": "r1", "response": "3"}},
+    ]})
+    with serving(db) as srv:
+        page.goto(f"{srv.base_url}/?token={TOKEN}")
+        expect(page.locator("#unit-title")).to_have_text(f"Unit {live} · completed")
+        entries = page.locator("#unit-live li")
+        expect(entries).to_have_count(2)
+        expect(entries.nth(0)).to_contain_text("+0.0 s worker")
+        expect(entries.nth(1)).to_contain_text("+0.3 s task")
+        expect(entries.nth(1)).to_contain_text("handles")
+        page.keyboard.press("j")  # the next unit has no live session: no section
+        expect(page.locator("#unit-title")).to_have_text(f"Unit {static} · completed")
+        expect(page.locator("#live-section")).to_be_hidden()
+    assert page.js_errors == []

@@ -260,6 +260,7 @@ def unit_detail(db: MephistoDB, unit_id: str) -> dict[str, Any]:
         "taken": row.taken, "updated": row.updated,
         "inputs": state.get("inputs"), "outputs": state.get("outputs"),
         "times": state.get("times") or {}, "reviews": reviews,
+        "live_updates": state.get("live_updates") or [],
         "has_review_template": review_template_path(db, str(row.task_run_id)) is not None,
     }
 

@@ -243,8 +243,26 @@ async function showUnit(index) {
     $(id).textContent = "";
     $(id).append(jsonView(value));
   }
+  renderLive(unit.live_updates || []);
   renderReviews(unit.reviews);
   await renderTemplate(unit);
+}
+
+// A live task's session as it happened: each packet with its sender and time.
+function renderLive(updates) {
+  $("live-section").hidden = updates.length === 0;
+  const list = $("unit-live");
+  list.textContent = "";
+  const start = updates.length ? updates[0].time : 0;
+  for (const u of updates) {
+    const li = document.createElement("li");
+    li.className = u.sender === "worker" ? "from-worker" : "from-task";
+    const when = document.createElement("span");
+    when.className = "muted";
+    when.textContent = `+${(u.time - start).toFixed(1)} s ${u.sender === "worker" ? "worker" : "task"}: `;
+    li.append(when, jsonView(u.data));
+    list.append(li);
+  }
 }
 
 function renderReviews(reviews) {
