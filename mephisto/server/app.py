@@ -45,6 +45,7 @@ from mephisto.errors import (
     UnknownAgent,
 )
 from mephisto.server.backend import AGENT_ID, Caller, ServerSettings, TaskBackend
+from mephisto.server.static_files import StaticFiles, conditional, etag_of
 from mephisto.server.uploads import MultipartSubmit
 
 logger = logging.getLogger(__name__)
@@ -139,7 +140,10 @@ class _TaskServer:
         self.on_request = on_request
         self.headers = dict(settings.extra_headers)
         self._static_task_js: bytes | None = None
-        self._static_base: tuple[Path, Path] | None = None  # (as given, resolved)
+        self._static = StaticFiles()
+        # the page and scripts the backend gives as text: (text, its bytes, ETag), so
+        # each is encoded and hashed once, not per worker
+        self._encoded: dict[str, tuple[str, bytes, str]] = {}
 
     # -- responses ------------------------------------------------------------------
 
@@ -249,18 +253,30 @@ class _TaskServer:
 
     # -- HTTP endpoints ---------------------------------------------------------------
 
+    def _text(self, request: Request, name: str, text: str, content_type: str) -> Response:
+        """A text the backend gives (the same object each time, or a new one when it
+        changed), answered with an ETag and 304s."""
+        known = self._encoded.get(name)
+        if known is None or known[0] is not text:
+            body = text.encode()
+            known = self._encoded[name] = (text, body, etag_of(body))
+        return conditional(request, known[1], known[2], content_type, self.headers)
+
     async def task_page(self, request: Request) -> Response:
-        return Response(self.backend.task_page(), 200, self.headers, "text/html; charset=utf-8")
+        return self._text(request, "page", self.backend.task_page(), "text/html; charset=utf-8")
 
     async def provider_script(self, request: Request) -> Response:
-        return Response(
-            self.backend.provider_script(), 200, self.headers, "application/javascript"
-        )
+        return self._text(request, "provider", self.backend.provider_script(),
+                          "application/javascript; charset=utf-8")
 
     async def static_task_js(self, request: Request) -> Response:
         if self._static_task_js is None:
             self._static_task_js = (ASSETS_DIR / "static-task.js").read_bytes()
-        return Response(self._static_task_js, 200, self.headers, "application/javascript")
+            self._encoded["static-task.js"] = ("", self._static_task_js,
+                                               etag_of(self._static_task_js))
+        _text, body, etag = self._encoded["static-task.js"]
+        return conditional(request, body, etag, "application/javascript; charset=utf-8",
+                           self.headers)
 
     async def healthz(self, request: Request) -> Response:
         return self.json({"status": "ok"})
@@ -365,31 +381,21 @@ class _TaskServer:
         path = self._static_path(request.path_params.get("path", ""))
         if path is None:
             return self.error(404, "not found")
-        return FileResponse(path, headers=self.headers)
+        cached = self._static.get(path)
+        if cached is None:  # too large to keep in memory (streamed from disk), or gone
+            if not path.is_file():
+                return self.error(404, "not found")
+            return FileResponse(path, headers=self.headers)
+        return conditional(request, cached.body, cached.etag, cached.content_type,
+                           self.headers)
 
     def _static_path(self, relative: str) -> Path | None:
-        """The file `relative` names inside the static directory, or None.
-
-        Refused: NUL bytes, backslashes, empty, `.` and `..` segments, hidden (dot)
-        names, absolute paths, and anything that resolves (symlinks followed) outside
-        the directory or to something other than a regular file.
-        """
+        """The file `relative` names inside the static directory, or None (see
+        `StaticFiles.lookup` for what is refused)."""
         directory = self.backend.static_dir()
-        if directory is None or not relative or "\x00" in relative or "\\" in relative:
+        if directory is None:
             return None
-        for part in relative.split("/"):
-            if not part or part[0] == ".":
-                return None
-        try:
-            if self._static_base is None or self._static_base[0] != directory:
-                self._static_base = (directory, Path(directory).resolve())
-            base = self._static_base[1]
-            candidate = (base / relative).resolve()
-            if candidate.is_relative_to(base) and candidate.is_file():
-                return candidate
-        except (OSError, ValueError):
-            pass
-        return None
+        return self._static.lookup(directory, relative)
 
     # -- websocket --------------------------------------------------------------------
 

@@ -1,0 +1,143 @@
+"""Files a task page loads, served from memory with validators.
+
+Every worker is a new browser: the task page, the provider shim, the task's script or
+bundle and its small assets are fetched once per unit, by a different person each time.
+So they are answered from memory, without a thread per read (Starlette's `FileResponse`
+reads through a worker thread) and without resolving the path again on every request:
+
+- `StaticFiles.lookup(directory, relative)` checks a requested path once (no hidden or
+  `..` parts, nothing outside the directory once symlinks are followed, a regular file)
+  and remembers the result;
+- `StaticFiles.get(path)` keeps the bytes of files up to `MAX_CACHED_FILE` (a `stat` per
+  request notices a file that changed, e.g. a rebuilt bundle) with an `ETag`;
+- `conditional(...)` answers `304 Not Modified` to a browser that sends the `ETag` it
+  has (`If-None-Match`), else the bytes, with `Cache-Control: no-cache` (the browser
+  keeps the file and asks whether it changed: a page reload costs a 304).
+
+Larger files go through `FileResponse` as before.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import mimetypes
+import os
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+__all__ = ["MAX_CACHED_FILE", "CachedFile", "StaticFiles", "conditional", "etag_of"]
+
+MAX_CACHED_FILE = 1 << 20  # bytes: larger files are streamed from disk
+MAX_CACHED_TOTAL = 64 << 20  # bytes of file contents kept in memory at most
+MAX_PATHS = 4096  # remembered path lookups
+CACHE_CONTROL = "no-cache"  # keep it, but ask whether it changed before using it
+
+
+@dataclass(frozen=True, slots=True)
+class CachedFile:
+    body: bytes
+    etag: str
+    content_type: str
+    stamp: tuple[int, int, int]  # (mtime_ns, size, inode) of what `body` was read from
+
+
+def etag_of(body: bytes) -> str:
+    """A strong validator for `body`."""
+    return '"' + hashlib.blake2b(body, digest_size=12).hexdigest() + '"'
+
+
+def _content_type(path: Path) -> str:
+    guessed, _encoding = mimetypes.guess_type(path.name)
+    kind = guessed or "application/octet-stream"
+    if kind.startswith("text/") or kind in ("application/javascript", "application/json"):
+        kind += "; charset=utf-8"
+    return kind
+
+
+def conditional(request: Request, body: bytes, etag: str, content_type: str,
+                headers: dict[str, str]) -> Response:
+    """`body`, or 304 when the browser already has this version (`If-None-Match`)."""
+    out = {**headers, "ETag": etag, "Cache-Control": CACHE_CONTROL}
+    given = request.headers.get("if-none-match")
+    if given is not None and (given.strip() == "*" or etag in
+                              (tag.strip().removeprefix("W/") for tag in given.split(","))):
+        return Response(None, 304, out)
+    return Response(body, 200, out, content_type)
+
+
+class StaticFiles:
+    """The static directory's files: lookups remembered, small files kept in memory."""
+
+    def __init__(self) -> None:
+        self._paths: OrderedDict[tuple[str, str], Path] = OrderedDict()
+        self._bases: dict[str, Path] = {}
+        self._files: OrderedDict[Path, CachedFile] = OrderedDict()
+        self._bytes = 0
+
+    def lookup(self, directory: Path, relative: str) -> Path | None:
+        """The file `relative` names inside `directory`, or None.
+
+        Refused: NUL bytes, backslashes, empty, `.` and `..` segments, hidden (dot)
+        names, absolute paths, and anything that resolves (symlinks followed) outside
+        the directory or to something other than a regular file."""
+        key = (str(directory), relative)
+        found = self._paths.get(key)
+        if found is not None:
+            return found
+        if not relative or "\x00" in relative or "\\" in relative:
+            return None
+        for part in relative.split("/"):
+            if not part or part[0] == ".":
+                return None
+        try:
+            base = self._bases.get(key[0])
+            if base is None:
+                base = self._bases[key[0]] = Path(directory).resolve()
+            candidate = (base / relative).resolve()
+            if not (candidate.is_relative_to(base) and candidate.is_file()):
+                return None
+        except (OSError, ValueError):
+            return None
+        self._paths[key] = candidate
+        if len(self._paths) > MAX_PATHS:
+            self._paths.popitem(last=False)
+        return candidate
+
+    def get(self, path: Path) -> CachedFile | None:
+        """The file's bytes and validator, read again only when it changed; None for a
+        file too large to keep (or gone)."""
+        try:
+            st = os.stat(path)
+        except OSError:  # removed: forget it, and the lookups that led to it
+            self._forget(path)
+            for key in [k for k, v in self._paths.items() if v == path]:
+                del self._paths[key]
+            return None
+        stamp = (st.st_mtime_ns, st.st_size, st.st_ino)
+        cached = self._files.get(path)
+        if cached is not None and cached.stamp == stamp:
+            self._files.move_to_end(path)
+            return cached
+        self._forget(path)
+        if st.st_size > MAX_CACHED_FILE:
+            return None
+        try:
+            body = path.read_bytes()
+        except OSError:
+            return None
+        cached = CachedFile(body, etag_of(body), _content_type(path), stamp)
+        self._files[path] = cached
+        self._bytes += len(body)
+        while self._bytes > MAX_CACHED_TOTAL and self._files:
+            _old, dropped = self._files.popitem(last=False)
+            self._bytes -= len(dropped.body)
+        return cached
+
+    def _forget(self, path: Path) -> None:
+        dropped = self._files.pop(path, None)
+        if dropped is not None:
+            self._bytes -= len(dropped.body)
