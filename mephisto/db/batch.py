@@ -240,10 +240,12 @@ def complete_agents(
 
 
 def find_or_new_workers(
-    db: MephistoDB, worker_names: Sequence[str], provider_type: str
+    db: MephistoDB, worker_names: Sequence[str], provider_type: str,
+    created: set[str] | None = None,
 ) -> dict[str, str]:
     """Worker ids by name, creating the missing workers: three statements for any number
-    of names (race-safe: a concurrent creation is simply found)."""
+    of names (race-safe: a concurrent creation is simply found). The names of workers
+    it did not find go into `created` when given."""
     names = sorted(set(worker_names))
     if not names:
         return {}
@@ -254,6 +256,8 @@ def find_or_new_workers(
     with db.transaction() as conn:
         found = {n: str(i) for n, i in conn.execute(query)}
         missing = [n for n in names if n not in found]
+        if created is not None:
+            created.update(missing)
         if missing:
             stamp = now()
             conn.execute(
@@ -325,9 +329,14 @@ class _LoadWorkers:
         if any(item[1:] != context for item in items):
             return [self.run_one(db, item) for item in items]
         provider_type, task_run_id, task_id, requester_id = context
-        ids = find_or_new_workers(db, [item[0] for item in items], provider_type)
+        created: set[str] = set()
+        ids = find_or_new_workers(db, [item[0] for item in items], provider_type, created)
         records = {name: WorkerRecord(ids[name], name) for name in ids}
-        by_id = {record.worker_id: record for record in records.values()}
+        # a worker made just now has no past agents, qualifications or blocks to read
+        by_id = {record.worker_id: record for name, record in records.items()
+                 if name not in created}
+        if not by_id:
+            return [records[item[0]] for item in items]
         for agent in db.find_agents(worker_id=list(by_id), task_id=task_id):  # type: ignore[arg-type]
             record = by_id[agent.worker_id]
             if agent.task_run_id == task_run_id:
