@@ -425,6 +425,8 @@ def test_standing_is_reread_for_workers_together(
             ), return_exceptions=True)
         return asyncio.run_coroutine_threadsafe(both(), loop).result(10)
 
+    for name in ("good", "spammer"):  # known from earlier work: their standing is read
+        mephisto_db.find_or_new_worker(name, "mock")
     monkeypatch.setattr(batch, "workers_standing", counting)
     first = request_both("hit-1")
     assert all(answer["agent_id"] for answer in first)
@@ -437,6 +439,25 @@ def test_standing_is_reread_for_workers_together(
     assert good["agent_id"] is not None
     assert isinstance(spammer, NotEligible) and spammer.reason == worker_pool.BLOCKED
     assert len(calls) == 2 and len(calls[-1]) == 2  # re-read together
+
+
+def test_a_worker_seen_for_the_first_time_anywhere_costs_no_standing_read(
+    launch_static_run: Any, mephisto_db: MephistoDB, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A worker created by their first request has no past agents, qualifications or
+    blocks: none is read (the common case of a crowd: a new person each unit)."""
+    from mephisto.db import batch
+
+    run = launch_static_run(_data(2))
+    calls: list[Any] = []
+    real = batch.workers_standing
+    monkeypatch.setattr(batch, "workers_standing",
+                        lambda *a: calls.append(a) or real(*a))
+    answer = asyncio.run_coroutine_threadsafe(
+        run.live.pool.request_agent({"worker_name": "brand-new", "assignment_id": "h"}, {}),
+        run.operator._loop).result(10)
+    assert answer["agent_id"] and calls == []
+    assert mephisto_db.find_workers(worker_name="brand-new")
 
 
 async def test_maximum_units_per_worker_across_runs(launch_static_run: Any) -> None:
