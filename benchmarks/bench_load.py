@@ -178,8 +178,9 @@ def print_row(row: dict[str, Any]) -> None:
 
 def summary_table(rows: list[dict[str, Any]]) -> str:
     """One line per run: mode, size, throughput, operator CPU per unit, unit latency."""
-    lines = [f"{'mode':<11}{'M':>8}{'N':>5}{'units/s':>9}{'op CPU ms/unit':>16}"
-             f"{'unit p50 ms':>13}{'unit p99 ms':>13}{'failed':>8}"]
+    header = (f"{'mode':<11}{'M':>8}{'N':>5}{'units/s':>9}{'op CPU ms/unit':>16}"
+              f"{'unit p50 ms':>13}{'unit p99 ms':>13}{'failed':>8}")
+    lines = [header]
     for row in rows:
         unit = row["latency_ms"].get("unit", {})
         cpu = row.get("operator_cpu_ms_per_unit")

@@ -24,8 +24,8 @@ import math
 import time
 import uuid
 from collections.abc import Callable
-from html.parser import HTMLParser
 from dataclasses import dataclass, field
+from html.parser import HTMLParser
 from types import TracebackType
 from typing import Any, Self
 from urllib.parse import parse_qsl, urlencode, urljoin, urlsplit
