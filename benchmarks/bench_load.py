@@ -8,8 +8,18 @@ until no work is left. Both share this machine's cores, as in the targets.
     python benchmarks/bench_load.py --units 2000 --workers 50
     python benchmarks/bench_load.py --matrix            # M = 100, 2,000, 100,000 x N = 10, 50, 500
     python benchmarks/bench_load.py --postgres URL ...  # PostgreSQL instead of SQLite
+    python benchmarks/bench_load.py --browser ...       # browser-like workers
+    python benchmarks/bench_load.py --mode both ...     # each run in both modes
+    python benchmarks/bench_load.py --browser --units 200 --workers 1   # idle server
 
-Prints a table per run and writes every result to a JSON file (--out).
+Modes: `keep-alive` (default): each worker keeps its identity and connection from unit
+to unit and loads only the page itself. `browser`: every unit is a new browser (a new
+worker on a new connection) that loads the page, then each script and stylesheet it
+references (`/wrap_crowd_source.js`, `/_mephisto/static-task.js`, ...), then the config,
+agent and submit. Both report the operator process's CPU time per unit.
+
+Prints a table per run, a summary (one line per run, with its mode) and writes every
+result to a JSON file (--out).
 """
 
 from __future__ import annotations
@@ -76,12 +86,14 @@ def _pct(values: list[float], p: float) -> float:
     return values[k]
 
 
-def run_one(units: int, workers: int, db_url: str | None, tmp: Path) -> dict[str, Any]:
+def run_one(
+    units: int, workers: int, db_url: str | None, tmp: Path, mode: str = "keep-alive"
+) -> dict[str, Any]:
     from mephisto.testing.worker import run_simulated_workers_sync
 
     html = tmp / "task.html"
     html.write_text(HTML)
-    url_db = db_url or f"sqlite:///{tmp / f'bench-{units}-{workers}.db'}"
+    url_db = db_url or f"sqlite:///{tmp / f'bench-{units}-{workers}-{mode}.db'}"
     started = time.time()
     child = subprocess.Popen(
         [sys.executable, "-c", _CHILD, url_db, str(html), str(units), str(started)],
@@ -92,7 +104,7 @@ def run_one(units: int, workers: int, db_url: str | None, tmp: Path) -> dict[str
     operator_cpu = _cpu_seconds(child.pid)
     own_cpu = time.process_time()
     t = time.perf_counter()
-    stats = run_simulated_workers_sync(ready["url"], workers)
+    stats = run_simulated_workers_sync(ready["url"], workers, browser_like=mode == "browser")
     wall = time.perf_counter() - t
     own_cpu = time.process_time() - own_cpu
     operator_cpu = _cpu_seconds(child.pid) - operator_cpu
@@ -110,6 +122,7 @@ def run_one(units: int, workers: int, db_url: str | None, tmp: Path) -> dict[str
     db.shutdown()
 
     row: dict[str, Any] = {
+        "mode": mode,
         "units": units,
         "workers": workers,
         "database": "postgresql" if db_url else "sqlite",
@@ -123,6 +136,9 @@ def run_one(units: int, workers: int, db_url: str | None, tmp: Path) -> dict[str
         # share of one core each side used while the workers ran
         "operator_cpu_share": round(operator_cpu / wall, 2) if wall else None,
         "load_generator_cpu_share": round(own_cpu / wall, 2) if wall else None,
+        # the operator process's CPU time (user + system) per completed unit
+        "operator_cpu_ms_per_unit": (round(operator_cpu * 1000 / stats.units_completed, 2)
+                                     if stats.units_completed else None),
         "load_results_seconds": round(load_seconds, 3),
         "latency_ms": {},
         "errors": sorted({e.split(": ", 1)[-1][:200] for e in stats.errors})[:5],
@@ -140,7 +156,8 @@ def run_one(units: int, workers: int, db_url: str | None, tmp: Path) -> dict[str
 
 def print_row(row: dict[str, Any]) -> None:
     print(
-        f"\nM={row['units']:,} N={row['workers']} ({row['database']}): "
+        f"\n[{row.get('mode', 'keep-alive')}] M={row['units']:,} N={row['workers']} "
+        f"({row['database']}): "
         f"launch {row['launch_seconds']:.2f} s, wall {row['wall_seconds']:.2f} s, "
         f"{row['units_per_second']:,.0f} units/s, {row['units_completed']:,} completed, "
         f"{row['failed_requests']} failed requests, operator peak RSS {row['peak_rss_mb']:.0f} MB, "
@@ -148,13 +165,32 @@ def print_row(row: dict[str, Any]) -> None:
     )
     print(
         f"  CPU while running (cores): operator {row['operator_cpu_share']}, "
-        f"load generator {row['load_generator_cpu_share']}"
+        f"load generator {row['load_generator_cpu_share']}; operator CPU per unit "
+        f"{row.get('operator_cpu_ms_per_unit')} ms"
     )
     for error in row["errors"]:
         print(f"  error: {error}")
-    print(f"  {'latency (ms)':<16}{'p50':>9}{'p95':>9}{'p99':>9}")
+    width = max(16, *(len(name) + 2 for name in row["latency_ms"]))
+    print(f"  {'latency (ms)':<{width}}{'p50':>9}{'p95':>9}{'p99':>9}")
     for name, lat in row["latency_ms"].items():
-        print(f"  {name:<16}{lat['p50']:>9.2f}{lat['p95']:>9.2f}{lat['p99']:>9.2f}")
+        print(f"  {name:<{width}}{lat['p50']:>9.2f}{lat['p95']:>9.2f}{lat['p99']:>9.2f}")
+
+
+def summary_table(rows: list[dict[str, Any]]) -> str:
+    """One line per run: mode, size, throughput, operator CPU per unit, unit latency."""
+    header = (f"{'mode':<11}{'M':>8}{'N':>5}{'units/s':>9}{'op CPU ms/unit':>16}"
+              f"{'unit p50 ms':>13}{'unit p99 ms':>13}{'failed':>8}")
+    lines = [header]
+    for row in rows:
+        unit = row["latency_ms"].get("unit", {})
+        cpu = row.get("operator_cpu_ms_per_unit")
+        lines.append(
+            f"{row.get('mode', 'keep-alive'):<11}{row['units']:>8,}{row['workers']:>5}"
+            f"{row['units_per_second']:>9,.0f}{'-' if cpu is None else f'{cpu:.2f}':>16}"
+            f"{unit.get('p50', float('nan')):>13.2f}{unit.get('p99', float('nan')):>13.2f}"
+            f"{row['failed_requests']:>8}"
+        )
+    return "\n".join(lines)
 
 
 def main() -> None:
@@ -163,8 +199,16 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=50)
     parser.add_argument("--matrix", action="store_true", help="run the standard matrix")
     parser.add_argument("--postgres", metavar="URL", help="use this PostgreSQL database")
+    parser.add_argument("--browser", action="store_true",
+                        help="browser-like workers (same as --mode browser)")
+    parser.add_argument("--mode", choices=("keep-alive", "browser", "both"),
+                        help="worker mode (default keep-alive; `both`: each run in each mode)")
     parser.add_argument("--out", default="benchmarks/results/bench_load.json")
     args = parser.parse_args()
+    mode = args.mode or ("browser" if args.browser else "keep-alive")
+    if args.browser and mode != "browser":
+        parser.error("--browser and --mode keep-alive/both disagree")
+    modes = ("keep-alive", "browser") if mode == "both" else (mode,)
 
     combos = (
         [(m, n) for m in (100, 2_000, 100_000) for n in (10, 50, 500)]
@@ -174,9 +218,11 @@ def main() -> None:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for units, workers in combos:
-            row = run_one(units, workers, args.postgres, Path(tmp))
-            print_row(row)
-            rows.append(row)
+            for run_mode in modes:
+                row = run_one(units, workers, args.postgres, Path(tmp), run_mode)
+                print_row(row)
+                rows.append(row)
+    print("\n" + summary_table(rows))
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(rows, indent=2))

@@ -451,13 +451,14 @@ def _parse_levels(_ctx: Any, _param: Any, value: str) -> list[int]:
     return levels
 
 
-def _bench_load(url: str, workers: int, prefix: str) -> dict[str, Any]:
+def _bench_load(url: str, workers: int, prefix: str, browser: bool = False) -> dict[str, Any]:
     """Drive a run with `workers` simulated workers until no work is left (runs in the
-    load process; returns plain data so it pickles)."""
+    load process; returns plain data so it pickles). `browser`: each unit is a new
+    browser (new worker, new connection, the page's scripts and stylesheets loaded)."""
 
     from mephisto.testing.worker import run_simulated_workers_sync
 
-    stats = run_simulated_workers_sync(url, workers, worker_prefix=prefix)
+    stats = run_simulated_workers_sync(url, workers, worker_prefix=prefix, browser_like=browser)
     return {"unit_latencies": stats.unit_latencies, "elapsed": stats.elapsed,
             "errors": stats.errors}
 
@@ -474,9 +475,12 @@ def _bench_load(url: str, workers: int, prefix: str) -> dict[str, Any]:
               help="Units in each level's run (several times the level gives steadier figures).")
 @click.option("--database", help="Database URL (default: a temporary SQLite file, deleted "
                                  "afterwards; never your real database).")
+@click.option("--browser", is_flag=True,
+              help="Browser-like workers: each unit is a new worker on a new connection that "
+                   "also loads the page's scripts and stylesheets (an empty-cache visit).")
 @_handle_errors
 def bench(task_source: str | None, threshold_ms: float, levels: list[int],
-          units_per_level: int, database: str | None) -> None:
+          units_per_level: int, database: str | None, browser: bool) -> None:
     """How many concurrent workers can my task take?
 
     For each level, launches a fresh static run (local server on a free port, mock
@@ -486,6 +490,11 @@ def bench(task_source: str | None, threshold_ms: float, levels: list[int],
     share this machine's cores. Stops at the first level whose p95 unit latency crosses
     --threshold-ms (or whose requests fail) and recommends the highest level under it as
     max_num_concurrent_units.
+
+    With --browser, every unit is a new browser: a new worker identity on a new
+    connection, loading the page, each script and stylesheet it references, the config,
+    an agent and the submit (without it, each worker keeps its connection and loads only
+    the page itself from unit to unit).
     """
     import multiprocessing
     import tempfile
@@ -502,7 +511,9 @@ def bench(task_source: str | None, threshold_ms: float, levels: list[int],
                           f"{levels[-1]} workers; the highest levels cannot all work at once.")
     source = task_source or str(DEMO_HTML)
     console.print(f"Benchmarking {source}: p95 unit latency limit {threshold_ms:g} ms, "
-                  f"{units_per_level} units per level, levels {', '.join(map(str, levels))}.")
+                  f"{units_per_level} units per level, levels {', '.join(map(str, levels))}"
+                  f"{'; browser-like workers (a new one per unit)' if browser else ''}.",
+                  soft_wrap=True)
     passed: list[tuple[int, float]] = []  # (level, p95 ms)
     with tempfile.TemporaryDirectory(prefix="mephisto-bench-") as tmp, ProcessPoolExecutor(
         max_workers=1, mp_context=multiprocessing.get_context("spawn")
@@ -510,7 +521,7 @@ def bench(task_source: str | None, threshold_ms: float, levels: list[int],
         db = _open_db(database or f"sqlite:///{tmp}/bench.db")
         try:
             for level in levels:
-                row = _bench_level(db, source, level, units_per_level, load_process)
+                row = _bench_level(db, source, level, units_per_level, load_process, browser)
                 pct = {q: RunStats.percentile(row["unit_latencies"], q) * 1000 for q in (50, 95, 99)}
                 units_done = len(row["unit_latencies"])
                 rate = units_done / row["elapsed"] if row["elapsed"] > 0 else 0.0
@@ -541,7 +552,8 @@ def bench(task_source: str | None, threshold_ms: float, levels: list[int],
                       f"requests) already at {levels[0]} workers.", soft_wrap=True)
 
 
-def _bench_level(db: MephistoDB, source: str, level: int, units: int, load_process: Any) -> dict[str, Any]:
+def _bench_level(db: MephistoDB, source: str, level: int, units: int, load_process: Any,
+                 browser: bool = False) -> dict[str, Any]:
     """One level: a fresh run served by its own operator, completed by the load process."""
     from mephisto.abstractions.blueprints.static_task import SharedStaticTaskState
     from mephisto.operations.operator import Operator
@@ -563,7 +575,9 @@ def _bench_level(db: MephistoDB, source: str, level: int, units: int, load_proce
     try:
         run_id = operator.launch_task_run(config, SharedStaticTaskState(static_task_data=demo_data(units)))
         url = operator.get_progress()[run_id]["url"]
-        row: dict[str, Any] = load_process.submit(_bench_load, url, level, f"bench-{run_id}").result()
+        row: dict[str, Any] = load_process.submit(
+            _bench_load, url, level, f"bench-{run_id}", browser
+        ).result()
         if not row["errors"] and len(row["unit_latencies"]) == units:
             operator.wait_for_runs_then_shutdown(skip_input=True)
         return row

@@ -58,3 +58,27 @@ def test_bench_rejects_bad_levels() -> None:
     result = CliRunner().invoke(cli, ["bench", "--levels", "5,x"])
     assert result.exit_code == 2
     assert "not a comma list of numbers" in result.output
+
+
+def test_bench_browser_makes_every_unit_a_new_worker(tmp_path: Path) -> None:
+    database = f"sqlite:///{tmp_path / 'bench.db'}"
+    result = CliRunner().invoke(cli, [
+        "bench", "--levels", "2", "--units-per-level", "6", "--threshold-ms", "100000",
+        "--database", database, "--browser",
+    ])
+    assert result.exit_code == 0, result.output
+    assert "browser-like workers" in result.output
+    rows = _rows(result.output)
+    assert [(r[0], r[1], r[6], r[7]) for r in rows] == [("2", "6", "0", "ok")]
+    assert "max_num_concurrent_units ≈ 2" in result.output
+    # Two concurrent browsers at a time, but a new worker for each of the 6 units.
+    db = MephistoDB(database)
+    try:
+        [run] = db.find_task_runs()
+        assert db.get_unit_status_counts(run.db_id) == {"completed": 6}
+        agents = db.find_agents(task_run_id=run.db_id)
+        assert len(agents) == 6 and len({a.worker_id for a in agents}) == 6
+        names = {db.get_worker(a.worker_id)["worker_name"] for a in agents}
+        assert all(name.startswith(f"bench-{run.db_id}-") for name in names)
+    finally:
+        db.shutdown()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -26,6 +27,7 @@ from mephisto.testing.worker import (
     SimulatedWorker,
     SimulatedWorkerError,
     complete_unit,
+    page_assets,
     run_simulated_workers,
 )
 
@@ -270,3 +272,66 @@ def test_run_stats_percentiles() -> None:
                      latencies={"submit": [0.05]})
     assert stats.units_per_second == 1.0 and stats.counts == {"submit": 1}
     assert stats.summary()["submit"]["max_ms"] == 50.0
+
+
+BROWSER_PAGE = (
+    '<!doctype html><html><head><link rel="stylesheet" href="/task.css">'
+    '<link rel="canonical" href="/elsewhere"><script src="https://cdn.example/lib.js"></script>'
+    '</head><body><template id="mephisto-task-html"><link rel="stylesheet" href="extra.css">'
+    '</template><div id="mephisto-root"></div>'
+    '<script src="/wrap_crowd_source.js"></script>'
+    '<script src="/_mephisto/static-task.js"></script>'
+    '<script src="/wrap_crowd_source.js"></script></body></html>'
+)
+
+
+def test_page_assets_lists_same_origin_scripts_and_stylesheets() -> None:
+    assert page_assets(BROWSER_PAGE, "http://127.0.0.1:5000/?worker_id=w") == [
+        "/task.css", "/extra.css", "/wrap_crowd_source.js", "/_mephisto/static-task.js"]
+    react = '<script src="/wrap_crowd_source.js"></script><script src="bundle.js?v=2"></script>'
+    assert page_assets(react, "http://h:1/") == ["/wrap_crowd_source.js", "/bundle.js?v=2"]
+    assert page_assets('<script src="http://h:1/a.js"></script>', "http://h:1/") == ["/a.js"]
+
+
+async def test_browser_like_mode_opens_a_new_connection_per_unit_and_loads_assets(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "task.css").write_text("p { color: red }")
+    (tmp_path / "extra.css").write_text("b { color: blue }")
+    backend = FakeBackend(units=6, static_dir=tmp_path, page=BROWSER_PAGE)
+    app = create_app(backend)
+    seen: list[tuple[int, str, str]] = []  # (client port, path, query) of each request
+
+    async def recording(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            seen.append((scope["client"][1], scope["path"], scope["query_string"].decode()))
+        await app(scope, receive, send)
+
+    async with running_server(recording) as url:
+        stats = await run_simulated_workers(url, num_workers=2, browser_like=True,
+                                            worker_prefix="b")
+    assert stats.errors == [] and stats.units_completed == 6
+    assets = ["/task.css", "/extra.css", "/wrap_crowd_source.js", "/_mephisto/static-task.js"]
+    # 6 units, then each slot's last browser is told there is no more work
+    assert stats.counts == {"page": 8, **{f"asset {a}": 8 for a in assets},
+                            "config": 8, "request_agent": 8, "submit": 6}
+    # every browser is a new worker on its own connection, used for its whole page visit
+    by_port: dict[int, list[tuple[str, str]]] = {}
+    for port, path, query in seen:
+        by_port.setdefault(port, []).append((path, query))
+    assert len(by_port) == 8
+    workers = set()
+    for requests in by_port.values():
+        paths = [path for path, _ in requests]
+        assert paths[: 2 + len(assets)] == ["/", *assets, "/task_config.json"]
+        assert paths[6:] in (["/request_agent", "/submit_task"], ["/request_agent"])
+        # the assets are fetched as <script src> is: without the provider's query
+        assert all(query == "" for path, query in requests if path in assets)
+        [worker] = {dict(parse_qsl(q))["worker_id"] for p, q in requests if p not in assets}
+        workers.add(worker)
+    for slot in ("b-0-", "b-1-"):  # each slot's browsers: b-<slot>-0, b-<slot>-1, ...
+        mine = sorted(int(w.removeprefix(slot)) for w in workers if w.startswith(slot))
+        assert mine == list(range(len(mine)))
+    assert len(workers) == 8
+    assert len({a.worker_name for a in backend.agents.values()}) == 6
+    assert len(backend.submissions) == 6

@@ -9,6 +9,10 @@ and `?worker_id=&assignment_id=` on every HTTP request.
     async with SimulatedWorker(url, "w1") as worker:
         await worker.request_agent()
         await worker.submit({"answer": 42})
+
+`run_simulated_workers(..., browser_like=True)` makes every unit a new browser: a new
+worker identity on a new connection that loads the page and each script and stylesheet
+it references (as an empty-cache browser does) before the config, agent and submit.
 """
 
 from __future__ import annotations
@@ -21,9 +25,10 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from html.parser import HTMLParser
 from types import TracebackType
 from typing import Any, Self
-from urllib.parse import urlencode, urlsplit
+from urllib.parse import parse_qsl, urlencode, urljoin, urlsplit
 
 import aiohttp
 
@@ -36,6 +41,7 @@ __all__ = [
     "SimulatedWorker",
     "SimulatedWorkerError",
     "complete_unit",
+    "page_assets",
     "run_simulated_workers",
 ]
 
@@ -43,6 +49,50 @@ __all__ = [
 CLIENT_VERSION = "2.0.3"
 
 Answer = Any | Callable[["SimulatedWorker"], Any]
+
+# <link rel=...> values whose href a browser fetches while loading the page
+_FETCHED_LINK_RELS = frozenset({"stylesheet", "preload", "modulepreload", "icon"})
+
+
+class _AssetParser(HTMLParser):
+    """Collects `<script src>` and `<link href>` (fetched rels) in document order,
+    template contents included (the static task renders its <template> into the page)."""
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.refs: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        values = {name.lower(): value for name, value in attrs if value}
+        if tag == "script" and values.get("src"):
+            self.refs.append(values["src"])
+        elif tag == "link" and values.get("href"):
+            rels = set(values.get("rel", "").lower().split())
+            if rels & _FETCHED_LINK_RELS:
+                self.refs.append(values["href"])
+
+    handle_startendtag = handle_starttag
+
+
+def page_assets(html: str, page_url: str) -> list[str]:
+    """The same-origin scripts and stylesheets a browser fetches for `html` (served at
+    `page_url`): `<script src>` and `<link rel=stylesheet|preload|modulepreload|icon
+    href>`, resolved against the page, as request targets (path and query), in document
+    order, without repeats. Other origins (a CDN) are left out: they do not load this
+    server."""
+    parser = _AssetParser()
+    parser.feed(html)
+    parser.close()
+    page = urlsplit(page_url)
+    targets: list[str] = []
+    for ref in parser.refs:
+        url = urlsplit(urljoin(page_url, ref.strip()))
+        if (url.scheme, url.netloc) != (page.scheme, page.netloc):
+            continue
+        target = (url.path or "/") + (f"?{url.query}" if url.query else "")
+        if target not in targets:
+            targets.append(target)
+    return targets
 
 
 class SimulatedWorkerError(Exception):
@@ -157,15 +207,18 @@ class SimulatedWorker:
     async def _request(
         self, kind: str, method: str, path: str, *, body: Any = None,
         form: aiohttp.FormData | None = None, params: dict[str, str] | None = None,
-        parse: bool = True,
+        parse: bool = True, provider: bool = True,
     ) -> Any:
-        query = {**params, **self.provider_params()} if params else self.provider_params()
+        query = dict(params or {})
+        if provider:  # as the page's shim does; a browser loading <script src> adds none
+            query.update(self.provider_params())
         payload = None if body is None else json.dumps(body, separators=(",", ":")).encode()
         start = time.perf_counter()
         if form is None and self._http is not None:
-            status, raw = await self._http.request(
-                method, f"{self._base_path}{path.lstrip('/')}?{urlencode(query)}", payload
-            )
+            target = f"{self._base_path}{path.lstrip('/')}"
+            if query:
+                target += f"?{urlencode(query)}"
+            status, raw = await self._http.request(method, target, payload)
         else:  # multipart bodies (and https) go through aiohttp
             headers = None if payload is None else {"Content-Type": "application/json"}
             async with self.session.request(
@@ -210,6 +263,31 @@ class SimulatedWorker:
     async def open_page(self) -> str:
         """GET / as the worker's browser opens it; returns the HTML."""
         return await self._request("page", "GET", "/", parse=False)  # type: ignore[no-any-return]
+
+    async def fetch_asset(self, target: str) -> bytes:
+        """GET one script or stylesheet of the page (`target`: path and query on this
+        server, as `page_assets` gives it), as the browser does: no provider query.
+        Timed as `asset <path>`; returns the body."""
+        path, _, query = target.partition("?")
+        if path.startswith(self._base_path):  # our _request adds the base path back
+            path = "/" + path[len(self._base_path):]
+        text = await self._request(
+            f"asset {path}", "GET", path, params=dict(parse_qsl(query, keep_blank_values=True)), parse=False,
+            provider=False,
+        )
+        return text.encode()  # type: ignore[no-any-return]
+
+    async def open_page_as_browser(self) -> tuple[str, list[str]]:
+        """GET / then each same-origin script and stylesheet it references (an
+        empty-cache browser's page load); returns the HTML and the assets fetched."""
+        html = await self.open_page()
+        assets = page_assets(html, self._page_url())
+        for target in assets:
+            await self.fetch_asset(target)
+        return html, assets
+
+    def _page_url(self) -> str:
+        return f"{self.base_url}/?{urlencode(self.provider_params())}"
 
     async def task_config(self) -> dict[str, Any]:
         return await self._request(  # type: ignore[no-any-return]
@@ -402,14 +480,20 @@ def _resolve(answer: Answer, worker: SimulatedWorker) -> Any:
     return answer(worker) if callable(answer) else answer
 
 
-async def complete_unit(worker: SimulatedWorker, answer: Answer) -> float:
+async def complete_unit(
+    worker: SimulatedWorker, answer: Answer, *, fetch_assets: bool = False
+) -> float:
     """Work one unit as a browser would: open the page, load the task config, take an
     agent (passing onboarding, if asked, with the same answer) and submit `answer`
     (or `answer(worker)` when callable, evaluated once `worker.init_data` is known).
-    Returns the unit's latency in seconds; raises `NoWorkAvailable` when the server
-    has no agent for the worker."""
+    With `fetch_assets`, the page's scripts and stylesheets are fetched after it, as an
+    empty-cache browser does. Returns the unit's latency in seconds; raises
+    `NoWorkAvailable` when the server has no agent for the worker."""
     start = time.perf_counter()
-    await worker.open_page()
+    if fetch_assets:
+        await worker.open_page_as_browser()
+    else:
+        await worker.open_page()
     await worker.task_config()
     await worker.request_agent()
     if worker.agent_id is not None and worker.is_onboarding:
@@ -478,14 +562,31 @@ async def run_simulated_workers(
     concurrency: int | None = None,
     *,
     worker_prefix: str = "sim-worker",
+    browser_like: bool = False,
 ) -> RunStats:
     """Run `num_workers` simulated workers (at most `concurrency` at once, default all),
     each completing units on fresh assignments until the server gives it no agent or it
     has done `units_per_worker`. A worker whose request fails stops; the failure is
-    listed in `errors`. `answer_fn(worker)` makes each submitted answer."""
+    listed in `errors`. `answer_fn(worker)` makes each submitted answer.
+
+    With `browser_like`, each of the `num_workers` slots is a stream of new browsers:
+    every unit is worked by a new worker identity (`{worker_prefix}-{slot}-{n}`) on a
+    new connection (nothing kept alive from one unit to the next), which loads the page
+    and each script and stylesheet it references (requests timed as `asset <path>`)
+    before the config, agent and submit. `units_per_worker` then counts units per slot.
+    """
     answer = answer_fn or _default_answer
     stats = RunStats(workers=num_workers)
     limit = asyncio.Semaphore(concurrency or max(1, num_workers))
+    if browser_like:
+        start = time.perf_counter()
+        await asyncio.gather(*(
+            _browser_slot(base_url, f"{worker_prefix}-{i}", units_per_worker, answer, stats,
+                          limit)
+            for i in range(num_workers)
+        ))
+        stats.elapsed = time.perf_counter() - start
+        return stats
     connector = aiohttp.TCPConnector(limit=0)
 
     async def work(index: int, session: aiohttp.ClientSession) -> None:
@@ -518,6 +619,31 @@ async def run_simulated_workers(
             await http.close()
     stats.elapsed = time.perf_counter() - start
     return stats
+
+
+async def _browser_slot(
+    base_url: str, prefix: str, units: int | None, answer: Answer, stats: RunStats,
+    limit: asyncio.Semaphore,
+) -> None:
+    """New browsers one after another, one unit each, until no work is left."""
+    async with limit:
+        n = 0
+        while units is None or n < units:
+            # owns its HTTP client (and, for https, its aiohttp session): a new connection
+            worker = SimulatedWorker(base_url, f"{prefix}-{n}")
+            n += 1
+            try:
+                stats.unit_latencies.append(await complete_unit(worker, answer,
+                                                                fetch_assets=True))
+            except NoWorkAvailable:
+                break
+            except (SimulatedWorkerError, aiohttp.ClientError, OSError) as exc:
+                stats.errors.append(f"{worker.worker_id}: {exc!r}")
+                break
+            finally:
+                for kind, values in worker.timings.items():
+                    stats.latencies.setdefault(kind, []).extend(values)
+                await worker.close()
 
 
 def run_simulated_workers_sync(base_url: str, num_workers: int, **kwargs: Any) -> RunStats:
