@@ -72,8 +72,8 @@ class BackupSummary:
         return sum(self.tables.values())
 
 
-def _silent(_what: str, _done: int, _total: int | None) -> None:
-    pass
+def silent(_what: str, _done: int, _total: int | None) -> None:
+    """A `Progress` that reports nothing."""
 
 
 # -- reading a database --------------------------------------------------------------------
@@ -132,7 +132,7 @@ def backup(db: MephistoDB, path: str | Path, data_dir: str | Path | None = None,
            progress: Progress | None = None) -> BackupSummary:
     """Write the whole database and its runs' data files to a new archive at `path`."""
     started = time.perf_counter()
-    report = progress or _silent
+    report = progress or silent
     root = data_root(data_dir)
     summary = BackupSummary(Path(path))
     with ArchiveWriter(Path(path)) as writer:
@@ -198,7 +198,7 @@ def require_empty(conn: sa.Connection, root: Path) -> None:
 
 
 def insert_rows(conn: sa.Connection, table: sa.Table, rows: Iterator[Sequence[Any]],
-                report: Progress = _silent, total: int | None = None) -> int:
+                report: Progress = silent, total: int | None = None) -> int:
     """Insert `rows` (value lists in column order, as an archive holds them); returns the
     count. Bulk paths below SQLAlchemy's per-row parameter handling: COPY on PostgreSQL,
     the driver's executemany on SQLite. JSON columns are serialized here as SQLAlchemy
@@ -315,7 +315,7 @@ def restore(db: MephistoDB, path: str | Path, data_dir: str | Path | None = None
     """Restore a backup into `db` (empty) and the data directory (no run files): all of
     it, or nothing."""
     started = time.perf_counter()
-    report = progress or _silent
+    report = progress or silent
     root = data_root(data_dir)
     summary = BackupSummary(Path(path))
     with ArchiveReader(path, kind="backup") as reader:

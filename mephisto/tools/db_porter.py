@@ -53,6 +53,7 @@ from mephisto.db import schema as s
 from mephisto.db.archive import ArchiveError, ArchiveReader, ArchiveWriter, Entry
 from mephisto.db.backup import (
     CHUNK,
+    BackupSummary,
     Progress,
     StagedFiles,
     as_conflict,
@@ -62,6 +63,7 @@ from mephisto.db.backup import (
     path_rewriter,
     run_files,
     runs_prefix,
+    silent,
     snapshot,
     stream_rows,
 )
@@ -79,26 +81,12 @@ _PAIR = re.compile(r"(\d+):(.+)")
 
 
 @dataclass
-class PortSummary:
+class PortSummary(BackupSummary):
     """What an export wrote or an import did. `tables`: rows written (export) or added
     (import); `reused`: rows of the archive the target had already."""
 
-    path: Path
     tasks: list[str] = field(default_factory=list)
-    tables: dict[str, int] = field(default_factory=dict)
     reused: dict[str, int] = field(default_factory=dict)
-    files: int = 0
-    file_bytes: int = 0
-    archive_bytes: int = 0
-    seconds: float = 0.0
-
-    @property
-    def rows(self) -> int:
-        return sum(self.tables.values())
-
-
-def _silent(_what: str, _done: int, _total: int | None) -> None:
-    pass
 
 
 def database_id(db: MephistoDB) -> str:
@@ -186,7 +174,7 @@ def export_tasks(db: MephistoDB, path: str | Path, task_names: Iterable[str],
                  progress: Progress | None = None) -> PortSummary:
     """Write the tasks named (and all that belongs to them) to a new archive at `path`."""
     started = time.perf_counter()
-    report = progress or _silent
+    report = progress or silent
     names = list(dict.fromkeys(task_names))
     if not names:
         raise ConfigError("name at least one task to export (--task NAME)", key="task")
@@ -271,7 +259,7 @@ def import_tasks(db: MephistoDB, path: str | Path, on_conflict: str = "fail",
                 if conn.dialect.name == "sqlite":
                     conn.exec_driver_sql("PRAGMA defer_foreign_keys=ON")
                 run = _Import(conn, source, on_conflict, str(root),
-                              str(manifest.get("data_dir") or root), progress or _silent)
+                              str(manifest.get("data_dir") or root), progress or silent)
                 seen: set[str] = set()
                 files = 0
                 for entry in reader.entries():
