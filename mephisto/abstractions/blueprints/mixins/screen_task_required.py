@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from mephisto.abstractions.blueprint import BlueprintMixin
+from mephisto.abstractions.blueprints.mixins import blueprint_arg, require_one_unit_at_a_time
 from mephisto.data_model.qualification import QUAL_NOT_EXIST
 from mephisto.errors import ConfigError
 from mephisto.utils.qualifications import find_or_create_qualification, make_qualification_dict
@@ -81,12 +82,6 @@ class ScreenTaskSharedState:
     )
 
 
-def _arg(args: Any, name: str, default: Any = None) -> Any:
-    blueprint = args.blueprint
-    value = blueprint.get(name, default) if hasattr(blueprint, "get") \
-        else getattr(blueprint, name, default)
-    return default if value is None else value
-
 
 class ScreenTaskRequired(BlueprintMixin):
     """Gives workers who have not passed screening a screening unit first."""
@@ -105,14 +100,14 @@ class ScreenTaskRequired(BlueprintMixin):
         self.init_screening_config(task_run, args, shared_state)
 
     def init_screening_config(self, task_run: Any, args: Any, shared_state: Any) -> None:
-        self.use_screening_task = bool(_arg(args, "use_screening_task", False))
+        self.use_screening_task = bool(blueprint_arg(args, "use_screening_task", False))
         if not self.use_screening_task:
             return
-        self.passed_qualification_name = str(_arg(args, "passed_qualification_name"))
-        self.failed_qualification_name = str(_arg(args, "block_qualification"))
+        self.passed_qualification_name = str(blueprint_arg(args, "passed_qualification_name"))
+        self.failed_qualification_name = str(blueprint_arg(args, "block_qualification"))
         self.screening_data_factory = getattr(shared_state, "screening_data_factory", False)
         self.screening_units_launched = 0
-        self.screening_unit_cap = int(_arg(args, "max_screening_units", 0))
+        self.screening_unit_cap = int(blueprint_arg(args, "max_screening_units", 0))
         db = getattr(task_run, "db", None)
         if db is not None:  # the validator grants them: they must exist
             find_or_create_qualification(db, self.passed_qualification_name)
@@ -120,29 +115,25 @@ class ScreenTaskRequired(BlueprintMixin):
 
     @classmethod
     def assert_mixin_args(cls, args: Any, shared_state: Any) -> None:
-        if not _arg(args, "use_screening_task", False):
+        if not blueprint_arg(args, "use_screening_task", False):
             return
         key = "mephisto.blueprint"
-        if _arg(args, "use_golds", False):
+        if blueprint_arg(args, "use_golds", False):
             raise ConfigError("screening units and gold units cannot be used together",
                               key=f"{key}.use_golds")
-        if not _arg(args, "passed_qualification_name"):
+        if not blueprint_arg(args, "passed_qualification_name"):
             raise ConfigError("screening needs passed_qualification_name: the qualification "
                               "workers who pass get", key=f"{key}.passed_qualification_name")
-        if not _arg(args, "block_qualification"):
+        if not blueprint_arg(args, "block_qualification"):
             raise ConfigError("screening needs block_qualification: the qualification "
                               "workers who fail get", key=f"{key}.block_qualification")
-        if _arg(args, "block_qualification") == _arg(args, "passed_qualification_name"):
+        if blueprint_arg(args, "block_qualification") == blueprint_arg(args, "passed_qualification_name"):
             raise ConfigError("passed_qualification_name and block_qualification must differ",
                               key=f"{key}.block_qualification")
-        concurrent = args.task.get("allowed_concurrent") if hasattr(args.task, "get") \
-            else getattr(args.task, "allowed_concurrent", None)
-        if concurrent != 1:
-            raise ConfigError("screening needs mephisto.task.allowed_concurrent=1, so a "
-                              "worker finishes the screening before anything else",
-                              key="mephisto.task.allowed_concurrent")
+        require_one_unit_at_a_time(args, "screening units",
+                                   "a worker finishes the screening before anything else")
         factory = getattr(shared_state, "screening_data_factory", None)
-        cap = _arg(args, "max_screening_units", 0)
+        cap = blueprint_arg(args, "max_screening_units", 0)
         if isinstance(cap, bool) or not isinstance(cap, int) or cap < 0:
             raise ConfigError(f"max_screening_units must be a whole number >= 0, not {cap!r}",
                               key=f"{key}.max_screening_units")
@@ -191,9 +182,9 @@ class ScreenTaskRequired(BlueprintMixin):
         """An `on_unit_submitted` that checks screening units with `screen_unit`: True
         grants the passed qualification, False the block qualification, None decides
         nothing (the worker is screened again)."""
-        passed = str(_arg(args, "passed_qualification_name"))
-        failed = str(_arg(args, "block_qualification"))
-        on_real_units = int(_arg(args, "max_screening_units", 0)) == 0
+        passed = str(blueprint_arg(args, "passed_qualification_name"))
+        failed = str(blueprint_arg(args, "block_qualification"))
+        on_real_units = int(blueprint_arg(args, "max_screening_units", 0)) == 0
 
         def validate(unit: Unit) -> None:
             if unit.unit_index >= 0 and not on_real_units:
@@ -218,7 +209,7 @@ class ScreenTaskRequired(BlueprintMixin):
     @classmethod
     def get_mixin_qualifications(cls, args: Any, shared_state: Any) -> list[dict[str, Any]]:
         """Workers holding the block qualification (failed screening) are kept out."""
-        failed = _arg(args, "block_qualification")
+        failed = blueprint_arg(args, "block_qualification")
         return [make_qualification_dict(str(failed), QUAL_NOT_EXIST, None)] if failed else []
 
 

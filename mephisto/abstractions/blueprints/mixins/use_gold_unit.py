@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from mephisto.abstractions.blueprint import BlueprintMixin
+from mephisto.abstractions.blueprints.mixins import blueprint_arg, require_one_unit_at_a_time
 from mephisto.data_model.qualification import QUAL_NOT_EXIST
 from mephisto.data_model.unit import GOLD_UNIT_INDEX
 from mephisto.errors import ConfigError
@@ -125,12 +126,6 @@ class GoldUnitSharedState:
     )
 
 
-def _arg(args: Any, name: str, default: Any = None) -> Any:
-    blueprint = args.blueprint
-    value = blueprint.get(name, default) if hasattr(blueprint, "get") \
-        else getattr(blueprint, name, default)
-    return default if value is None else value
-
 
 def gold_qualification_names(base: str) -> dict[str, str]:
     """The qualifications counting a worker's golds, from `gold_qualification_base`."""
@@ -154,10 +149,10 @@ class UseGoldUnit(BlueprintMixin):
         self.init_gold_config(task_run, args, shared_state)
 
     def init_gold_config(self, task_run: Any, args: Any, shared_state: Any) -> None:
-        self.use_golds = bool(_arg(args, "use_golds", False))
+        self.use_golds = bool(blueprint_arg(args, "use_golds", False))
         if not self.use_golds:
             return
-        self.base_qual_name = str(_arg(args, "gold_qualification_base"))
+        self.base_qual_name = str(blueprint_arg(args, "gold_qualification_base"))
         names = gold_qualification_names(self.base_qual_name)
         self.golds_correct_qual_name = names["correct"]
         self.golds_failed_qual_name = names["wrong"]
@@ -166,10 +161,10 @@ class UseGoldUnit(BlueprintMixin):
         self.get_gold_for_worker = shared_state.get_gold_for_worker
         self.worker_needs_gold = shared_state.worker_needs_gold
         self.worker_qualifies = shared_state.worker_qualifies
-        self.min_golds = int(_arg(args, "min_golds", 1))
-        self.max_incorrect_golds = int(_arg(args, "max_incorrect_golds", 0))
+        self.min_golds = int(blueprint_arg(args, "min_golds", 1))
+        self.max_incorrect_golds = int(blueprint_arg(args, "max_incorrect_golds", 0))
         self.gold_units_launched = 0
-        self.gold_unit_cap = int(_arg(args, "max_gold_units", 0))
+        self.gold_unit_cap = int(blueprint_arg(args, "max_gold_units", 0))
         db = getattr(task_run, "db", None)
         if db is not None:  # the validator grants them: they must exist
             for name in names.values():
@@ -177,24 +172,19 @@ class UseGoldUnit(BlueprintMixin):
 
     @classmethod
     def assert_mixin_args(cls, args: Any, shared_state: Any) -> None:
-        if not _arg(args, "use_golds", False):
+        if not blueprint_arg(args, "use_golds", False):
             return
         key = "mephisto.blueprint"
-        if not _arg(args, "gold_qualification_base"):
+        if not blueprint_arg(args, "gold_qualification_base"):
             raise ConfigError("gold units need gold_qualification_base: the base name of the "
                               "qualifications counting each worker's golds",
                               key=f"{key}.gold_qualification_base")
         for name, least in (("max_gold_units", 1), ("min_golds", 0), ("max_incorrect_golds", 0)):
-            value = _arg(args, name, 0)
+            value = blueprint_arg(args, name, 0)
             if isinstance(value, bool) or not isinstance(value, int) or value < least:
                 raise ConfigError(f"{name} must be a whole number >= {least}, not {value!r}",
                                   key=f"{key}.{name}")
-        concurrent = args.task.get("allowed_concurrent") if hasattr(args.task, "get") \
-            else getattr(args.task, "allowed_concurrent", None)
-        if concurrent != 1:
-            raise ConfigError("gold units need mephisto.task.allowed_concurrent=1, so a "
-                              "worker's golds are checked in order",
-                              key="mephisto.task.allowed_concurrent")
+        require_one_unit_at_a_time(args, "gold units", "a worker's golds are checked in order")
         if not callable(getattr(shared_state, "get_gold_for_worker", None)):
             raise ConfigError("gold units need shared_state.get_gold_for_worker "
                               "(get_gold_factory(golds))", key="get_gold_for_worker")
@@ -250,8 +240,8 @@ class UseGoldUnit(BlueprintMixin):
         """An `on_unit_submitted` that counts each worker's units and checks their golds
         with `screen_unit` (True: right, False: wrong, None: not counted); a worker past
         `max_incorrect_golds` is disqualified."""
-        names = gold_qualification_names(str(_arg(args, "gold_qualification_base")))
-        max_wrong = int(_arg(args, "max_incorrect_golds", 0))
+        names = gold_qualification_names(str(blueprint_arg(args, "gold_qualification_base")))
+        max_wrong = int(blueprint_arg(args, "max_incorrect_golds", 0))
 
         def add_one(worker: Worker, name: str) -> int:
             held = worker.get_granted_qualification(name)
@@ -282,7 +272,7 @@ class UseGoldUnit(BlueprintMixin):
     @classmethod
     def get_mixin_qualifications(cls, args: Any, shared_state: Any) -> list[dict[str, Any]]:
         """Disqualified workers are kept out."""
-        base = _arg(args, "gold_qualification_base")
+        base = blueprint_arg(args, "gold_qualification_base")
         if not base:
             return []
         return [make_qualification_dict(gold_qualification_names(str(base))["disqualified"],
