@@ -139,7 +139,6 @@ class _TaskServer:
         self.settings = settings
         self.on_request = on_request
         self.headers = dict(settings.extra_headers)
-        self._static_task_js: bytes | None = None
         self._static = StaticFiles()
         # the page and scripts the backend gives as text: (text, its bytes, ETag), so
         # each is encoded and hashed once, not per worker
@@ -270,11 +269,11 @@ class _TaskServer:
                           "application/javascript; charset=utf-8")
 
     async def static_task_js(self, request: Request) -> Response:
-        if self._static_task_js is None:
-            self._static_task_js = (ASSETS_DIR / "static-task.js").read_bytes()
-            self._encoded["static-task.js"] = ("", self._static_task_js,
-                                               etag_of(self._static_task_js))
-        _text, body, etag = self._encoded["static-task.js"]
+        known = self._encoded.get("static-task.js")
+        if known is None:
+            body = (ASSETS_DIR / "static-task.js").read_bytes()
+            known = self._encoded["static-task.js"] = ("", body, etag_of(body))
+        _text, body, etag = known
         return conditional(request, body, etag, "application/javascript; charset=utf-8",
                            self.headers)
 
