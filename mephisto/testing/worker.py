@@ -597,16 +597,10 @@ async def run_simulated_workers(
             try:
                 while units_per_worker is None or worker.units_completed < units_per_worker:
                     worker.new_assignment()
-                    try:
-                        stats.unit_latencies.append(await complete_unit(worker, answer))
-                    except NoWorkAvailable:
-                        break
-                    except (SimulatedWorkerError, aiohttp.ClientError, OSError) as exc:
-                        stats.errors.append(f"{worker.worker_id}: {exc!r}")
+                    if not await _one_unit(worker, answer, stats):
                         break
             finally:
-                for kind, values in worker.timings.items():
-                    stats.latencies.setdefault(kind, []).extend(values)
+                _keep_timings(worker, stats)
                 await worker.close()
 
     http = HTTPClient(base_url) if base_url.startswith("http://") else None
@@ -621,6 +615,26 @@ async def run_simulated_workers(
     return stats
 
 
+async def _one_unit(worker: SimulatedWorker, answer: Answer, stats: RunStats,
+                    fetch_assets: bool = False) -> bool:
+    """One unit, its latency recorded; False when the worker stops: no work left, or a
+    failed request (listed in `stats.errors`)."""
+    try:
+        stats.unit_latencies.append(await complete_unit(worker, answer,
+                                                        fetch_assets=fetch_assets))
+    except NoWorkAvailable:
+        return False
+    except (SimulatedWorkerError, aiohttp.ClientError, OSError) as exc:
+        stats.errors.append(f"{worker.worker_id}: {exc!r}")
+        return False
+    return True
+
+
+def _keep_timings(worker: SimulatedWorker, stats: RunStats) -> None:
+    for kind, values in worker.timings.items():
+        stats.latencies.setdefault(kind, []).extend(values)
+
+
 async def _browser_slot(
     base_url: str, prefix: str, units: int | None, answer: Answer, stats: RunStats,
     limit: asyncio.Semaphore,
@@ -633,16 +647,10 @@ async def _browser_slot(
             worker = SimulatedWorker(base_url, f"{prefix}-{n}")
             n += 1
             try:
-                stats.unit_latencies.append(await complete_unit(worker, answer,
-                                                                fetch_assets=True))
-            except NoWorkAvailable:
-                break
-            except (SimulatedWorkerError, aiohttp.ClientError, OSError) as exc:
-                stats.errors.append(f"{worker.worker_id}: {exc!r}")
-                break
+                if not await _one_unit(worker, answer, stats, fetch_assets=True):
+                    break
             finally:
-                for kind, values in worker.timings.items():
-                    stats.latencies.setdefault(kind, []).extend(values)
+                _keep_timings(worker, stats)
                 await worker.close()
 
 
