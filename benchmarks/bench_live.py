@@ -38,6 +38,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bench_load import cpu_seconds, percentile  # this folder: the load benchmark's helpers
+
 _CHILD = """
 import json, sys, time
 from mephisto.abstractions.blueprints.remote_procedure import SharedRemoteProcedureTaskState
@@ -76,21 +78,6 @@ def _proc_threads(pid: int) -> int:
         return len(os.listdir(f"/proc/{pid}/task"))
     except OSError:
         return -1
-
-
-def _cpu_seconds(pid: int) -> float:
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    except (OSError, IndexError, ValueError):
-        return float("nan")
-
-
-def _pct(values: list[float], p: float) -> float:
-    if not values:
-        return float("nan")
-    values = sorted(values)
-    return values[min(len(values) - 1, max(0, round(p / 100 * (len(values) - 1))))]
 
 
 async def drive(url: str, agents: int, calls: int, operator_pid: int,
@@ -163,7 +150,7 @@ async def drive(url: str, agents: int, calls: int, operator_pid: int,
 
     async def watch() -> None:  # operator's CPU and RSS over the calls phase
         await all_connected.wait()
-        cpu["operator_start"] = _cpu_seconds(operator_pid)
+        cpu["operator_start"] = cpu_seconds(operator_pid)
         cpu["own_start"] = time.process_time()
         cpu["rss_mb"] = _proc_status_mb(operator_pid, "VmRSS")
         cpu["threads"] = _proc_threads(operator_pid)
@@ -178,7 +165,7 @@ async def drive(url: str, agents: int, calls: int, operator_pid: int,
     end = max(finished) if finished else time.perf_counter()
     return {"latencies": latencies, "errors": errors,
             "wall": end - phase.get("start", end),
-            "operator_cpu": _cpu_seconds(operator_pid) - cpu.get("operator_start", 0.0),
+            "operator_cpu": cpu_seconds(operator_pid) - cpu.get("operator_start", 0.0),
             "own_cpu": time.process_time() - cpu.get("own_start", 0.0),
             "rss_mb": cpu.get("rss_mb", float("nan")),
             "threads": cpu.get("threads", -1)}
@@ -214,9 +201,9 @@ def run_level(agents: int, calls: int, tmp: Path, think_ms: float = 0.0) -> dict
         "calls": len(lat),
         "wall_seconds": round(wall, 3),
         "calls_per_second": round(len(lat) / wall, 1) if wall else None,
-        "p50_ms": round(_pct(lat, 50) * 1000, 2),
-        "p90_ms": round(_pct(lat, 90) * 1000, 2),
-        "p99_ms": round(_pct(lat, 99) * 1000, 2),
+        "p50_ms": round(percentile(lat, 50) * 1000, 2),
+        "p90_ms": round(percentile(lat, 90) * 1000, 2),
+        "p99_ms": round(percentile(lat, 99) * 1000, 2),
         "max_ms": round(max(lat) * 1000, 2) if lat else None,
         "operator_rss_mb": round(result["rss_mb"], 1),
         "operator_peak_rss_mb": round(peak, 1),

@@ -69,7 +69,7 @@ def _peak_rss_mb(pid: int) -> float:
     return float("nan")
 
 
-def _cpu_seconds(pid: int) -> float:
+def cpu_seconds(pid: int) -> float:
     """User + system CPU seconds a live process has used so far."""
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -78,7 +78,7 @@ def _cpu_seconds(pid: int) -> float:
         return float("nan")
 
 
-def _pct(values: list[float], p: float) -> float:
+def percentile(values: list[float], p: float) -> float:
     if not values:
         return float("nan")
     values = sorted(values)
@@ -101,13 +101,13 @@ def run_one(
     )
     assert child.stdout is not None
     ready = json.loads(child.stdout.readline())
-    operator_cpu = _cpu_seconds(child.pid)
+    operator_cpu = cpu_seconds(child.pid)
     own_cpu = time.process_time()
     t = time.perf_counter()
     stats = run_simulated_workers_sync(ready["url"], workers, browser_like=mode == "browser")
     wall = time.perf_counter() - t
     own_cpu = time.process_time() - own_cpu
-    operator_cpu = _cpu_seconds(child.pid) - operator_cpu
+    operator_cpu = cpu_seconds(child.pid) - operator_cpu
     rss = _peak_rss_mb(child.pid)
     child.stdout.readline()  # {"done": true}
     child.wait(120)
@@ -146,9 +146,9 @@ def run_one(
     series = {**{k: v for k, v in stats.latencies.items()}, "unit": stats.unit_latencies}
     for name, values in series.items():
         row["latency_ms"][name] = {
-            "p50": round(_pct(values, 50) * 1000, 2),
-            "p95": round(_pct(values, 95) * 1000, 2),
-            "p99": round(_pct(values, 99) * 1000, 2),
+            "p50": round(percentile(values, 50) * 1000, 2),
+            "p95": round(percentile(values, 95) * 1000, 2),
+            "p99": round(percentile(values, 99) * 1000, 2),
             "mean": round(statistics.fmean(values) * 1000, 2) if values else None,
         }
     return row
