@@ -5,29 +5,25 @@ real Chromium with two browser contexts (two workers): the waiting room, message
 ways, Done; and a partner who leaves.
 
 The example's webapp is built once per session (`chat_example_bundle`). Simulated
-workers run their event loop in a thread of their own (`_run_async`): the module's
+workers run their event loop in a thread of their own (`run_in_thread`): the module's
 Playwright browser keeps an event loop marked as running in the main thread.
 """
 
 from __future__ import annotations
 
 import asyncio
-import importlib.util
-import threading
 import time
-from collections.abc import Coroutine, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
+from example_helpers import built_bundle, example_config, load_module, run_in_thread
 
 from mephisto.abstractions.blueprints.chat import SharedChatTaskState
 from mephisto.db import MephistoDB
 from mephisto.operations.hydra_config import (
-    build_default_task_config,
     check_run_config,
-    compose_run_config,
 )
 from mephisto.testing.fixtures import LaunchedRun
 from mephisto.testing.scripts import running_script
@@ -43,49 +39,9 @@ WAITING_TEXT = "Waiting for your partner to join…"
 PARTNER_LEFT_TEXT = ("Another worker in this task left. This is not held against you: "
                      "please submit the task as it is.")
 
+RUN_TASK = load_module(EXAMPLE_DIR / "run_task.py", "chat_example_run_task")
 
-def _load_run_script() -> ModuleType:
-    """run_task.py as a module (its `main` runs only as a script)."""
-    spec = importlib.util.spec_from_file_location("chat_example_run_task",
-                                                  EXAMPLE_DIR / "run_task.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-RUN_TASK = _load_run_script()
-
-
-def _load_turn_world() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("chat_example_turn_world",
-                                                  EXAMPLE_DIR / "turn_world.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-TURN_WORLD = _load_turn_world()
-
-
-def _run_async(coro: Coroutine[Any, Any, Any]) -> Any:
-    """asyncio.run(coro) in a fresh thread; its result, or its exception re-raised."""
-    box: dict[str, Any] = {}
-
-    def target() -> None:
-        try:
-            box["result"] = asyncio.run(coro)
-        except Exception as exc:  # noqa: BLE001 -- re-raised in the test's thread
-            box["error"] = exc
-
-    thread = threading.Thread(target=target)
-    thread.start()
-    thread.join(120)
-    assert not thread.is_alive(), "simulated workers did not finish in 120 s"
-    if "error" in box:
-        raise box["error"]
-    return box.get("result")
+TURN_WORLD = load_module(EXAMPLE_DIR / "turn_world.py", "chat_example_turn_world")
 
 
 @pytest.fixture(scope="session")
@@ -93,17 +49,8 @@ def chat_example_bundle(npm: str) -> Path:
     """examples/chat_task/webapp built once per session, where its users build it (npm
     install only when its node_modules is missing or stale); always rebuilt, as the
     mephisto-task it links from packages/ may have changed."""
-    from mephisto.tools.scripts import build_custom_bundle
-
-    build_custom_bundle(EXAMPLE_DIR, force_rebuild=True)
-    assert EXAMPLE_BUNDLE.is_file()
+    assert built_bundle(EXAMPLE_DIR) == EXAMPLE_BUNDLE
     return EXAMPLE_BUNDLE
-
-
-def _example_config(*overrides: str) -> Any:
-    return compose_run_config(build_default_task_config("example"),
-                              EXAMPLE_DIR / "hydra_configs", list(overrides),
-                              task_dir=EXAMPLE_DIR)
 
 
 def _chat_texts(updates: list[dict[str, Any]]) -> list[tuple[str, bool]]:
@@ -116,7 +63,7 @@ def _chat_texts(updates: list[dict[str, Any]]) -> list[tuple[str, bool]]:
 
 
 def test_example_config_composes_and_checks() -> None:
-    cfg = _example_config()
+    cfg = example_config(EXAMPLE_DIR)
     check_run_config(cfg)
     assert cfg.mephisto.blueprint._blueprint_type == "chat"
     assert cfg.mephisto.architect._architect_type == "local"
@@ -182,12 +129,12 @@ def test_run_task_pairs_workers_and_completes(chat_example_bundle: Path,
     names = [f"w{i}" for i in range(2 * topics)]
     with running_script(EXAMPLE_DIR / "run_task.py", cwd=tmp_path, timeout=180) as script:
         assert script.url is not None
-        assert "<div id=\"app\"></div>" in _run_async(_page_of(script.url))
+        assert "<div id=\"app\"></div>" in run_in_thread(_page_of(script.url))
 
         async def work(url: str) -> list[dict[str, Any]]:
             return list(await asyncio.gather(*(_chat_and_submit(url, n) for n in names)))
 
-        done = _run_async(work(script.url))
+        done = run_in_thread(work(script.url))
         assert script.wait() == 0, script.output
     # workers were paired by topic, each heard its partner (and nobody else)
     by_name = {d["name"]: d for d in done}
@@ -263,12 +210,13 @@ async def _take_turns(url: str) -> dict[str, str]:
 
 def test_a_plugged_world_takes_turns(chat_example_bundle: Path, operator: Any,
                                      mephisto_db: Any) -> None:
-    cfg = _example_config("mephisto.architect.port=0", "mephisto.architect.hostname=127.0.0.1")
+    cfg = example_config(EXAMPLE_DIR, "mephisto.architect.port=0",
+                         "mephisto.architect.hostname=127.0.0.1")
     state = SharedChatTaskState(
         static_task_data=[{"topic": "Cats or dogs?"}],
         world_factory=lambda agents, assignment: TURN_WORLD.TurnTakingWorld(agents))
     run = LaunchedRun(operator, operator.launch_task_run(cfg.mephisto, state))
-    agent_ids = _run_async(_take_turns(run.url))
+    agent_ids = run_in_thread(_take_turns(run.url))
     assert run.wait(10)
     assert run.unit_statuses() == {"completed": 2}
     ann = mephisto_db.get_agent(agent_ids["ann"])["state"]["live_updates"]
@@ -299,7 +247,8 @@ def second_page(browser: Any) -> Iterator[Any]:
 
 
 def _launch(operator: Any, topic: str) -> LaunchedRun:
-    cfg = _example_config("mephisto.architect.port=0", "mephisto.architect.hostname=127.0.0.1")
+    cfg = example_config(EXAMPLE_DIR, "mephisto.architect.port=0",
+                         "mephisto.architect.hostname=127.0.0.1")
     state = SharedChatTaskState(static_task_data=[{"topic": topic}])
     return LaunchedRun(operator, operator.launch_task_run(cfg.mephisto, state))
 

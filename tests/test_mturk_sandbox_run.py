@@ -13,7 +13,6 @@ this fake is told to take it (`require_https=False`).
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import sys
 import threading
 import time
@@ -22,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from example_helpers import load_module
 
 from mephisto.abstractions.providers.mturk.mturk_provider import SandboxMTurkProvider
 from mephisto.db import MephistoDB
@@ -38,11 +38,7 @@ UNITS = 10  # the script's sentences
 
 
 def load_script() -> Any:
-    spec = importlib.util.spec_from_file_location("sandbox_run_task", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_module(SCRIPT, "sandbox_run_task")
 
 
 def wait_for(condition: Callable[[], bool], what: str, timeout: float = 60) -> None:

@@ -6,22 +6,19 @@ the submission and every request and answer.
 
 The example's webapp is built once per session (`remote_example_bundle`, like
 `react_example_bundle` of conftest.py). Simulated workers run their event loop in a
-thread of their own (`_run_async`), so they work whatever the order of the tests: the
+thread of their own (`run_in_thread`), so they work whatever the order of the tests: the
 module's Playwright browser keeps an event loop marked as running in the main thread.
 """
 
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import json
-import threading
-from collections.abc import Coroutine
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
+from example_helpers import built_bundle, example_config, load_module, run_in_thread
 
 from mephisto.abstractions.blueprints.remote_procedure import (
     RemoteProcedureAgentState,
@@ -29,9 +26,7 @@ from mephisto.abstractions.blueprints.remote_procedure import (
 )
 from mephisto.db import MephistoDB
 from mephisto.operations.hydra_config import (
-    build_default_task_config,
     check_run_config,
-    compose_run_config,
 )
 from mephisto.testing.fixtures import LaunchedRun
 from mephisto.testing.scripts import running_script
@@ -43,48 +38,14 @@ EXAMPLE_DIR = REPO / "examples" / "remote_procedure_task"
 EXAMPLE_BUNDLE = EXAMPLE_DIR / "webapp" / "build" / "bundle.js"
 TASK_NAME = "remote-procedure-sentence-example"
 
-
-def _load_run_script() -> ModuleType:
-    """run_task.py as a module (its `main` runs only as a script)."""
-    spec = importlib.util.spec_from_file_location("remote_procedure_example_run_task",
-                                                  EXAMPLE_DIR / "run_task.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-RUN_TASK = _load_run_script()
-
-
-def _run_async(coro: Coroutine[Any, Any, Any]) -> Any:
-    """asyncio.run(coro) in a fresh thread; its result, or its exception re-raised."""
-    box: dict[str, Any] = {}
-
-    def target() -> None:
-        try:
-            box["result"] = asyncio.run(coro)
-        except Exception as exc:  # noqa: BLE001 -- re-raised in the test's thread
-            box["error"] = exc
-
-    thread = threading.Thread(target=target)
-    thread.start()
-    thread.join(120)
-    assert not thread.is_alive(), "simulated workers did not finish in 120 s"
-    if "error" in box:
-        raise box["error"]
-    return box.get("result")
-
+RUN_TASK = load_module(EXAMPLE_DIR / "run_task.py", "remote_procedure_example_run_task")
 
 @pytest.fixture(scope="session")
 def remote_example_bundle(npm: str) -> Path:
     """examples/remote_procedure_task/webapp built once per session, where its users
     build it (npm install only when its node_modules is missing or stale); always
     rebuilt, as the mephisto-task it links from packages/ may have changed."""
-    from mephisto.tools.scripts import build_custom_bundle
-
-    build_custom_bundle(EXAMPLE_DIR, force_rebuild=True)
-    assert EXAMPLE_BUNDLE.is_file()
+    assert built_bundle(EXAMPLE_DIR) == EXAMPLE_BUNDLE
     return EXAMPLE_BUNDLE
 
 
@@ -105,8 +66,7 @@ def test_the_function_answers_and_refuses() -> None:
 
 
 def test_example_config_composes_and_checks() -> None:
-    cfg = compose_run_config(build_default_task_config("example"), EXAMPLE_DIR / "hydra_configs",
-                             [], task_dir=EXAMPLE_DIR)
+    cfg = example_config(EXAMPLE_DIR)
     check_run_config(cfg)
     assert cfg.mephisto.blueprint._blueprint_type == "remote_procedure"
     assert cfg.mephisto.architect._architect_type == "local"
@@ -160,13 +120,13 @@ def test_run_task_serves_the_function_and_completes(
                  "bob": "Cold, rainy and a terrible wind all day"}
     with running_script(EXAMPLE_DIR / "run_task.py", cwd=tmp_path, timeout=180) as script:
         assert script.url is not None
-        assert "<div id=\"app\"></div>" in _run_async(_page_of(script.url))
+        assert "<div id=\"app\"></div>" in run_in_thread(_page_of(script.url))
 
         async def work(url: str) -> list[str]:
             return list(await asyncio.gather(
                 *(_write_and_submit(url, name, text) for name, text in sentences.items())))
 
-        agent_ids = _run_async(work(script.url))
+        agent_ids = run_in_thread(work(script.url))
         assert script.wait() == 0, script.output
     db = MephistoDB()
     try:
@@ -192,11 +152,8 @@ def test_run_task_serves_the_function_and_completes(
 def test_example_page_in_chromium(
     remote_example_bundle: Path, operator: Any, mephisto_db: Any, page: Any
 ) -> None:
-    cfg = compose_run_config(
-        build_default_task_config("example"), EXAMPLE_DIR / "hydra_configs",
-        ["mephisto.architect.port=0", "mephisto.architect.hostname=127.0.0.1"],
-        task_dir=EXAMPLE_DIR,
-    )
+    cfg = example_config(EXAMPLE_DIR, "mephisto.architect.port=0",
+                         "mephisto.architect.hostname=127.0.0.1")
     state = SharedRemoteProcedureTaskState(
         static_task_data=[{"prompt": "Describe your last weekend in one sentence."}],
         function_registry=RUN_TASK.FUNCTIONS)
