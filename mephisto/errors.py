@@ -26,6 +26,9 @@
     ├── BudgetExceeded               spending would pass a run's or a project's cap: names it
     ├── BuildError                   a front-end build (npm) failed or npm is missing
     ├── ArchiveError                 a backup or export file that cannot be used
+    ├── RouterError                  the link between an operator and a remote task router
+    │   ├── OperatorUnavailable      the router has no operator to ask right now (HTTP 503)
+    │   └── TokenRefused             an operator token the router does not accept
     └── ShutdownError                the run is shutting down; no new work accepted
 
 Library code raises these; only the CLI and `task_script` turn them into messages and
@@ -197,6 +200,27 @@ class BudgetExceeded(MephistoError):
 
 class BuildError(MephistoError):
     """A front-end build failed, or the tool it needs (npm) is missing."""
+
+
+class RouterError(MephistoError):
+    """The link between an operator and a remote task router (`mephisto router`)."""
+
+
+class OperatorUnavailable(RouterError):
+    """The router cannot ask its operator right now: no operator is connected, or the
+    link dropped before the answer came. The task server answers it with 503 and
+    `Retry-After`; browsers retry (a retried submit is idempotent)."""
+
+    retry_after = 2  # seconds a client is asked to wait before retrying
+
+
+class TokenRefused(RouterError):
+    """An operator token the router does not accept: malformed, signed with another
+    router's secret, or expired. `reason` says which."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(f"the router refused the operator token: {reason}")
+        self.reason = reason
 
 
 class ShutdownError(MephistoError):

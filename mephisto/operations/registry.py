@@ -44,6 +44,7 @@ BUILTIN_BLUEPRINTS: dict[str, str] = {
 BUILTIN_ARCHITECTS: dict[str, str] = {
     "local": "mephisto.abstractions.architects.local:LocalArchitect",
     "mock": "mephisto.abstractions.architects.mock:MockArchitect",
+    "remote": "mephisto.abstractions.architects.remote:RemoteArchitect",
 }
 BUILTIN_PROVIDERS: dict[str, str] = {
     "inhouse": "mephisto.abstractions.providers.inhouse:InhouseProvider",

@@ -38,9 +38,11 @@ from mephisto.errors import (
     DatabaseUnavailable,
     MalformedRequest,
     NotEligible,
+    OperatorUnavailable,
     PayloadTooLarge,
     ProviderError,
     RequestError,
+    RouterError,
     ShutdownError,
     UnknownAgent,
 )
@@ -110,17 +112,23 @@ def create_app(
         WebSocketRoute("/", server.websocket),
         Route("/{path:path}", ep("static", _GET, server.static_file)),
     ])
-    return _Dispatch(exact, rest)
+    return _Dispatch(exact, rest, backend, server.settings)
 
 
 class _Dispatch:
-    """The task server's ASGI app: exact HTTP paths first, then the Starlette app."""
+    """The task server's ASGI app: exact HTTP paths first, then the Starlette app.
 
-    __slots__ = ("exact", "rest")
+    `backend` and `settings` are what it serves with: an architect that does not serve
+    the app in-process (`remote`) hands them to its router link instead."""
 
-    def __init__(self, exact: dict[str, ASGIApp], rest: Starlette) -> None:
+    __slots__ = ("backend", "exact", "rest", "settings")
+
+    def __init__(self, exact: dict[str, ASGIApp], rest: Starlette, backend: TaskBackend,
+                 settings: ServerSettings) -> None:
         self.exact = exact
         self.rest = rest
+        self.backend = backend
+        self.settings = settings
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
@@ -189,6 +197,15 @@ class _TaskServer:
                         503, "the server cannot save work right now; try again shortly",
                         {"Retry-After": str(exc.retry_after)},
                     )
+                except OperatorUnavailable as exc:
+                    # a router whose operator is (for now) out of reach
+                    response = self.error(
+                        503, "the task server cannot reach its operator right now; "
+                        "try again shortly", {"Retry-After": str(exc.retry_after)},
+                    )
+                except RouterError as exc:
+                    logger.warning("%s %s: %s", request.method, request.url.path, exc)
+                    response = self.error(502, "the task's operator failed to answer")
                 except ProviderError as exc:
                     # launching more units for this worker failed at the crowd provider;
                     # the units stay to be launched, the worker may try again

@@ -1,0 +1,357 @@
+"""The operator's end of the channel: dial the router, answer its calls.
+
+`OperatorLink` opens one websocket to a router (so it works from behind NAT: only the
+router needs to be reachable), authenticates with an operator token, sends the run's
+page, scripts, config and static files, then answers each call by calling the run's
+`TaskBackend` (the same `ClientIOHandler` the in-process server uses, so a submit is
+answered only once it is committed). When the link drops it dials again, backing off
+from `backoff_min` to `backoff_max` seconds with jitter, for as long as the run lasts;
+a token the router refuses stops it (`TokenRefused`), since trying again cannot help.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import random
+import secrets
+from pathlib import Path
+from typing import Any
+
+from mephisto.errors import MalformedRequest, RouterError, TokenRefused
+from mephisto.router import channel
+from mephisto.server.backend import TaskBackend, UploadedFile
+
+logger = logging.getLogger(__name__)
+
+CLIENT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+
+
+def operator_url(router_url: str) -> str:
+    """The channel's websocket URL for a router's base URL (http->ws, https->wss)."""
+    base = router_url.rstrip("/")
+    if base.startswith("https://"):
+        base = "wss://" + base.removeprefix("https://")
+    elif base.startswith("http://"):
+        base = "ws://" + base.removeprefix("http://")
+    return base + channel.OPERATOR_PATH
+
+
+def static_manifest(directory: Path | None) -> dict[str, Path]:
+    """The files a router may serve: every regular, non-hidden file under `directory`."""
+    found: dict[str, Path] = {}
+    if directory is None or not directory.is_dir():
+        return found
+    for root, dirs, files in os.walk(directory):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        for name in sorted(files):
+            if name.startswith("."):
+                continue
+            path = Path(root) / name
+            if path.is_file():
+                found[path.relative_to(directory).as_posix()] = path
+    return found
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+class _RemoteSocket:
+    """`send(packet)` for a browser socket held by the router: a `push` message. The
+    same object for an agent's `alive` and `socket_closed`, as the contract asks."""
+
+    __slots__ = ("link", "socket_id", "websocket")
+
+    def __init__(self, link: OperatorLink, websocket: Any, socket_id: int) -> None:
+        self.link = link
+        self.websocket = websocket
+        self.socket_id = socket_id
+
+    async def __call__(self, packet: Any) -> None:
+        if self.link.websocket is not self.websocket:
+            return  # the link this socket came through is gone
+        with contextlib.suppress(Exception):
+            await self.websocket.send(channel.dumps({"t": "push", "s": self.socket_id,
+                                                     "p": packet}))
+
+
+class OperatorLink:
+    """One router's channel for one run."""
+
+    def __init__(self, backend: TaskBackend, router_url: str, token: str, *, run_id: str,
+                 upload_dir: Path, backoff_min: float = 0.2, backoff_max: float = 10.0) -> None:
+        self.backend = backend
+        self.router_url = router_url
+        self.url = operator_url(router_url)
+        self.token = token
+        self.run_id = run_id
+        self.upload_dir = upload_dir
+        self.backoff_min = backoff_min
+        self.backoff_max = backoff_max
+        self.websocket: Any = None
+        self.connected = asyncio.Event()
+        self.sessions = 0  # how many times the link came up
+        self.fatal: BaseException | None = None
+        self.last_error: str | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._closing = False
+        self._files: dict[str, tuple[Path, str, int]] = {}
+        self._sockets: dict[int, _RemoteSocket] = {}
+        self._calls: set[asyncio.Task[None]] = set()
+
+    # -- lifecycle ------------------------------------------------------------------
+
+    async def start(self, timeout: float = 30.0) -> None:
+        """Dial until the router serves the run; `RouterError`/`TokenRefused` if it
+        cannot within `timeout` seconds (the link then stops trying)."""
+        await asyncio.to_thread(self._index_static)
+        self._task = asyncio.get_running_loop().create_task(
+            self._run(), name=f"mephisto-router-link {self.router_url}")
+        waiter = asyncio.ensure_future(self.connected.wait())
+        try:
+            await asyncio.wait({waiter, self._task}, timeout=timeout,
+                               return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            waiter.cancel()
+        if self.fatal is not None:
+            await self.close(bye=False)
+            raise self.fatal
+        if not self.connected.is_set():
+            await self.close(bye=False)
+            raise RouterError(
+                f"could not reach the router at {self.router_url} within {timeout:g} s"
+                + (f" (last error: {self.last_error})" if self.last_error else "")
+                + ". Is `mephisto router` running there, and is the URL right?")
+
+    async def close(self, bye: bool = True) -> None:
+        """Stop dialling; with `bye`, tell the router the run is over first."""
+        self._closing = True
+        websocket = self.websocket
+        if bye and websocket is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(websocket.send(channel.dumps({"t": "bye"})), 5)
+        if websocket is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(websocket.close(), 5)
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._task
+        for call in list(self._calls):
+            call.cancel()
+
+    def _index_static(self) -> None:
+        self._files = {rel: (path, _sha256(path), path.stat().st_size)
+                       for rel, path in static_manifest(self.backend.static_dir()).items()}
+
+    # -- the connection ---------------------------------------------------------------
+
+    async def _run(self) -> None:
+        from websockets.asyncio.client import connect
+        from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
+
+        delay = self.backoff_min
+        while not self._closing:
+            try:
+                async with connect(
+                    self.url, additional_headers={"Authorization": f"Bearer {self.token}"},
+                    max_size=CLIENT_MAX_MESSAGE_BYTES, open_timeout=10, ping_interval=20,
+                    ping_timeout=20, close_timeout=5,
+                ) as websocket:
+                    await self._session(websocket)
+                    delay = self.backoff_min
+            except TokenRefused as exc:
+                self.fatal = exc
+                logger.error("router %s: %s", self.router_url, exc)
+                return
+            except InvalidURI as exc:
+                self.fatal = RouterError(f"bad router URL {self.router_url!r}: {exc}")
+                return
+            except (OSError, TimeoutError, ConnectionClosed, InvalidHandshake,
+                    RouterError) as exc:
+                self.last_error = str(exc) or type(exc).__name__
+            finally:
+                self.websocket = None
+                self.connected.clear()
+                self._sockets.clear()
+            if self._closing:
+                return
+            if self.sessions:
+                logger.warning("router %s: link down (%s); dialling again in %.1f s",
+                               self.router_url, self.last_error, delay)
+            await asyncio.sleep(delay * random.uniform(0.8, 1.2))
+            delay = min(self.backoff_max, delay * 2)
+
+    async def _session(self, websocket: Any) -> None:
+        from websockets.exceptions import ConnectionClosed
+
+        try:
+            await websocket.send(channel.dumps({
+                "t": "hello", "run": self.run_id, "page": self.backend.task_page(),
+                "script": self.backend.provider_script(),
+                "config": await self.backend.task_config(),
+                "files": [{"path": rel, "sha": sha, "size": size}
+                          for rel, (_path, sha, size) in self._files.items()],
+            }))
+            want = await self._receive_json(websocket)
+            if want.get("t") != "want" or not isinstance(want.get("paths"), list):
+                raise RouterError("the router did not answer the hello")
+            for rel in want["paths"]:
+                entry = self._files.get(rel) if isinstance(rel, str) else None
+                if entry is None:
+                    raise RouterError(f"the router asked for an unknown file {rel!r}")
+                for frame in channel.file_chunks(entry[0], {"k": "static", "path": rel}):
+                    await websocket.send(frame)
+            ready = await self._receive_json(websocket)
+            if ready.get("t") != "ready":
+                raise RouterError("the router did not confirm the run")
+            self.websocket = websocket
+            self.sessions += 1
+            self.connected.set()
+            logger.info("router %s: serving run %s", self.router_url, self.run_id)
+            uploads: dict[int, dict[int, Any]] = {}
+            async for message in websocket:
+                if isinstance(message, bytes):
+                    self._upload_chunk(uploads, message)
+                    continue
+                call = json.loads(message)
+                if isinstance(call, dict) and call.get("t") == "call":
+                    files = uploads.pop(call.get("id"), {})  # type: ignore[arg-type]
+                    task = asyncio.get_running_loop().create_task(
+                        self._answer(websocket, call, files))
+                    self._calls.add(task)
+                    task.add_done_callback(self._calls.discard)
+        except ConnectionClosed as exc:
+            self._raise_refusal(exc)
+            raise
+
+    @staticmethod
+    def _raise_refusal(exc: Any) -> None:
+        received = getattr(exc, "rcvd", None)
+        code = getattr(received, "code", None)
+        reason = getattr(received, "reason", "") or ""
+        if code == channel.CLOSE_TOKEN_REFUSED:
+            raise TokenRefused(reason or "refused")
+        if code == channel.CLOSE_OTHER_RUN:
+            raise RouterError(f"the router is busy: {reason}")
+
+    async def _receive_json(self, websocket: Any) -> dict[str, Any]:
+        from websockets.exceptions import ConnectionClosed
+
+        try:
+            text = await websocket.recv()
+        except ConnectionClosed as exc:
+            self._raise_refusal(exc)
+            raise
+        value = json.loads(text) if isinstance(text, str) else None
+        if not isinstance(value, dict):
+            raise RouterError("the router sent something that is not a JSON object")
+        return value
+
+    def _upload_chunk(self, uploads: dict[int, dict[int, Any]], frame: bytes) -> None:
+        header, data = channel.parse_chunk(frame)
+        call_id, index = header.get("call"), header.get("i")
+        if header.get("k") != "upload" or not isinstance(call_id, int) \
+                or not isinstance(index, int):
+            raise RouterError("the router sent a binary message that is no upload")
+        files = uploads.setdefault(call_id, {})
+        entry = files.get(index)
+        if entry is None:
+            self.upload_dir.mkdir(parents=True, exist_ok=True)
+            path = self.upload_dir / f"{secrets.token_hex(12)}.part"
+            entry = files[index] = [path, path.open("wb")]
+        entry[1].write(data)
+        if header.get("last"):
+            entry[1].close()
+
+    # -- calls ------------------------------------------------------------------------
+
+    async def _answer(self, websocket: Any, call: dict[str, Any],
+                      files: dict[int, Any]) -> None:
+        call_id = call.get("id")
+        uploaded: list[UploadedFile] = []
+        try:
+            args = call.get("a")
+            if not isinstance(args, dict):
+                raise MalformedRequest("a call without arguments")
+            uploaded = self._uploaded(args, files)
+            result = await self._dispatch(websocket, str(call.get("m")), args, uploaded)
+            reply: dict[str, Any] = {"t": "ret", "id": call_id, "r": result}
+        except Exception as exc:  # every error is answered; unexpected ones logged
+            encoded = channel.encode_error(exc)
+            if encoded["type"] == "internal":
+                logger.exception("router call %s failed", call.get("m"))
+            reply = {"t": "err", "id": call_id, "e": encoded}
+        finally:
+            for entry in files.values():
+                with contextlib.suppress(OSError):
+                    entry[1].close()
+                    if entry[0].exists():
+                        entry[0].unlink()  # what the backend did not keep
+        with contextlib.suppress(Exception):
+            await websocket.send(channel.dumps(reply))
+
+    @staticmethod
+    def _uploaded(args: dict[str, Any], files: dict[int, Any]) -> list[UploadedFile]:
+        meta = args.get("files") or []
+        if not isinstance(meta, list) or len(meta) != len(files):
+            raise MalformedRequest("the files of a submit did not all arrive")
+        result = []
+        for index, info in enumerate(meta):
+            path = files[index][0] if index in files else None
+            if path is None or not isinstance(info, dict):
+                raise MalformedRequest("the files of a submit did not all arrive")
+            files[index][1].close()
+            size = path.stat().st_size
+            if size != info.get("size"):
+                raise MalformedRequest("a file of the submit arrived incomplete")
+            result.append(UploadedFile(str(info.get("field_name", "")),
+                                       str(info.get("filename", "")),
+                                       str(info.get("content_type", "")), path, size))
+        return result
+
+    async def _dispatch(self, websocket: Any, method: str, a: dict[str, Any],
+                        files: list[UploadedFile]) -> Any:
+        backend = self.backend
+        caller = a.get("caller") or {}
+        if not isinstance(caller, dict):
+            raise MalformedRequest("a call whose caller is not an object")
+        if method == "request_agent":
+            return await backend.request_agent(a["provider_data"], caller)
+        if method == "submit_onboarding":
+            return await backend.submit_onboarding(a["agent_id"], a.get("onboarding_data"),
+                                                   caller)
+        if method == "check_submit":
+            return await backend.check_submit(a["agent_id"], caller)
+        if method == "submit_task":
+            return await backend.submit_task(a["agent_id"], a.get("final_data"), files, caller)
+        if method == "submit_metadata":
+            return await backend.submit_metadata(a["agent_id"], a["metadata"], caller)
+        if method == "log_error":
+            return await backend.log_error(a.get("agent_id"), a.get("error_data"))
+        if method == "agent_alive":
+            socket_id = int(a["socket"])
+            sender = self._sockets.get(socket_id)
+            if sender is None or sender.websocket is not websocket:
+                sender = self._sockets[socket_id] = _RemoteSocket(self, websocket, socket_id)
+            return await backend.agent_alive(a["agent_id"], sender, caller)
+        if method == "agent_packet":
+            return await backend.agent_packet(a["agent_id"], a["packet"])
+        if method == "agent_socket_closed":
+            sender = self._sockets.get(int(a["socket"]))
+            if sender is not None:
+                await backend.agent_socket_closed(a["agent_id"], sender)
+            return None
+        raise MalformedRequest(f"unknown call {method[:40]!r}")
+
+
+__all__ = ["OperatorLink", "operator_url", "static_manifest"]
