@@ -4,13 +4,18 @@ when the router or the link dies, and tokens are checked."""
 
 from __future__ import annotations
 
+import asyncio
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from mephisto.abstractions.blueprints.static_task import SharedStaticTaskState
 from mephisto.db import MephistoDB
+from mephisto.errors import ConfigError, RouterError, TokenRefused
 from mephisto.operations.operator import Operator
 from mephisto.testing.fixtures import static_run_config
 from mephisto.testing.router import RouterProcess, router_process
@@ -52,3 +57,149 @@ def test_a_run_completes_through_a_router(operator: Operator, mephisto_db: Mephi
     results = DataBrowser(mephisto_db).load_results(task_run_id=task_run_id)
     assert sorted(r["data"]["outputs"]["answer"] for r in results) == sorted(
         d["text"] for d in _data(20))
+
+
+# -- nothing acknowledged is lost ------------------------------------------------------
+
+
+class Acks:
+    """Simulated workers that keep going through outages (retrying 503s and refused
+    connections, as the real client and a person clicking again do) and remember every
+    submit the server acknowledged."""
+
+    def __init__(self) -> None:
+        self.acked: list[str] = []
+        self.errors: list[str] = []
+
+    async def worker(self, url: str, name: str, stop_after: int = 1000) -> None:
+        from mephisto.testing.worker import SimulatedWorker, SimulatedWorkerError
+
+        async with SimulatedWorker(url, name) as worker:
+            worker.retry_for = 60
+            worker.retry_delay = 0.05
+            for _ in range(stop_after):
+                worker.new_assignment()
+                try:
+                    await worker.request_agent()
+                    if worker.agent_id is None:
+                        return
+                    await worker.submit({"answer": worker.init_data["text"]})
+                except SimulatedWorkerError as exc:
+                    self.errors.append(f"{name}: {exc}")
+                    return
+                self.acked.append(worker.agent_id)
+
+    def run(self, url: str, workers: int) -> threading.Thread:
+        async def main() -> None:
+            await asyncio.gather(*(self.worker(url, f"w{i}") for i in range(workers)))
+
+        thread = threading.Thread(target=asyncio.run, args=(main(),), daemon=True)
+        thread.start()
+        return thread
+
+
+def _wait_until(condition: Any, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        time.sleep(0.02)
+
+
+def _completed_agents(db: MephistoDB, task_run_id: str) -> set[str]:
+    return {a.db_id for a in db.find_agents(task_run_id=task_run_id, status="completed")}
+
+
+def test_router_killed_mid_run_loses_no_acknowledged_submit(
+        operator: Operator, mephisto_db: MephistoDB, task_html: Path,
+        router: RouterProcess) -> None:
+    task_run_id = operator.launch_task_run(
+        remote_config(task_html, router), SharedStaticTaskState(static_task_data=_data(60)))
+    live = operator._runs[task_run_id]
+    acks = Acks()
+    thread = acks.run(router.url, 6)
+    _wait_until(lambda: len(acks.acked) >= 15)
+    router.restart()  # SIGKILL mid-run, then the same port again
+    _wait_until(lambda: len(acks.acked) >= 30)
+    router.restart()
+    thread.join(90)
+    assert not thread.is_alive()
+    assert acks.errors == []
+    assert live.done_sync.wait(30)
+    completed = _completed_agents(mephisto_db, task_run_id)
+    assert set(acks.acked) <= completed  # everything acknowledged was stored
+    assert len(set(acks.acked)) == len(acks.acked)
+    assert mephisto_db.get_unit_status_counts(task_run_id) == {"completed": 60}
+
+
+def test_operator_link_cut_mid_run_answers_503_then_recovers(
+        operator: Operator, mephisto_db: MephistoDB, task_html: Path,
+        router: RouterProcess) -> None:
+    from mephisto.testing.tcp_proxy import TcpProxy
+
+    with TcpProxy([("127.0.0.1", router.port)]) as link_proxy:
+        config = remote_config(task_html, router)
+        config["architect"]["operator_urls"] = link_proxy.url
+        task_run_id = operator.launch_task_run(
+            config, SharedStaticTaskState(static_task_data=_data(60)))
+        live = operator._runs[task_run_id]
+        acks = Acks()
+        thread = acks.run(router.url, 6)
+        _wait_until(lambda: len(acks.acked) >= 15)
+        link_proxy.refuse(True)
+        assert link_proxy.cut() >= 1
+        _wait_until(lambda: not router.status()["operator"])
+        # while the operator is out of reach the router answers 503 with Retry-After
+        answer = httpx.post(router.url + "request_agent", json={"provider_data": {}})
+        assert answer.status_code == 503
+        assert answer.headers["Retry-After"] == "2"
+        assert "operator" in answer.json()["error"]
+        held = len(acks.acked)
+        time.sleep(0.5)
+        assert len(acks.acked) <= held + 6  # only answers already on their way
+        link_proxy.refuse(False)
+        thread.join(90)
+        assert not thread.is_alive()
+    assert acks.errors == []
+    assert live.done_sync.wait(30)
+    assert set(acks.acked) <= _completed_agents(mephisto_db, task_run_id)
+    assert mephisto_db.get_unit_status_counts(task_run_id) == {"completed": 60}
+
+
+# -- tokens ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("which", ["foreign", "expired", "malformed"])
+def test_a_bad_operator_token_is_refused(operator: Operator, task_html: Path,
+                                         router: RouterProcess, which: str,
+                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    from mephisto.router.auth import mint_token, new_secret
+
+    token = {"foreign": mint_token(new_secret()),
+             "expired": mint_token(router.secret, -1),
+             "malformed": "not-a-token"}[which]
+    monkeypatch.setenv("MEPHISTO_ROUTER_TOKEN", token)
+    with pytest.raises(TokenRefused) as refused:
+        operator.launch_task_run(remote_config(task_html, router),
+                                 SharedStaticTaskState(static_task_data=_data(2)))
+    assert {"foreign": "not signed by this router's secret", "expired": "expired",
+            "malformed": "malformed"}[which] in str(refused.value)
+    assert router.status()["operator"] is False
+    assert operator.get_running_task_runs() == {}
+
+
+def test_no_token_is_a_config_error(operator: Operator, task_html: Path,
+                                    router: RouterProcess,
+                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("MEPHISTO_ROUTER_TOKEN")
+    with pytest.raises(ConfigError, match="MEPHISTO_ROUTER_TOKEN"):
+        operator.launch_task_run(remote_config(task_html, router),
+                                 SharedStaticTaskState(static_task_data=_data(2)))
+
+
+def test_an_unreachable_router_fails_the_launch_clearly(operator: Operator, task_html: Path,
+                                                        router: RouterProcess) -> None:
+    config = remote_config(task_html, router)
+    router.kill()
+    config["architect"]["connect_timeout"] = 1
+    with pytest.raises(RouterError, match="could not reach the router"):
+        operator.launch_task_run(config, SharedStaticTaskState(static_task_data=_data(2)))

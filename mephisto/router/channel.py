@@ -21,6 +21,7 @@ a router refusing it closes with `CLOSE_TOKEN_REFUSED` and the reason.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import struct
 from collections.abc import Iterator
@@ -86,12 +87,17 @@ def parse_chunk(frame: bytes) -> tuple[dict[str, Any], bytes]:
 
 
 def file_chunks(path: Path, header: dict[str, Any]) -> Iterator[bytes]:
-    """The binary messages carrying the file at `path` (at least one, the last marked)."""
+    """The binary messages carrying the file at `path` (at least one). The last is
+    marked and carries the SHA-256 of the bytes sent (the file may have changed since
+    it was listed)."""
+    digest = hashlib.sha256()
     with path.open("rb") as f:
         data = f.read(CHUNK_BYTES)
         while True:
             following = f.read(CHUNK_BYTES)
-            yield chunk_frame({**header, "last": not following}, data)
+            digest.update(data)
+            tail = {"last": True, "sha": digest.hexdigest()} if not following else {}
+            yield chunk_frame({**header, **tail}, data)
             if not following:
                 return
             data = following

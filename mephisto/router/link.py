@@ -25,6 +25,7 @@ from typing import Any
 from mephisto.errors import MalformedRequest, RouterError, TokenRefused
 from mephisto.router import channel
 from mephisto.server.backend import TaskBackend, UploadedFile
+from mephisto.server.static_files import is_private
 
 logger = logging.getLogger(__name__)
 
@@ -42,14 +43,15 @@ def operator_url(router_url: str) -> str:
 
 
 def static_manifest(directory: Path | None) -> dict[str, Path]:
-    """The files a router may serve: every regular, non-hidden file under `directory`."""
+    """The files a router may serve: what the local server would serve from `directory`
+    (regular files, nothing hidden or private)."""
     found: dict[str, Path] = {}
     if directory is None or not directory.is_dir():
         return found
     for root, dirs, files in os.walk(directory):
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        dirs[:] = sorted(d for d in dirs if not is_private(d))
         for name in sorted(files):
-            if name.startswith("."):
+            if is_private(name):
                 continue
             path = Path(root) / name
             if path.is_file():

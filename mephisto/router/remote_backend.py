@@ -41,11 +41,13 @@ from mephisto.errors import (
 from mephisto.router import channel
 from mephisto.router.auth import verify_token
 from mephisto.server.backend import AgentResponse, Caller, SendPacket, UploadedFile
+from mephisto.server.static_files import is_private
 
 logger = logging.getLogger(__name__)
 
 _SAFE_RUN = re.compile(r"[^A-Za-z0-9_.-]+")
 MAX_STATIC_FILES = 10_000
+MAX_STATIC_FILE_BYTES = 512 * 1024 * 1024
 
 
 class _Link:
@@ -384,13 +386,14 @@ class RemoteBackend:
             out, digest, tmp_name = partial[path]
             out.write(data)
             digest.update(data)
-            if out.tell() > wanted[path][1]:
-                raise RouterError(f"channel: static file {path} is larger than announced")
+            if out.tell() > MAX_STATIC_FILE_BYTES:
+                raise RouterError(f"channel: static file {path} is too large")
             if header.get("last"):
                 out.close()
-                sha, _size = wanted.pop(path)
+                wanted.pop(path)
                 del partial[path]
-                if digest.hexdigest() != sha:
+                sha = digest.hexdigest()
+                if header.get("sha") != sha:
                     os.unlink(tmp_name)
                     raise RouterError(f"channel: static file {path} arrived damaged")
                 target = static / path
@@ -418,10 +421,10 @@ class RemoteBackend:
 
 
 def _safe_relative(path: str) -> bool:
-    """A relative path of plain segments (no hidden, `.` or `..` parts)."""
+    """A relative path of plain segments (nothing hidden or private, no `.` or `..`)."""
     if not path or len(path) > 1024 or "\\" in path or "\x00" in path:
         return False
-    return all(part and part[0] != "." for part in path.split("/"))
+    return all(part and not is_private(part) for part in path.split("/"))
 
 
 __all__ = ["RemoteBackend"]

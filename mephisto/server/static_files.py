@@ -6,8 +6,9 @@ So they are answered from memory, without a thread per read (Starlette's `FileRe
 reads through a worker thread) and without resolving the path again on every request:
 
 - `StaticFiles.lookup(directory, relative)` checks a requested path once (no hidden or
-  `..` parts, nothing outside the directory once symlinks are followed, a regular file)
-  and remembers the result;
+  `..` parts, no private part (`is_private`: databases, `node_modules`, caches),
+  nothing outside the directory once symlinks are followed, a regular file) and
+  remembers the result;
 - `StaticFiles.get(path)` keeps the bytes of files up to `MAX_CACHED_FILE` (a `stat` per
   request notices a file that changed, e.g. a rebuilt bundle) with an `ETag`;
 - `conditional(...)` answers `304 Not Modified` to a browser that sends the `ETag` it
@@ -29,12 +30,27 @@ from pathlib import Path
 from starlette.requests import Request
 from starlette.responses import Response
 
-__all__ = ["MAX_CACHED_FILE", "CachedFile", "StaticFiles", "conditional", "etag_of"]
+__all__ = [
+    "MAX_CACHED_FILE", "CachedFile", "StaticFiles", "conditional", "etag_of", "is_private",
+]
 
 MAX_CACHED_FILE = 1 << 20  # bytes: larger files are streamed from disk
 MAX_CACHED_TOTAL = 64 << 20  # bytes of file contents kept in memory at most
 MAX_PATHS = 4096  # remembered path lookups
 CACHE_CONTROL = "no-cache"  # keep it, but ask whether it changed before using it
+
+
+# Never served from a static directory (a static task serves its HTML file's folder,
+# which may also hold the run's database or a front-end's dependencies).
+PRIVATE_DIRS = frozenset({"node_modules", "__pycache__"})
+PRIVATE_SUFFIXES = (".db", ".db-wal", ".db-shm", ".db-journal", ".sqlite", ".sqlite3",
+                    ".pyc")
+
+
+def is_private(part: str) -> bool:
+    """Whether a path segment names something never served: hidden, a database file, a
+    dependency or cache folder."""
+    return part[0] == "." or part in PRIVATE_DIRS or part.endswith(PRIVATE_SUFFIXES)
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,7 +107,7 @@ class StaticFiles:
         if not relative or "\x00" in relative or "\\" in relative:
             return None
         for part in relative.split("/"):
-            if not part or part[0] == ".":
+            if not part or is_private(part):
                 return None
         try:
             base = self._bases.get(key[0])

@@ -128,6 +128,11 @@ class SimulatedWorker:
     """
 
     heartbeat_interval: float = 6.0  # the real client's HEARTBEAT_TIME
+    # For `retry_for` seconds, a request answered 503 (as the real client does) or
+    # failing to connect (as a person clicking again does) is sent again every
+    # `retry_delay` seconds. 0: every failure is raised at once.
+    retry_for: float = 0.0
+    retry_delay: float = 0.1
 
     def __init__(
         self,
@@ -153,6 +158,7 @@ class SimulatedWorker:
         self.init_data: Any = None
         self.failure_reason: str | None = None
         self.units_completed = 0
+        self.retries = 0
         self._assignments = 0
         self.timings: dict[str, list[float]] = {}
         self.unit_latencies: list[float] = []
@@ -214,19 +220,19 @@ class SimulatedWorker:
             query.update(self.provider_params())
         payload = None if body is None else json.dumps(body, separators=(",", ":")).encode()
         start = time.perf_counter()
-        if form is None and self._http is not None:
-            target = f"{self._base_path}{path.lstrip('/')}"
-            if query:
-                target += f"?{urlencode(query)}"
-            status, raw = await self._http.request(method, target, payload)
-        else:  # multipart bodies (and https) go through aiohttp
-            headers = None if payload is None else {"Content-Type": "application/json"}
-            async with self.session.request(
-                method, self.base_url + path, params=query, data=form if form else payload,
-                headers=headers,
-            ) as response:
-                raw = await response.read()
-                status = response.status
+        while True:
+            try:
+                status, raw = await self._send(method, path, query, payload, form)
+            except (OSError, aiohttp.ClientConnectionError):
+                if time.perf_counter() - start >= self.retry_for:
+                    raise
+                self.retries += 1
+                await asyncio.sleep(self.retry_delay)
+                continue
+            if status != 503 or time.perf_counter() - start >= self.retry_for:
+                break
+            self.retries += 1
+            await asyncio.sleep(self.retry_delay)
         self.timings.setdefault(kind, []).append(time.perf_counter() - start)
         text = raw.decode("utf-8", "replace")
         if not 200 <= status < 300:
@@ -241,6 +247,21 @@ class SimulatedWorker:
             return json.loads(text)
         except ValueError:
             raise SimulatedWorkerError(status, text, f"{method} {path} (not JSON)") from None
+
+    async def _send(self, method: str, path: str, query: dict[str, str],
+                    payload: bytes | None, form: aiohttp.FormData | None) -> tuple[int, bytes]:
+        if form is None and self._http is not None:
+            target = f"{self._base_path}{path.lstrip('/')}"
+            if query:
+                target += f"?{urlencode(query)}"
+            return await self._http.request(method, target, payload)
+        # multipart bodies (and https) go through aiohttp
+        headers = None if payload is None else {"Content-Type": "application/json"}
+        async with self.session.request(
+            method, self.base_url + path, params=query, data=form if form else payload,
+            headers=headers,
+        ) as response:
+            return response.status, await response.read()
 
     def _require_agent(self) -> str:
         if self.agent_id is None:
@@ -563,6 +584,7 @@ async def run_simulated_workers(
     *,
     worker_prefix: str = "sim-worker",
     browser_like: bool = False,
+    retry_for: float = 0.0,
 ) -> RunStats:
     """Run `num_workers` simulated workers (at most `concurrency` at once, default all),
     each completing units on fresh assignments until the server gives it no agent or it
@@ -574,6 +596,9 @@ async def run_simulated_workers(
     new connection (nothing kept alive from one unit to the next), which loads the page
     and each script and stylesheet it references (requests timed as `asset <path>`)
     before the config, agent and submit. `units_per_worker` then counts units per slot.
+
+    `retry_for`: each worker's `SimulatedWorker.retry_for` (retry 503s and failed
+    connections for that many seconds per request).
     """
     answer = answer_fn or _default_answer
     stats = RunStats(workers=num_workers)
@@ -582,7 +607,7 @@ async def run_simulated_workers(
         start = time.perf_counter()
         await asyncio.gather(*(
             _browser_slot(base_url, f"{worker_prefix}-{i}", units_per_worker, answer, stats,
-                          limit)
+                          limit, retry_for)
             for i in range(num_workers)
         ))
         stats.elapsed = time.perf_counter() - start
@@ -594,6 +619,7 @@ async def run_simulated_workers(
             worker = SimulatedWorker(
                 base_url, f"{worker_prefix}-{index}", session=session, http=http
             )
+            worker.retry_for = retry_for
             try:
                 while units_per_worker is None or worker.units_completed < units_per_worker:
                     worker.new_assignment()
@@ -637,7 +663,7 @@ def _keep_timings(worker: SimulatedWorker, stats: RunStats) -> None:
 
 async def _browser_slot(
     base_url: str, prefix: str, units: int | None, answer: Answer, stats: RunStats,
-    limit: asyncio.Semaphore,
+    limit: asyncio.Semaphore, retry_for: float = 0.0,
 ) -> None:
     """New browsers one after another, one unit each, until no work is left."""
     async with limit:
@@ -645,6 +671,7 @@ async def _browser_slot(
         while units is None or n < units:
             # owns its HTTP client (and, for https, its aiohttp session): a new connection
             worker = SimulatedWorker(base_url, f"{prefix}-{n}")
+            worker.retry_for = retry_for
             n += 1
             try:
                 if not await _one_unit(worker, answer, stats, fetch_assets=True):

@@ -42,10 +42,22 @@
       opts.headers["Content-Type"] = "application/json";
       opts.body = JSON.stringify(body);
     }
-    return Promise.resolve().then(function () { return buildUrl(path, params); }).then(function (url) {
+    // A 503 (the server's database or operator is out of reach for now; nothing was
+    // done) is sent again after the server's Retry-After, up to 20 times.
+    function attempt(url, tries) {
       return fetch(url, opts).catch(function () {
         throw new Error("Could not reach the server. Check your connection and try again.");
+      }).then(function (res) {
+        if (res.status !== 503 || tries >= 20) return res;
+        var after = Number(res.headers.get("Retry-After"));
+        var ms = Math.min(30000, (isFinite(after) && after >= 0 ? after * 1000 : 1000)
+          * (0.9 + Math.random() * 0.2));
+        return new Promise(function (resolve) { setTimeout(resolve, ms); })
+          .then(function () { return attempt(url, tries + 1); });
       });
+    }
+    return Promise.resolve().then(function () { return buildUrl(path, params); }).then(function (url) {
+      return attempt(url, 0);
     }).then(function (res) {
       return res.text().then(function (text) {
         var data = text;

@@ -200,6 +200,28 @@ async function readBody(response) {
 }
 
 /**
+ * How requests answered 503 are retried: at most `maxRetries` times, each after the
+ * server's `Retry-After` (seconds; else `defaultDelayMs`, doubling), at most
+ * `maxDelayMs`. Tests may replace `sleep`.
+ */
+export const retryPolicy = {
+  maxRetries: 20,
+  defaultDelayMs: 1000,
+  maxDelayMs: 30000,
+  sleep: (ms) => new Promise((resolve) => setTimeout(resolve, ms)),
+};
+
+/** Milliseconds to wait before retry number `attempt` (0-based) after a 503. */
+export function retryDelayMs(retryAfter, attempt) {
+  const seconds = retryAfter === null || retryAfter === undefined ? NaN : Number(retryAfter);
+  const base = Number.isFinite(seconds) && seconds >= 0
+    ? seconds * 1000
+    : retryPolicy.defaultDelayMs * 2 ** Math.min(attempt, 10);
+  const jitter = 0.9 + Math.random() * 0.2;
+  return Math.min(retryPolicy.maxDelayMs, Math.round(base * jitter));
+}
+
+/**
  * One request to the task server. `body` is sent as JSON, or as multipart when it is a
  * FormData. Resolves to the parsed JSON body (or the raw text, or null when empty).
  */
@@ -217,14 +239,22 @@ export async function request(method, path, { body, params } = {}) {
   }
   const url = endpointUrl(path, params);
   let response;
-  try {
-    response = await fetchImpl(url, init);
-  } catch (cause) {
-    const why = cause && cause.message ? cause.message : String(cause);
-    throw new MephistoRequestError(
-      `${method} ${path} failed: could not reach the server (${why})`,
-      { method, path, cause }
-    );
+  for (let attempt = 0; ; attempt++) {
+    try {
+      response = await fetchImpl(url, init);
+    } catch (cause) {
+      const why = cause && cause.message ? cause.message : String(cause);
+      throw new MephistoRequestError(
+        `${method} ${path} failed: could not reach the server (${why})`,
+        { method, path, cause }
+      );
+    }
+    if (response.status !== 503 || attempt >= retryPolicy.maxRetries) break;
+    // 503: the server cannot take it right now (its database or, behind a router, its
+    // operator is out of reach); nothing was done, so the same request is sent again
+    // (submits are idempotent) after the wait the server asks for.
+    await readBody(response);
+    await retryPolicy.sleep(retryDelayMs(response.headers.get("Retry-After"), attempt));
   }
   const data = await readBody(response);
   if (!response.ok) {

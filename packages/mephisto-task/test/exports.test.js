@@ -53,6 +53,8 @@ const OURS = [
   "readProviderIdentity",
   "request",
   "resolveProviderURLParams",
+  "retryDelayMs",
+  "retryPolicy",
   "uuidv4",
 ];
 

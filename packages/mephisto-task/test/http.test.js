@@ -20,6 +20,8 @@ import {
   postMetadata,
   readProviderIdentity,
   requestAgent,
+  retryDelayMs,
+  retryPolicy,
 } from "../src/core.js";
 import { installFetch, installShim, jsonResponse, removeShim } from "./support/fakes.js";
 
@@ -228,6 +230,53 @@ describe("POST /submit_task", () => {
     server.routes["POST /submit_task"] = () =>
       new Response("Bad Gateway", { status: 502, statusText: "Bad Gateway" });
     await assert.rejects(postCompleteTask("5", {}), (e) => e.status === 502 && /HTTP 502\): Bad Gateway/.test(e.message));
+  });
+
+  test("a 503 is retried after the server's Retry-After, the same submit each time", async () => {
+    const waits = [];
+    const realSleep = retryPolicy.sleep;
+    retryPolicy.sleep = async (ms) => { waits.push(ms); };
+    try {
+      let n = 0;
+      server.routes["POST /submit_task"] = () => (++n <= 2
+        ? new Response(JSON.stringify({ error: "operator out of reach" }),
+          { status: 503, headers: { "Retry-After": "2", "Content-Type": "application/json" } })
+        : { status: "Submitted!" });
+      assert.deepEqual(await postCompleteTask("5", { x: 1 }), { status: "Submitted!" });
+      const sent = server.of("/submit_task");
+      assert.equal(sent.length, 3);
+      for (const call of sent) assert.deepEqual(call.json, sent[0].json);
+      assert.deepEqual(sent[0].json.final_data, { x: 1 });
+      assert.equal(waits.length, 2);
+      for (const ms of waits) assert.ok(ms >= 1800 && ms <= 2200, `waited ${ms} ms`);
+      assert.equal(shim.submittedToProvider.length, 1);
+    } finally {
+      retryPolicy.sleep = realSleep;
+    }
+  });
+
+  test("a 503 that lasts past maxRetries rejects with status 503", async () => {
+    const realSleep = retryPolicy.sleep;
+    const realMax = retryPolicy.maxRetries;
+    retryPolicy.sleep = async () => {};
+    retryPolicy.maxRetries = 3;
+    try {
+      server.routes["POST /submit_task"] = () => jsonResponse(503, { error: "still down" });
+      await assert.rejects(postCompleteTask("5", {}), (e) => e.status === 503 && e.serverMessage === "still down");
+      assert.equal(server.of("/submit_task").length, 4);
+      assert.deepEqual(shim.submittedToProvider, []);
+    } finally {
+      retryPolicy.sleep = realSleep;
+      retryPolicy.maxRetries = realMax;
+    }
+  });
+
+  test("retryDelayMs: Retry-After seconds, else doubling, capped", () => {
+    assert.ok(Math.abs(retryDelayMs("5", 0) - 5000) <= 500);
+    assert.ok(Math.abs(retryDelayMs(null, 0) - 1000) <= 100);
+    assert.ok(Math.abs(retryDelayMs(null, 2) - 4000) <= 400);
+    assert.equal(retryDelayMs("999", 0), 30000);
+    assert.ok(Math.abs(retryDelayMs("soon", 1) - 2000) <= 200);
   });
 
   test("an unreachable server rejects with status 0", async () => {
