@@ -5,7 +5,7 @@
         assert script.wait() == 0, script.output
 
 The script runs in a subprocess with `mephisto.architect.port=0` (a free port) added to
-its overrides and inherits the environment (so `MEPHISTO_DATA_DIR` and friends of the
+its overrides (unless they choose another architect: `mephisto/architect=remote`) and inherits the environment (so `MEPHISTO_DATA_DIR` and friends of the
 test apply). `url` is the address of the first run it launches, read from its log.
 The process is killed when it outlives `timeout` seconds or the `with` block.
 """
@@ -65,8 +65,11 @@ def running_script(
 
     Raises AssertionError with the script's output if it ends (or times out) before
     launching a run."""
+    # a free port for the architects that serve one (not when another is chosen)
+    port = [] if any(o.startswith("mephisto/architect=") for o in overrides) \
+        else ["mephisto.architect.port=0"]
     process = subprocess.Popen(
-        [sys.executable, str(Path(script)), "mephisto.architect.port=0", *overrides],
+        [sys.executable, str(Path(script)), *port, *overrides],
         cwd=cwd,
         env={**os.environ, **env} if env is not None else None,
         stdin=subprocess.DEVNULL,

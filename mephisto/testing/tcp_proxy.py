@@ -14,7 +14,7 @@ import contextlib
 import itertools
 import socket
 import threading
-from typing import Any, Self
+from typing import Self
 
 
 class TcpProxy:
@@ -75,7 +75,7 @@ class TcpProxy:
     def __enter__(self) -> Self:
         return self.start()
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
