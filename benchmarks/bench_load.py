@@ -11,12 +11,19 @@ until no work is left. Both share this machine's cores, as in the targets.
     python benchmarks/bench_load.py --browser ...       # browser-like workers
     python benchmarks/bench_load.py --mode both ...     # each run in both modes
     python benchmarks/bench_load.py --browser --units 200 --workers 1   # idle server
+    python benchmarks/bench_load.py --routers 1 ...     # workers go through a router
+    python benchmarks/bench_load.py --routers 2 ...     # two routers behind a TCP balancer
 
 Modes: `keep-alive` (default): each worker keeps its identity and connection from unit
 to unit and loads only the page itself. `browser`: every unit is a new browser (a new
 worker on a new connection) that loads the page, then each script and stylesheet it
 references (`/wrap_crowd_source.js`, `/_mephisto/static-task.js`, ...), then the config,
 agent and submit. Both report the operator process's CPU time per unit.
+
+With `--routers K`, workers reach the run through K `mephisto router` processes (the
+operator dials each with the `remote` architect); with K > 1 a round-robin TCP proxy in
+this process stands in for the load balancer in front of them. The routers' CPU time
+per unit is printed beside the operator's.
 
 Prints a table per run, a summary (one line per run, with its mode) and writes every
 result to a JSON file (--out).
@@ -49,6 +56,8 @@ db_url, html, units = sys.argv[1], sys.argv[2], int(sys.argv[3])
 operator = Operator(MephistoDB(db_url))
 data = [{"text": f"sentence number {i}"} for i in range(units)]
 config = static_run_config(html, task_name=f"bench-{time.time()}", no_submission_patience=600)
+if sys.argv[5] != "{}":
+    config["architect"] = json.loads(sys.argv[5])
 run_id = operator.launch_task_run(config, SharedStaticTaskState(static_task_data=data))
 url = operator.get_running_task_runs()[run_id].url
 print(json.dumps({"url": url, "run_id": run_id, "launch_seconds": time.time() - t0}), flush=True)
@@ -87,30 +96,62 @@ def percentile(values: list[float], p: float) -> float:
 
 
 def run_one(
-    units: int, workers: int, db_url: str | None, tmp: Path, mode: str = "keep-alive"
+    units: int, workers: int, db_url: str | None, tmp: Path, mode: str = "keep-alive",
+    routers: int = 0,
 ) -> dict[str, Any]:
+    from contextlib import ExitStack
+
+    from mephisto.testing.router import RouterProcess
+    from mephisto.testing.tcp_proxy import TcpProxy
     from mephisto.testing.worker import run_simulated_workers_sync
 
-    html = tmp / "task.html"
+    html_dir = tmp / "task"  # alone in its folder: a static task serves its folder
+    html_dir.mkdir(exist_ok=True)
+    html = html_dir / "task.html"
     html.write_text(HTML)
-    url_db = db_url or f"sqlite:///{tmp / f'bench-{units}-{workers}-{mode}.db'}"
-    started = time.time()
-    child = subprocess.Popen(
-        [sys.executable, "-c", _CHILD, url_db, str(html), str(units), str(started)],
-        stdout=subprocess.PIPE, text=True, env={**os.environ, "MEPHISTO_HOME": str(tmp / "home")},
-    )
-    assert child.stdout is not None
-    ready = json.loads(child.stdout.readline())
-    operator_cpu = cpu_seconds(child.pid)
-    own_cpu = time.process_time()
-    t = time.perf_counter()
-    stats = run_simulated_workers_sync(ready["url"], workers, browser_like=mode == "browser")
-    wall = time.perf_counter() - t
-    own_cpu = time.process_time() - own_cpu
-    operator_cpu = cpu_seconds(child.pid) - operator_cpu
-    rss = _peak_rss_mb(child.pid)
-    child.stdout.readline()  # {"done": true}
-    child.wait(120)
+    url_db = db_url or f"sqlite:///{tmp / f'bench-{units}-{workers}-{mode}-{routers}.db'}"
+    env = {**os.environ, "MEPHISTO_HOME": str(tmp / "home")}
+    with ExitStack() as stack:
+        architect: dict[str, Any] = {}
+        started_routers: list[RouterProcess] = []
+        if routers:
+            from mephisto.router.auth import new_secret
+
+            secret = new_secret()  # one token for all the routers
+            for i in range(routers):
+                router = RouterProcess(tmp / f"router-{i}", secret).start()
+                stack.callback(router.kill)
+                started_routers.append(router)
+            public = started_routers[0].url
+            if routers > 1:
+                proxy = stack.enter_context(TcpProxy(
+                    [("127.0.0.1", r.port) for r in started_routers]))
+                public = proxy.url
+            architect = {"_architect_type": "remote", "router_url": public,
+                         "operator_urls": ",".join(r.url for r in started_routers)}
+            env["MEPHISTO_ROUTER_TOKEN"] = started_routers[0].token()
+        started = time.time()
+        child = subprocess.Popen(
+            [sys.executable, "-c", _CHILD, url_db, str(html), str(units), str(started),
+             json.dumps(architect)],
+            stdout=subprocess.PIPE, text=True, env=env,
+        )
+        assert child.stdout is not None
+        ready = json.loads(child.stdout.readline())
+        operator_cpu = cpu_seconds(child.pid)
+        router_pids = [r.proc.pid for r in started_routers if r.proc is not None]
+        router_cpu = sum(cpu_seconds(pid) for pid in router_pids)
+        own_cpu = time.process_time()
+        t = time.perf_counter()
+        stats = run_simulated_workers_sync(ready["url"], workers,
+                                           browser_like=mode == "browser")
+        wall = time.perf_counter() - t
+        own_cpu = time.process_time() - own_cpu
+        operator_cpu = cpu_seconds(child.pid) - operator_cpu
+        router_cpu = sum(cpu_seconds(pid) for pid in router_pids) - router_cpu
+        rss = _peak_rss_mb(child.pid)
+        child.stdout.readline()  # {"done": true}
+        child.wait(120)
 
     from mephisto.db import MephistoDB
     from mephisto.tools.data_browser import DataBrowser
@@ -122,7 +163,8 @@ def run_one(
     db.shutdown()
 
     row: dict[str, Any] = {
-        "mode": mode,
+        "mode": mode + (f" via {routers} router{'s' if routers > 1 else ''}" if routers else ""),
+        "routers": routers,
         "units": units,
         "workers": workers,
         "database": "postgresql" if db_url else "sqlite",
@@ -139,6 +181,9 @@ def run_one(
         # the operator process's CPU time (user + system) per completed unit
         "operator_cpu_ms_per_unit": (round(operator_cpu * 1000 / stats.units_completed, 2)
                                      if stats.units_completed else None),
+        # the routers' CPU time (all of them together) per completed unit
+        "router_cpu_ms_per_unit": (round(router_cpu * 1000 / stats.units_completed, 2)
+                                   if routers and stats.units_completed else None),
         "load_results_seconds": round(load_seconds, 3),
         "latency_ms": {},
         "errors": sorted({e.split(": ", 1)[-1][:200] for e in stats.errors})[:5],
@@ -167,6 +212,8 @@ def print_row(row: dict[str, Any]) -> None:
         f"  CPU while running (cores): operator {row['operator_cpu_share']}, "
         f"load generator {row['load_generator_cpu_share']}; operator CPU per unit "
         f"{row.get('operator_cpu_ms_per_unit')} ms"
+        + (f", routers' CPU per unit {row['router_cpu_ms_per_unit']} ms"
+           if row.get("router_cpu_ms_per_unit") is not None else "")
     )
     for error in row["errors"]:
         print(f"  error: {error}")
@@ -178,14 +225,14 @@ def print_row(row: dict[str, Any]) -> None:
 
 def summary_table(rows: list[dict[str, Any]]) -> str:
     """One line per run: mode, size, throughput, operator CPU per unit, unit latency."""
-    header = (f"{'mode':<11}{'M':>8}{'N':>5}{'units/s':>9}{'op CPU ms/unit':>16}"
+    header = (f"{'mode':<23}{'M':>8}{'N':>5}{'units/s':>9}{'op CPU ms/unit':>16}"
               f"{'unit p50 ms':>13}{'unit p99 ms':>13}{'failed':>8}")
     lines = [header]
     for row in rows:
         unit = row["latency_ms"].get("unit", {})
         cpu = row.get("operator_cpu_ms_per_unit")
         lines.append(
-            f"{row.get('mode', 'keep-alive'):<11}{row['units']:>8,}{row['workers']:>5}"
+            f"{row.get('mode', 'keep-alive'):<23}{row['units']:>8,}{row['workers']:>5}"
             f"{row['units_per_second']:>9,.0f}{'-' if cpu is None else f'{cpu:.2f}':>16}"
             f"{unit.get('p50', float('nan')):>13.2f}{unit.get('p99', float('nan')):>13.2f}"
             f"{row['failed_requests']:>8}"
@@ -203,6 +250,9 @@ def main() -> None:
                         help="browser-like workers (same as --mode browser)")
     parser.add_argument("--mode", choices=("keep-alive", "browser", "both"),
                         help="worker mode (default keep-alive; `both`: each run in each mode)")
+    parser.add_argument("--routers", type=int, default=0,
+                        help="serve through this many `mephisto router` processes (2+: "
+                             "behind a round-robin TCP proxy)")
     parser.add_argument("--out", default="benchmarks/results/bench_load.json")
     args = parser.parse_args()
     mode = args.mode or ("browser" if args.browser else "keep-alive")
@@ -219,7 +269,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for units, workers in combos:
             for run_mode in modes:
-                row = run_one(units, workers, args.postgres, Path(tmp), run_mode)
+                row = run_one(units, workers, args.postgres, Path(tmp), run_mode,
+                              args.routers)
                 print_row(row)
                 rows.append(row)
     print("\n" + summary_table(rows))

@@ -5,6 +5,7 @@ when the router or the link dies, and tokens are checked."""
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
 import time
 from pathlib import Path
@@ -203,3 +204,80 @@ def test_an_unreachable_router_fails_the_launch_clearly(operator: Operator, task
     config["architect"]["connect_timeout"] = 1
     with pytest.raises(RouterError, match="could not reach the router"):
         operator.launch_task_run(config, SharedStaticTaskState(static_task_data=_data(2)))
+
+
+# -- several routers, live tasks -----------------------------------------------------
+
+
+def test_two_routers_behind_a_balancer_serve_one_run(
+        operator: Operator, mephisto_db: MephistoDB, task_html: Path, tmp_path: Path,
+        router: RouterProcess) -> None:
+    from mephisto.testing.tcp_proxy import TcpProxy
+    from mephisto.testing.worker import run_simulated_workers_sync
+
+    second = RouterProcess(tmp_path / "router-2", router.secret).start()
+    try:
+        with TcpProxy([("127.0.0.1", router.port), ("127.0.0.1", second.port)]) as balancer:
+            config = remote_config(task_html, router)
+            config["architect"]["router_url"] = balancer.url
+            config["architect"]["operator_urls"] = f"{router.url},{second.url}"
+            task_run_id = operator.launch_task_run(
+                config, SharedStaticTaskState(static_task_data=_data(40)))
+            live = operator._runs[task_run_id]
+            assert live.url == balancer.url
+            assert router.status()["operator"] and second.status()["operator"]
+            stats = run_simulated_workers_sync(balancer.url, 8, browser_like=True)
+            assert live.done_sync.wait(30)
+            assert stats.errors == []
+            # every new browser is a new connection: the balancer spread them over both
+            assert sum(balancer.per_target) >= 48 and min(balancer.per_target) >= 20
+    finally:
+        second.kill()
+    assert mephisto_db.get_unit_status_counts(task_run_id) == {"completed": 40}
+
+
+async def test_a_live_task_talks_through_the_router_and_survives_a_link_cut(
+        operator: Operator, mephisto_db: MephistoDB, tmp_path: Path,
+        router: RouterProcess) -> None:
+    from mephisto.abstractions.blueprints.remote_procedure import (
+        SharedRemoteProcedureTaskState,
+    )
+    from mephisto.testing.tcp_proxy import TcpProxy
+    from mephisto.testing.worker import SimulatedWorker
+
+    bundle = tmp_path / "bundle" / "bundle.js"
+    bundle.parent.mkdir()
+    bundle.write_text("document.getElementById('app').textContent = 'live';\n")
+    registry = {"add": lambda request_id, args, agent: {"sum": args["a"] + args["b"]}}
+    with TcpProxy([("127.0.0.1", router.port)]) as link:
+        config = remote_config(bundle, router)
+        config["blueprint"]["_blueprint_type"] = "remote_procedure"
+        config["architect"]["operator_urls"] = link.url
+        state = SharedRemoteProcedureTaskState(function_registry=registry,
+                                               static_task_data=[{"text": "x"}])
+        task_run_id = await asyncio.to_thread(operator.launch_task_run, config, state)
+
+        async def call(worker: SimulatedWorker, n: int) -> Any:
+            request_id = f"req-{n}"
+            await worker.send_live_update({"request_id": request_id, "target": "add",
+                                           "args": json.dumps({"a": n, "b": 1})})
+            packet = await worker.wait_for_packet(
+                "client_bound_live_update",
+                predicate=lambda p: p["data"].get("handles") == request_id)
+            return json.loads(packet["data"]["response"])
+
+        async with SimulatedWorker(router.url, "w1") as worker:
+            assert (await worker.request_agent())["init_task_data"] == {"text": "x"}
+            assert "bundle.js" in await worker.open_page()
+            await worker.connect()
+            assert await call(worker, 1) == {"sum": 2}
+            link.cut()  # the operator's link drops; the worker's socket stays
+            await asyncio.to_thread(router.wait_for_operator)
+            # the router told the new link about the socket: answers reach the page again
+            assert await call(worker, 2) == {"sum": 3}
+            await worker.submit({"done": True})
+    live = operator._runs[task_run_id]
+    assert await asyncio.to_thread(live.done_sync.wait, 30)
+    stored = mephisto_db.get_agent(worker.agent_id)["state"]
+    assert stored["outputs"] == {"done": True}
+    assert len(stored["live_updates"]) == 4
