@@ -5,8 +5,14 @@ An architect declares `ARCHITECT_TYPE` and an `ArgsClass` (dataclass, the
 (which already talks to the operator in-process) and makes it reachable. To implement
 one, override (all async, called on the operator's event loop):
 
-- `deploy(app) -> str`: start serving `app`; return the base URL workers open.
+- `deploy(app) -> str`: start serving `app`; return the base URL workers open. An
+  architect that serves elsewhere (`remote` and its subclasses) links a router to
+  `app.backend` (the run's `TaskBackend`) and `app.settings` instead of serving `app`.
 - `shutdown()`: stop serving; idempotent.
+
+Built in: `local` (uvicorn in the operator's process), `mock` (nothing served; tests
+call `architect.app`), `remote` (a `mephisto router` elsewhere, dialled by the
+operator).
 """
 
 from __future__ import annotations
