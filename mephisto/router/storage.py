@@ -204,6 +204,11 @@ class S3Storage:
             str(path), self.bucket, key, ExtraArgs={"Metadata": {SHA_META: sha}}))
         return True
 
+    def put(self, path: Path, key: str) -> None:
+        """Put the file at `path` as `key` (no check of what is there)."""
+        self._do(f"uploading {key}",
+                 lambda: self.client.upload_file(str(path), self.bucket, key))
+
     def download(self, key: str, target: Path | BinaryIO) -> None:
         """Write the object `key` to a path or to an open binary file."""
         if isinstance(target, Path):
