@@ -486,6 +486,8 @@ class RemoteBackend:
         for path, ok in zip(keyed, fetched, strict=True):
             if ok:
                 self._have[path] = wanted.pop(path)[0]
+        logger.info("storage %s: %d static file(s) fetched, %d asked for", storage.url,
+                    sum(fetched), len(wanted))
 
     async def _put_uploads(self, files: list[UploadedFile]) -> list[str]:
         """Put a submit's files in the bucket; their keys, or [] (then they go over the
