@@ -233,6 +233,26 @@ async def test_storage_on_one_side_only_falls_back_to_the_channel(
         router.kill()
 
 
+async def test_what_the_bucket_fails_to_give_goes_over_the_channel(
+        operator: Operator, task_html: Path, router: RouterProcess, bucket: S3Storage,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    downloads = _record(monkeypatch, "download")
+    task_run_id = _launch(operator, remote_config(task_html, router, bucket), units=1)
+    # the static objects vanish, and a restarted router (empty cache) must ask for them
+    bucket.delete_prefix(bucket.key("test-task", "static") + "/")
+    router.restart()
+    router.wait_for_operator()
+    assert "0 static file(s) fetched, 2 asked for" in router.log.read_text()
+    assert _get(router.url + "style.css") == STYLE
+    # then the bucket itself: the router cannot put a submit's files, so sends them
+    bucket.client.delete_bucket(Bucket=bucket.bucket)
+    content = b"despite the bucket"
+    agent_id = await _submit_with_file(router.url, "w1", content)
+    _check_upload(task_run_id, agent_id, content)
+    assert downloads == []
+    assert "sending the submit's files over the channel" in router.log.read_text()
+
+
 # -- clear errors ------------------------------------------------------------------------
 
 

@@ -460,7 +460,7 @@ class RemoteBackend:
             return
         keyed = {e["path"]: e["key"] for e in files
                  if e["path"] in wanted and isinstance(e.get("key"), str)
-                 and e["key"].startswith(storage.key())}
+                 and storage.owns(e["key"])}
 
         def fetch(path: str) -> bool:
             sha, size = wanted[path]

@@ -55,6 +55,13 @@ def parse_storage_url(url: str) -> tuple[str, str]:
     return bucket, "/".join(part for part in prefix.split("/") if part)
 
 
+def redact(url: str) -> str:
+    """`url` without any `user:password@` part, for messages and logs."""
+    scheme, sep, rest = url.partition("://")
+    host, slash, path = rest.partition("/")
+    return f"{scheme}{sep}{host.rpartition('@')[2]}{slash}{path}" if sep else url
+
+
 def safe_segment(name: str) -> str:
     """`name` as one key segment (a run id or a task name)."""
     return _UNSAFE.sub("_", name).strip(".") or "run"
@@ -95,13 +102,17 @@ class S3Storage:
         return f"s3://{self.bucket}/{self.prefix}".rstrip("/")
 
     def __repr__(self) -> str:
-        where = f" at {self.endpoint_url}" if self.endpoint_url else ""
+        where = f" at {redact(self.endpoint_url)}" if self.endpoint_url else ""
         return f"S3Storage({self.url}{where})"
 
     # -- key layout --------------------------------------------------------------------
 
     def key(self, *parts: str) -> str:
         return "/".join(p.strip("/") for p in (self.prefix, *parts) if p.strip("/"))
+
+    def owns(self, key: str) -> bool:
+        """Whether `key` lies under this storage's prefix."""
+        return not self.prefix or key.startswith(self.prefix + "/")
 
     def static_key(self, task: str, path: str) -> str:
         return self.key(safe_segment(task), "static", path)
@@ -135,7 +146,7 @@ class S3Storage:
 
     def _error(self, exc: Exception, doing: str) -> StorageError:
         """A `StorageError` saying what failed, in words that never hold a credential."""
-        where = f" at {self.endpoint_url}" if self.endpoint_url else ""
+        where = f" at {redact(self.endpoint_url)}" if self.endpoint_url else ""
         code = ""
         response = getattr(exc, "response", None)
         if isinstance(response, dict):
@@ -155,7 +166,7 @@ class S3Storage:
                    "AWS_PROFILE, or ~/.aws/credentials)")
         elif name in ("EndpointConnectionError", "ConnectTimeoutError", "ConnectionClosedError",
                       "ReadTimeoutError"):
-            why = f"cannot reach the storage endpoint{where or ' (AWS S3)'}: {exc}"
+            why = f"cannot reach the storage endpoint{where or ' (AWS S3)'} ({name})"
         elif code:
             why = f"{code} on bucket {self.bucket!r}{where}"
         else:
@@ -242,7 +253,7 @@ class S3Storage:
         """Every key under `prefix` (default: this storage's prefix)."""
         def run() -> list[str]:
             pages = self.client.get_paginator("list_objects_v2").paginate(
-                Bucket=self.bucket, Prefix=prefix or (self.key() + "/").lstrip("/"))
+                Bucket=self.bucket, Prefix=prefix or (self.prefix + "/" if self.prefix else ""))
             return [item["Key"] for page in pages for item in page.get("Contents", [])]
         return self._do("listing", run)
 

@@ -96,6 +96,9 @@ class RemoteArchitect(Architect):
                 parse_storage_url(str(arch.get("storage_url")))
             except ConfigError as exc:
                 raise ConfigError(str(exc), key="mephisto.architect.storage_url") from None
+        if arch.get("storage_endpoint_url"):
+            _check_url(str(arch.get("storage_endpoint_url")),
+                       "mephisto.architect.storage_endpoint_url")
         env = str(arch.get("token_env") or "MEPHISTO_ROUTER_TOKEN")
         if not os.environ.get(env):
             raise ConfigError(
