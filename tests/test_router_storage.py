@@ -18,7 +18,7 @@ from mephisto.abstractions.blueprints.static_task import SharedStaticTaskState
 from mephisto.db import MephistoDB
 from mephisto.errors import ConfigError, StorageError
 from mephisto.operations.operator import Operator
-from mephisto.router.storage import S3Storage
+from mephisto.router.storage import S3Storage, file_sha256, parse_storage_url
 from mephisto.testing.fixtures import DEFAULT_HTML, static_run_config
 from mephisto.testing.router import RouterProcess, router_process
 from mephisto.testing.worker import SimulatedWorker, run_simulated_workers_sync
@@ -146,6 +146,33 @@ def _check_upload(task_run_id: str, agent_id: str, content: bytes) -> None:
     folder = get_run_dir(task_run_id) / agent_id
     assert [p.name for p in folder.iterdir()] == ["0-photo.bin"]
     assert (folder / "0-photo.bin").read_bytes() == content
+
+
+# -- the storage alone -------------------------------------------------------------------
+
+
+def test_the_storage_puts_gets_and_deletes(bucket: S3Storage, tmp_path: Path) -> None:
+    source = tmp_path / "a.txt"
+    source.write_bytes(b"hello")
+    key = bucket.static_key("my task/1", "css/a.txt")
+    assert key == "mephisto/my_task_1/static/css/a.txt"
+    assert bucket.upload(source, key) is True
+    fresh = S3Storage(bucket.bucket, bucket.prefix, endpoint_url=bucket.endpoint_url)
+    assert fresh.upload(source, key) is False  # the same sha256 is there already
+    assert fresh.sha_of(key) == file_sha256(source)
+    fresh.download(key, tmp_path / "b.txt")
+    assert (tmp_path / "b.txt").read_bytes() == b"hello"
+    bucket.put(source, bucket.new_upload_key("run.1"))
+    assert len(bucket.list_keys()) == 2
+    assert bucket.delete_prefix(bucket.uploads_prefix("run.1")) == 1
+    bucket.delete(key)
+    bucket.delete(key)  # a missing object is no error
+    assert bucket.list_keys() == []
+    with pytest.raises(StorageError, match="no such object"):
+        bucket.download(key, tmp_path / "c.txt")
+    assert parse_storage_url("s3://b-1/a//b/") == ("b-1", "a/b")
+    assert S3Storage("b-1", endpoint_url="http://me:pw@minio:9000").__repr__() \
+        == "S3Storage(s3://b-1 at http://minio:9000)"
 
 
 # -- through the bucket ----------------------------------------------------------------------

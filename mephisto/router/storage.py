@@ -90,6 +90,8 @@ class S3Storage:
         self.attempts = attempts
         self._client: Any = None
         self._lock = threading.Lock()
+        self._static_lock = threading.Lock()
+        self._known: dict[str, str] = {}  # key -> sha256 this process put or saw there
 
     @classmethod
     def from_url(cls, url: str, endpoint_url: str | None = None, **options: Any) -> S3Storage:
@@ -209,10 +211,12 @@ class S3Storage:
         """Put the file at `path` as `key` with its sha256 in the metadata; False when the
         object already holds that sha256 (nothing was sent)."""
         sha = sha or file_sha256(path)
-        if self.sha_of(key) == sha:
+        if self._known.get(key) == sha or self.sha_of(key) == sha:
+            self._known[key] = sha
             return False
         self._do(f"uploading {key}", lambda: self.client.upload_file(
             str(path), self.bucket, key, ExtraArgs={"Metadata": {SHA_META: sha}}))
+        self._known[key] = sha
         return True
 
     def put(self, path: Path, key: str) -> None:
@@ -262,10 +266,12 @@ class S3Storage:
     def upload_static(self, task: str, files: dict[str, tuple[Path, str, int]]
                       ) -> tuple[dict[str, str], int]:
         """Put a run's static files (`{path: (file, sha256, size)}`) under the task's
-        static keys; returns `{path: key}` and how many were actually sent."""
+        static keys; returns `{path: key}` and how many were actually sent. One call at a
+        time, so the links to several routers put each file once."""
         keys = {rel: self.static_key(task, rel) for rel in files}
-        sent = self.map(lambda rel: self.upload(files[rel][0], keys[rel], files[rel][1]),
-                        list(files))
+        with self._static_lock:
+            sent = self.map(lambda rel: self.upload(files[rel][0], keys[rel], files[rel][1]),
+                            list(files))
         return keys, sum(sent)
 
     def map(self, fn: Callable[[_R], _T], items: Iterable[_R]) -> list[_T]:
