@@ -447,7 +447,7 @@ class RemoteBackend:
             return True
         if ours is not None or theirs:
             logger.warning("the operator's storage is %s and this router's is %s: static "
-                           "files and uploads go over the channel", theirs or "none",
+                           "files and uploads go over the channel", str(theirs or "none")[:200],
                            ours or "none")
         return False
 
