@@ -28,7 +28,8 @@
     ├── ArchiveError                 a backup or export file that cannot be used
     ├── RouterError                  the link between an operator and a remote task router
     │   ├── OperatorUnavailable      the router has no operator to ask right now (HTTP 503)
-    │   └── TokenRefused             an operator token the router does not accept
+    │   ├── TokenRefused             an operator token the router does not accept
+    │   └── StorageError             the S3-compatible storage of a router's files failed
     └── ShutdownError                the run is shutting down; no new work accepted
 
 Library code raises these; only the CLI and `task_script` turn them into messages and
@@ -221,6 +222,16 @@ class TokenRefused(RouterError):
     def __init__(self, reason: str) -> None:
         super().__init__(f"the router refused the operator token: {reason}")
         self.reason = reason
+
+
+class StorageError(RouterError):
+    """The S3-compatible storage that carries a router's static files and uploads
+    failed: a missing bucket, an unreachable endpoint, refused credentials, or boto3 not
+    installed. `url` is the storage's `s3://bucket/prefix` (it never holds credentials)."""
+
+    def __init__(self, message: str, url: str = "") -> None:
+        super().__init__(message)
+        self.url = url
 
 
 class ShutdownError(MephistoError):

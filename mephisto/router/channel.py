@@ -2,8 +2,9 @@
 
 Text messages are JSON objects with a type `t`:
 
-    operator -> router   hello  {run, page, script, config, files: [{path, size, sha}]}
-    router -> operator   want   {paths}: static files the router does not have yet
+    operator -> router   hello  {run, page, script, config, files: [{path, size, sha, key?}],
+                                 storage?}
+    router -> operator   want   {paths, storage}: static files the router does not have yet
     router -> operator   ready  the router serves the run
     router -> operator   call   {id, m, a}: a `TaskBackend` method and its arguments
     operator -> router   ret    {id, r} | err {id, e: {type, message, ...}}
@@ -14,6 +15,14 @@ Files travel as binary messages of at most `CHUNK_BYTES` after a header:
 `<4-byte big-endian header length><header JSON><bytes>`; the header says what the bytes
 are part of (`{"k": "static", "path", "last"}` or `{"k": "upload", "call", "i", "last"}`).
 Upload chunks of a call come before the call itself.
+
+Storage (`mephisto.router.storage`, opt-in): an operator with one names it in its hello
+(`storage: "s3://bucket/prefix"`) and gives each static file the `key` it put it at; a
+router with the same storage fetches those itself, asks with `want` only for what the
+bucket could not give, and says `storage: true`. Then a `submit_task` call's file
+entries may carry a `key` under `<prefix>/<run>/uploads/` instead of upload chunks; the
+operator downloads them and deletes them once the call is answered. With different or
+no storages on either side, everything travels as chunks.
 
 The operator's token goes in the upgrade request (`Authorization: Bearer <token>`);
 a router refusing it closes with `CLOSE_TOKEN_REFUSED` and the reason.

@@ -51,25 +51,40 @@ def _seconds(text: str) -> float:
 @click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path),
               help="Where static files and uploads in transit are kept (default: a "
                    "temporary directory).")
+@click.option("--storage", default="", envvar="MEPHISTO_ROUTER_STORAGE",
+              help="s3://bucket/prefix: take static files and uploads through this bucket "
+                   "when the operator names the same one ($MEPHISTO_ROUTER_STORAGE).")
+@click.option("--storage-endpoint-url", default="", envvar="MEPHISTO_ROUTER_STORAGE_ENDPOINT",
+              help="Endpoint of an S3-compatible store such as MinIO (default: AWS S3; "
+                   "$MEPHISTO_ROUTER_STORAGE_ENDPOINT).")
 @click.pass_context
-def router_group(ctx: click.Context, host: str, port: int, cache_dir: Path | None) -> None:
+def router_group(ctx: click.Context, host: str, port: int, cache_dir: Path | None,
+                 storage: str, storage_endpoint_url: str) -> None:
     """Serve tasks to workers for an operator that dials in from anywhere.
 
     Run it on a host workers can reach; the operator (a run script with
     mephisto.architect=remote) connects to it with a token from `mephisto router token`.
+    With --storage, credentials come from boto3's usual chain (AWS_* variables, ~/.aws).
     """
     if ctx.invoked_subcommand is not None:
         return
     from mephisto.cli import _handle_errors
 
-    _handle_errors(_serve)(host, port, cache_dir)
+    _handle_errors(_serve)(host, port, cache_dir, storage, storage_endpoint_url)
 
 
-def _serve(host: str, port: int, cache_dir: Path | None) -> None:
+def _serve(host: str, port: int, cache_dir: Path | None, storage_url: str = "",
+           storage_endpoint_url: str = "") -> None:
     from mephisto.router.app import create_router_app, serve
+    from mephisto.router.storage import S3Storage
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    app = create_router_app(_secret(), cache_dir)
+    storage = None
+    if storage_url:
+        storage = S3Storage.from_url(storage_url, storage_endpoint_url or None)
+        storage.check()
+        click.echo(f"mephisto router: files through storage {storage!r}", err=True)
+    app = create_router_app(_secret(), cache_dir, storage=storage)
 
     def ready(bound: int) -> None:
         click.echo(f"mephisto router: serving on http://{host}:{bound}/ ; operators dial "

@@ -7,6 +7,10 @@ page, scripts, config and static files, then answers each call by calling the ru
 answered only once it is committed). When the link drops it dials again, backing off
 from `backoff_min` to `backoff_max` seconds with jitter, for as long as the run lasts;
 a token the router refuses stops it (`TokenRefused`), since trying again cannot help.
+
+With a `storage` (`mephisto.router.storage`), static files are put in the bucket before
+the first hello and the hello names their keys; a submit's files may then come as keys
+in the bucket instead of chunks, and are deleted once the submit is answered.
 """
 
 from __future__ import annotations
@@ -22,8 +26,9 @@ import secrets
 from pathlib import Path
 from typing import Any
 
-from mephisto.errors import MalformedRequest, RouterError, TokenRefused
+from mephisto.errors import MalformedRequest, RouterError, StorageError, TokenRefused
 from mephisto.router import channel
+from mephisto.router.storage import S3Storage
 from mephisto.server.backend import TaskBackend, UploadedFile
 from mephisto.server.static_files import is_private
 
@@ -90,7 +95,8 @@ class OperatorLink:
     """One router's channel for one run."""
 
     def __init__(self, backend: TaskBackend, router_url: str, token: str, *, run_id: str,
-                 upload_dir: Path, backoff_min: float = 0.2, backoff_max: float = 10.0) -> None:
+                 upload_dir: Path, backoff_min: float = 0.2, backoff_max: float = 10.0,
+                 storage: S3Storage | None = None, storage_task: str = "run") -> None:
         self.backend = backend
         self.router_url = router_url
         self.url = operator_url(router_url)
@@ -109,6 +115,9 @@ class OperatorLink:
         self._files: dict[str, tuple[Path, str, int]] = {}
         self._sockets: dict[int, _RemoteSocket] = {}
         self._calls: set[asyncio.Task[None]] = set()
+        self.storage = storage
+        self.storage_task = storage_task  # static keys are the task's, kept across runs
+        self._keys: dict[str, str] = {}  # static path -> its key in the storage
 
     # -- lifecycle ------------------------------------------------------------------
 
@@ -116,6 +125,8 @@ class OperatorLink:
         """Dial until the router serves the run; `RouterError`/`TokenRefused` if it
         cannot within `timeout` seconds (the link then stops trying)."""
         await asyncio.to_thread(self._index_static)
+        if self.storage is not None:
+            await self._upload_static(self.storage)
         self._task = asyncio.get_running_loop().create_task(
             self._run(), name=f"mephisto-router-link {self.router_url}")
         waiter = asyncio.ensure_future(self.connected.wait())
@@ -150,6 +161,10 @@ class OperatorLink:
                 await self._task
         for call in list(self._calls):
             call.cancel()
+        if bye and self.storage is not None:  # what calls that failed left behind
+            with contextlib.suppress(Exception):
+                await asyncio.to_thread(self.storage.delete_prefix,
+                                        self.storage.uploads_prefix(self.run_id))
 
     def _index_static(self) -> None:
         self._files = {rel: (path, _sha256(path), path.stat().st_size)
@@ -202,11 +217,14 @@ class OperatorLink:
                 "script": self.backend.provider_script(),
                 "config": await self.backend.task_config(),
                 "files": [{"path": rel, "sha": sha, "size": size}
+                          | ({"key": self._keys[rel]} if rel in self._keys else {})
                           for rel, (_path, sha, size) in self._files.items()],
+                **({"storage": self.storage.url} if self.storage is not None else {}),
             }))
             want = await self._receive_json(websocket)
             if want.get("t") != "want" or not isinstance(want.get("paths"), list):
                 raise RouterError("the router did not answer the hello")
+            self._check_storage(want)
             for rel in want["paths"]:
                 entry = self._files.get(rel) if isinstance(rel, str) else None
                 if entry is None:
@@ -285,6 +303,7 @@ class OperatorLink:
             args = call.get("a")
             if not isinstance(args, dict):
                 raise MalformedRequest("a call without arguments")
+            await self._fetch_uploads(args, files)
             uploaded = self._uploaded(args, files)
             result = await self._dispatch(websocket, str(call.get("m")), args, uploaded)
             reply: dict[str, Any] = {"t": "ret", "id": call_id, "r": result}
@@ -301,6 +320,7 @@ class OperatorLink:
                         entry[0].unlink()  # what the backend did not keep
         with contextlib.suppress(Exception):
             await websocket.send(channel.dumps(reply))
+        await self._delete_uploads(call.get("a"))
 
     @staticmethod
     def _uploaded(args: dict[str, Any], files: dict[int, Any]) -> list[UploadedFile]:
@@ -354,6 +374,65 @@ class OperatorLink:
                 await backend.agent_socket_closed(a["agent_id"], sender)
             return None
         raise MalformedRequest(f"unknown call {method[:40]!r}")
+
+    # -- storage (see mephisto.router.storage) ------------------------------------------
+
+    async def _upload_static(self, storage: S3Storage) -> None:
+        """Put the static files in the bucket (unchanged ones are skipped)."""
+        self._keys, sent = await asyncio.to_thread(storage.upload_static, self.storage_task,
+                                                   self._files)
+        logger.info("storage %s: %d static file(s) uploaded, %d unchanged", storage.url,
+                    sent, len(self._files) - sent)
+
+    def _check_storage(self, want: dict[str, Any]) -> None:
+        if self.storage is not None and not want.get("storage"):
+            logger.warning("router %s does not use storage %s: static files and uploads "
+                           "go over the channel", self.router_url, self.storage.url)
+
+    @staticmethod
+    def _upload_keys(args: Any) -> dict[int, str]:
+        """The keys of a submit's files the router put in the bucket, by file index."""
+        meta = args.get("files") if isinstance(args, dict) else None
+        if not isinstance(meta, list):
+            return {}
+        return {i: info["key"] for i, info in enumerate(meta)
+                if isinstance(info, dict) and isinstance(info.get("key"), str)}
+
+    async def _fetch_uploads(self, args: dict[str, Any], files: dict[int, Any]) -> None:
+        """Download the files of a submit that came as keys in the bucket into the upload
+        directory, as if they had come as chunks."""
+        keyed = self._upload_keys(args)
+        if not keyed:
+            return
+        storage = self.storage
+        if storage is None:
+            raise RouterError("the router sent a submit's files through a storage this "
+                              "operator does not have")
+        prefix = storage.uploads_prefix(self.run_id)
+        if any(not key.startswith(prefix) for key in keyed.values()):
+            raise MalformedRequest("a submit's file outside this run's uploads")
+        self.upload_dir.mkdir(parents=True, exist_ok=True)
+        for index in keyed:
+            path = self.upload_dir / f"{secrets.token_hex(12)}.part"
+            files[index] = [path, path.open("wb")]
+
+        def fetch(index: int) -> None:
+            with files[index][1] as out:
+                storage.download(keyed[index], out)
+        await asyncio.to_thread(storage.map, fetch, list(keyed))
+
+    async def _delete_uploads(self, args: Any) -> None:
+        """Delete a submit's objects once it is answered (a retry comes with its own)."""
+        storage = self.storage
+        if storage is None:
+            return
+        prefix = storage.uploads_prefix(self.run_id)
+        keys = [key for key in self._upload_keys(args).values() if key.startswith(prefix)]
+        if keys:
+            try:
+                await asyncio.to_thread(storage.map, storage.delete, keys)
+            except StorageError as exc:  # the run's uploads prefix is cleared at its end
+                logger.warning("could not delete a submit's uploads: %s", exc)
 
 
 __all__ = ["OperatorLink", "operator_url", "static_manifest"]

@@ -12,6 +12,11 @@ A call in flight when the link drops raises it too: the browser retries, and sin
 submits are idempotent on the operator, nothing acknowledged is lost nor stored twice.
 Browser sockets bound through this router are announced again to an operator that
 (re)connects, so live tasks keep their sockets across a reconnect.
+
+With a `storage` naming the same `s3://bucket/prefix` as the operator's hello, static
+files are downloaded from the bucket rather than asked for, and a submit's files are put
+in the bucket and sent as keys; otherwise (or for a file the bucket fails to give) they
+travel over the channel as before.
 """
 
 from __future__ import annotations
@@ -35,11 +40,13 @@ from mephisto.errors import (
     OperatorUnavailable,
     RouterError,
     ShutdownError,
+    StorageError,
     TokenRefused,
     UnknownAgent,
 )
 from mephisto.router import channel
 from mephisto.router.auth import verify_token
+from mephisto.router.storage import S3Storage, file_sha256
 from mephisto.server.backend import AgentResponse, Caller, SendPacket, UploadedFile
 from mephisto.server.static_files import is_private
 
@@ -109,7 +116,7 @@ class RemoteBackend:
     """`TaskBackend` for a router: forwards to the operator that dialled in."""
 
     def __init__(self, secret: str, cache_dir: Path, *, call_timeout: float = 60.0,
-                 connect_grace: float = 1.0) -> None:
+                 connect_grace: float = 1.0, storage: S3Storage | None = None) -> None:
         self.secret = secret
         self.cache_dir = cache_dir
         self.call_timeout = call_timeout
@@ -128,6 +135,8 @@ class RemoteBackend:
         self._socket_ids: dict[int, int] = {}  # id(send) -> socket id
         self._next_socket = itertools.count(1)
         self.connected_at: float | None = None
+        self.storage = storage
+        self._shared = False  # the operator named the same storage in its hello
 
     # -- what the task server asks --------------------------------------------------
 
@@ -180,10 +189,19 @@ class RemoteBackend:
 
     async def submit_task(self, agent_id: str, final_data: Any, files: list[UploadedFile],
                           caller: Caller) -> None:
-        meta = [{"field_name": f.field_name, "filename": f.filename,
-                 "content_type": f.content_type, "size": f.size} for f in files]
-        await self._call("submit_task", {"agent_id": agent_id, "final_data": final_data,
-                                         "files": meta, "caller": dict(caller)}, files)
+        meta: list[dict[str, Any]] = [
+            {"field_name": f.field_name, "filename": f.filename,
+             "content_type": f.content_type, "size": f.size} for f in files]
+        keys = await self._put_uploads(files) if files and self._shared else []
+        for info, key in zip(meta, keys, strict=False):
+            info["key"] = key
+        try:
+            await self._call("submit_task", {"agent_id": agent_id, "final_data": final_data,
+                                             "files": meta, "caller": dict(caller)},
+                             [] if keys else files)
+        except Exception:
+            await self._delete_uploads(keys)  # the operator deletes them once answered
+            raise
 
     async def submit_metadata(self, agent_id: str, metadata: dict[str, Any], caller: Caller
                               ) -> dict[str, Any]:
@@ -290,6 +308,7 @@ class RemoteBackend:
             return None
         if run_id != self.run_id:
             self._start_run(run_id)
+        self._shared = self._shares_storage(hello.get("storage"))
         await self._sync_static(websocket, files)
         link = _Link(websocket, run_id, self.call_timeout)
         if current is not None and not current.closed:
@@ -356,7 +375,10 @@ class RemoteBackend:
             self._have.pop(path)
             with contextlib.suppress(OSError):
                 (static / path).unlink()
-        await websocket.send_text(channel.dumps({"t": "want", "paths": sorted(wanted)}))
+        if self._shared and wanted:
+            await self._fetch_static(static, files, wanted)
+        await websocket.send_text(channel.dumps({"t": "want", "paths": sorted(wanted),
+                                                 "storage": self._shared}))
         partial: dict[str, tuple[Any, Any, str]] = {}
         try:
             await self._receive_static(websocket, static, wanted, partial)
@@ -418,6 +440,78 @@ class RemoteBackend:
                 logger.info("run %s is over", link.run_id)
             else:
                 logger.warning("operator link: ignored a message of type %r", kind)
+
+    # -- storage (see mephisto.router.storage) ------------------------------------------
+
+    def _shares_storage(self, theirs: Any) -> bool:
+        """Whether files go through the bucket: only when both sides name the same one."""
+        ours = self.storage.url if self.storage is not None else None
+        if ours is not None and theirs == ours:
+            return True
+        if ours is not None or theirs:
+            logger.warning("the operator's storage is %s and this router's is %s: static "
+                           "files and uploads go over the channel", str(theirs or "none")[:200],
+                           ours or "none")
+        return False
+
+    async def _fetch_static(self, static: Path, files: list[Any],
+                            wanted: dict[str, tuple[str, int]]) -> None:
+        """Download the wanted files the hello gave keys for; what the bucket cannot give
+        (missing, or other bytes than announced) stays wanted, for the channel."""
+        storage = self.storage
+        if storage is None:
+            return
+        keyed = {e["path"]: e["key"] for e in files
+                 if e["path"] in wanted and isinstance(e.get("key"), str)
+                 and storage.owns(e["key"])}
+
+        def fetch(path: str) -> bool:
+            sha, size = wanted[path]
+            fd, tmp = tempfile.mkstemp(dir=static, prefix=".part-")
+            os.close(fd)
+            try:
+                storage.download(keyed[path], Path(tmp))
+                if os.path.getsize(tmp) != size or file_sha256(Path(tmp)) != sha:
+                    logger.warning("storage: %s is not the file announced; asking for it",
+                                   keyed[path])
+                    return False
+                target = static / path
+                target.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(tmp, target)
+                return True
+            except StorageError as exc:
+                logger.warning("%s; asking the operator for %s instead", exc, path)
+                return False
+            finally:
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp)
+        fetched = await asyncio.to_thread(storage.map, fetch, list(keyed))
+        for path, ok in zip(keyed, fetched, strict=True):
+            if ok:
+                self._have[path] = wanted.pop(path)[0]
+        logger.info("storage %s: %d static file(s) fetched, %d asked for", storage.url,
+                    sum(fetched), len(wanted))
+
+    async def _put_uploads(self, files: list[UploadedFile]) -> list[str]:
+        """Put a submit's files in the bucket; their keys, or [] (then they go over the
+        channel) if the bucket fails."""
+        storage, run_id = self.storage, self.run_id
+        if storage is None or run_id is None:
+            return []
+        keys = [storage.new_upload_key(run_id) for _ in files]
+        try:
+            await asyncio.to_thread(storage.map, lambda i: storage.put(files[i].path, keys[i]),
+                                    range(len(files)))
+        except StorageError as exc:
+            logger.warning("%s; sending the submit's files over the channel", exc)
+            await self._delete_uploads(keys)
+            return []
+        return keys
+
+    async def _delete_uploads(self, keys: list[str]) -> None:
+        if keys and self.storage is not None:
+            with contextlib.suppress(StorageError):
+                await asyncio.to_thread(self.storage.map, self.storage.delete, keys)
 
 
 def _safe_relative(path: str) -> bool:

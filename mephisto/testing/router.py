@@ -12,7 +12,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -24,8 +24,10 @@ _READY = re.compile(r"serving on http://[^:]+:(\d+)/")
 class RouterProcess:
     """A `mephisto router` child process."""
 
-    def __init__(self, cache_dir: Path, secret: str | None = None, port: int = 0) -> None:
+    def __init__(self, cache_dir: Path, secret: str | None = None, port: int = 0,
+                 extra_args: Sequence[str] = ()) -> None:
         self.cache_dir = cache_dir
+        self.extra_args = list(extra_args)  # more options of `mephisto router`
         self.secret = secret or new_secret()
         self.port = port
         self.proc: subprocess.Popen[str] | None = None
@@ -45,7 +47,8 @@ class RouterProcess:
         log = self.log.open("a")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "mephisto.cli", "router", "--host", "127.0.0.1",
-             "--port", str(self.port), "--cache-dir", str(self.cache_dir / "cache")],
+             "--port", str(self.port), "--cache-dir", str(self.cache_dir / "cache"),
+             *self.extra_args],
             env=env, stdout=log, stderr=subprocess.STDOUT, text=True)
         log.close()
         deadline = time.monotonic() + timeout
@@ -85,8 +88,9 @@ class RouterProcess:
 
 
 @contextlib.contextmanager
-def router_process(cache_dir: Path, secret: str | None = None) -> Iterator[RouterProcess]:
-    router = RouterProcess(cache_dir, secret).start()
+def router_process(cache_dir: Path, secret: str | None = None,
+                   extra_args: Sequence[str] = ()) -> Iterator[RouterProcess]:
+    router = RouterProcess(cache_dir, secret, extra_args=extra_args).start()
     try:
         yield router
     finally:

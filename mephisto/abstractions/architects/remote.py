@@ -9,6 +9,13 @@ address (what workers open) and `operator_urls` lists each router's own address,
 the operator dials one by one. The token is read from the environment variable named by
 `token_env` (credentials stay out of configs and the database).
 
+Static files and uploads travel over the channel, or, with `storage_url`, through an
+S3-compatible bucket (`mephisto.router.storage`) that the router names too
+(`mephisto router --storage`); credentials come from boto3's chain, never the config:
+
+    mephisto.architect.storage_url=s3://my-bucket/mephisto
+    mephisto.architect.storage_endpoint_url=http://minio.internal:9000   # not AWS
+
 Architects that start a router themselves (`ec2`, `heroku`) subclass this one and
 override `provision()` (start it, return where it is and a token) and `teardown()`.
 """
@@ -39,6 +46,10 @@ class RemoteArchitectArgs(ArchitectArgs):
         "help": "Environment variable holding the operator token."})
     connect_timeout: float = field(default=30.0, metadata={
         "help": "Seconds to wait for each router before the launch fails."})
+    storage_url: str = field(default="", metadata={
+        "help": "s3://bucket/prefix for static files and uploads (default: the channel)."})
+    storage_endpoint_url: str = field(default="", metadata={
+        "help": "Endpoint of an S3-compatible store (MinIO, ...); empty for AWS S3."})
 
 
 @dataclass
@@ -78,6 +89,16 @@ class RemoteArchitect(Architect):
         _check_url(url, "mephisto.architect.router_url")
         for extra in _split(arch.get("operator_urls")):
             _check_url(extra, "mephisto.architect.operator_urls")
+        if arch.get("storage_url"):
+            from mephisto.router.storage import parse_storage_url
+
+            try:
+                parse_storage_url(str(arch.get("storage_url")))
+            except ConfigError as exc:
+                raise ConfigError(str(exc), key="mephisto.architect.storage_url") from None
+        if arch.get("storage_endpoint_url"):
+            _check_url(str(arch.get("storage_endpoint_url")),
+                       "mephisto.architect.storage_endpoint_url")
         env = str(arch.get("token_env") or "MEPHISTO_ROUTER_TOKEN")
         if not os.environ.get(env):
             raise ConfigError(
@@ -105,9 +126,11 @@ class RemoteArchitect(Architect):
         ctx = getattr(backend, "ctx", None)
         run_id = f"{ctx.task_run_id if ctx is not None else 'run'}.{secrets.token_hex(4)}"
         timeout = float(self.arch.get("connect_timeout", 30.0))
+        storage = await self._storage()
         self.links = [
             OperatorLink(backend, url, endpoint.token, run_id=run_id,
-                         upload_dir=settings.upload_dir)
+                         upload_dir=settings.upload_dir, storage=storage,
+                         storage_task=ctx.task_name if ctx is not None else "run")
             for url in endpoint.operator_urls
         ]
         try:
@@ -119,6 +142,17 @@ class RemoteArchitect(Architect):
                     endpoint.public_url)
         return endpoint.public_url if endpoint.public_url.endswith("/") \
             else endpoint.public_url + "/"
+
+    async def _storage(self) -> Any:
+        """The run's `S3Storage`, checked (`StorageError` if unusable), or None."""
+        url = str(self.arch.get("storage_url") or "")
+        if not url:
+            return None
+        from mephisto.router.storage import S3Storage
+
+        storage = S3Storage.from_url(url, str(self.arch.get("storage_endpoint_url") or ""))
+        await asyncio.to_thread(storage.check)
+        return storage
 
     async def _close_links(self, bye: bool) -> None:
         links, self.links = self.links, []
