@@ -76,7 +76,7 @@ async def _closed_with(ws: ClientConnection) -> tuple[int | None, str]:
 
 async def _ready(ws: ClientConnection, run: str = "run-1") -> None:
     await ws.send(_hello(run))
-    assert await _recv(ws) == {"t": "want", "paths": []}
+    assert await _recv(ws) == {"t": "want", "paths": [], "storage": False}
     assert await _recv(ws) == {"t": "ready"}
 
 
@@ -155,14 +155,14 @@ async def test_static_files_come_once_and_damaged_ones_are_refused(router: Route
     entry = {"path": "js/bundle.js", "sha": sha, "size": bundle.stat().st_size}
     async with router.operator() as ws:
         await ws.send(_hello(files=[entry]))
-        assert await _recv(ws) == {"t": "want", "paths": ["js/bundle.js"]}
+        assert await _recv(ws) == {"t": "want", "paths": ["js/bundle.js"], "storage": False}
         for frame in channel.file_chunks(bundle, {"k": "static", "path": "js/bundle.js"}):
             await ws.send(frame)
         assert await _recv(ws) == {"t": "ready"}
         assert (await router.http.get("/js/bundle.js")).content == bundle.read_bytes()
     async with router.operator() as ws:  # the same run again: nothing to send
         await ws.send(_hello(files=[entry]))
-        assert await _recv(ws) == {"t": "want", "paths": []}
+        assert await _recv(ws) == {"t": "want", "paths": [], "storage": False}
         assert await _recv(ws) == {"t": "ready"}
     other = {"path": "other.js", "sha": "0" * 64, "size": 3}
     async with router.operator() as ws:

@@ -65,9 +65,13 @@ class TcpProxy:
         self._refusing = refusing
 
     def close(self) -> None:
-        if self._server is not None:
-            self._server.close()
-            self.cut()
+        server, self._server = self._server, None
+        if server is not None:
+            async def stop() -> None:
+                server.close()  # on the proxy's loop: asyncio servers are not thread-safe
+                await self._cut()
+
+            asyncio.run_coroutine_threadsafe(stop(), self._loop).result(10)
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(10)
         self._loop.close()
