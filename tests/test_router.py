@@ -281,3 +281,28 @@ async def test_a_live_task_talks_through_the_router_and_survives_a_link_cut(
     stored = mephisto_db.get_agent(worker.agent_id)["state"]
     assert stored["outputs"] == {"done": True}
     assert len(stored["live_updates"]) == 4
+
+
+def test_an_operator_killed_mid_run_resumes_behind_the_router(
+        mephisto_db: MephistoDB, task_html: Path, tmp_path: Path,
+        router: RouterProcess) -> None:
+    """kill -9 of the operator's process: workers get 503s from the router meanwhile,
+    the resumed run dials in again, and every acknowledged submit is stored."""
+    from mephisto.testing.faults import start_run_process
+
+    architect = {"_architect_type": "remote", "router_url": router.url}
+    proc = start_run_process(tmp_path, mephisto_db.url, task_html, 60, architect=architect)
+    acks = Acks()
+    thread = acks.run(router.url, 6)
+    _wait_until(lambda: len(acks.acked) >= 15)
+    proc.kill()
+    _wait_until(lambda: not router.status()["operator"])
+    proc = start_run_process(tmp_path, mephisto_db.url, task_html, 60, architect=architect)
+    thread.join(120)
+    assert not thread.is_alive()
+    out, _err = proc.wait(60)
+    assert "clean exit" in out
+    assert acks.errors == []
+    (run,) = mephisto_db.find_task_runs()
+    assert set(acks.acked) <= _completed_agents(mephisto_db, run.db_id)
+    assert mephisto_db.get_unit_status_counts(run.db_id) == {"completed": 60}

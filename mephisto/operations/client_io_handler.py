@@ -13,6 +13,7 @@ for the same agent is being saved waits for that one's outcome.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import logging
@@ -60,6 +61,9 @@ class ClientIOHandler:
         self.pool = pool
         self.events = events
         self.live = live
+        # set once the run has started (units launched, or a resumed run's state loaded):
+        # until then agent calls wait, so none is answered from a half-loaded run
+        self.ready = asyncio.Event()
         self._errors_logged: dict[str, int] = {}  # by known agent id
         self._anonymous_errors = (0.0, 0)  # (minute started at, errors logged in it)
 
@@ -92,11 +96,13 @@ class ClientIOHandler:
     # -- agents --------------------------------------------------------------------------
 
     async def request_agent(self, provider_data: dict[str, Any], caller: Caller) -> AgentResponse:
+        await self.ready.wait()
         return await self.pool.request_agent(provider_data, caller)
 
     async def submit_onboarding(
         self, agent_id: str, onboarding_data: Any, caller: Caller
     ) -> AgentResponse:
+        await self.ready.wait()
         return await self.pool.submit_onboarding(agent_id, onboarding_data, caller)
 
     def _check_caller(self, worker_name: str, caller: Caller) -> None:
@@ -123,6 +129,7 @@ class ClientIOHandler:
         return row
 
     async def check_submit(self, agent_id: str, caller: Caller) -> None:
+        await self.ready.wait()
         agent = self._agent(agent_id, caller)
         if agent is None:
             _check_resubmission(await self._stored(agent_id, caller), _CHECK_ONLY)
@@ -135,6 +142,7 @@ class ClientIOHandler:
     async def submit_task(
         self, agent_id: str, final_data: Any, files: list[UploadedFile], caller: Caller
     ) -> None:
+        await self.ready.wait()
         ctx = self.ctx
         agent = self._agent(agent_id, caller)
         if agent is None:  # submitted before a restart, maybe: a retry is answered again
@@ -189,6 +197,7 @@ class ClientIOHandler:
     async def submit_metadata(
         self, agent_id: str, metadata: dict[str, Any], caller: Caller
     ) -> dict[str, Any]:
+        await self.ready.wait()
         agent = self._agent(agent_id, caller)
         if agent is None:
             await self._stored(agent_id, caller)  # an agent of this run, from before a restart
@@ -218,6 +227,7 @@ class ClientIOHandler:
     # -- websockets ---------------------------------------------------------------------
 
     async def agent_alive(self, agent_id: str, send: SendPacket, caller: Caller) -> None:
+        await self.ready.wait()
         agent = self._agent(agent_id, caller)
         if agent is None:
             raise UnknownAgent("unknown agent id: request an agent first")
@@ -227,6 +237,7 @@ class ClientIOHandler:
             self.live.connected(agent)
 
     async def agent_packet(self, agent_id: str, packet: dict[str, Any]) -> None:
+        await self.ready.wait()
         agent = self.pool.agent(agent_id)
         if agent is None:
             raise UnknownAgent("unknown agent id: request an agent first")
@@ -234,6 +245,7 @@ class ClientIOHandler:
             self.live.deliver(agent_id, packet.get("data"))
 
     async def agent_socket_closed(self, agent_id: str, send: SendPacket) -> None:
+        await self.ready.wait()
         agent = self.pool.agent(agent_id)
         if agent is not None and agent.send is send:
             agent.send = None

@@ -166,6 +166,7 @@ class LiveTaskRun:
         except BaseException:
             await self._abandon()
             raise
+        self.client_io.ready.set()  # agent calls that came meanwhile go on now
         task_args = self.ctx.task_args
         if task_args.task_lifetime_in_seconds:
             self._timers.append(self.loop.call_later(

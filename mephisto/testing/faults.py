@@ -30,7 +30,7 @@ from typing import Any, Self
 # until it has finished by itself (or Ctrl-C), then print "clean exit".
 RUN_SCRIPT = textwrap.dedent(
     """
-    import sys
+    import json, sys
     from mephisto.abstractions.blueprints.static_task import SharedStaticTaskState
     from mephisto.db import MephistoDB
     from mephisto.operations.operator import Operator
@@ -39,12 +39,12 @@ RUN_SCRIPT = textwrap.dedent(
     db_url, html, units, task_name = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
     operator = Operator(MephistoDB(db_url))
     data = [{"text": f"item-{i}"} for i in range(units)]
-    run_id = operator.launch_task_run(
-        static_run_config(html, task_name=task_name, resume_incomplete_run=True),
-        SharedStaticTaskState(static_task_data=data),
-    )
+    config = static_run_config(html, task_name=task_name, resume_incomplete_run=True)
+    if len(sys.argv) > 5:  # another architect than local
+        config["architect"] = json.loads(sys.argv[5])
+    run_id = operator.launch_task_run(config, SharedStaticTaskState(static_task_data=data))
     try:
-        print(operator.get_running_task_runs()[run_id].url, flush=True)
+        print(operator._runs[run_id].url, flush=True)
         operator.wait_for_runs_then_shutdown(skip_input=True)
     except KeyboardInterrupt:  # Ctrl-C before the wait began (task_script does this too)
         operator.shutdown()
@@ -76,14 +76,19 @@ class RunProcess:
 
 
 def start_run_process(
-    tmp_path: Path, db_url: str, html: Path, units: int, task_name: str = "durable"
+    tmp_path: Path, db_url: str, html: Path, units: int, task_name: str = "durable",
+    architect: dict[str, Any] | None = None,
 ) -> RunProcess:
     """Start `RUN_SCRIPT` on `units` static-task units (resuming the incomplete run of
-    `task_name`, if any) and return once it serves."""
+    `task_name`, if any) and return once it serves. `architect`: its architect config
+    (default: local on a free port)."""
+    import json
+
     script = tmp_path / "run.py"
     script.write_text(RUN_SCRIPT)
+    extra = [json.dumps(architect)] if architect is not None else []
     proc = subprocess.Popen(
-        [sys.executable, str(script), db_url, str(html), str(units), task_name],
+        [sys.executable, str(script), db_url, str(html), str(units), task_name, *extra],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ},
     )
     assert proc.stdout is not None
