@@ -100,7 +100,11 @@ class RemoteArchitect(Architect):
         from mephisto.router.link import OperatorLink
 
         backend, settings = app.backend, app.settings
-        self.endpoint = endpoint = await self.provision()
+        try:
+            self.endpoint = endpoint = await self.provision()
+        except BaseException:
+            await self._teardown_after_failure()
+            raise
         # the run's id and a nonce: runs of two databases may share an id
         ctx = getattr(backend, "ctx", None)
         run_id = f"{ctx.task_run_id if ctx is not None else 'run'}.{secrets.token_hex(4)}"
@@ -114,11 +118,20 @@ class RemoteArchitect(Architect):
             await asyncio.gather(*(link.start(timeout) for link in self.links))
         except BaseException:
             await self._close_links(bye=False)
+            await self._teardown_after_failure()
             raise
         logger.info("run %s is served by %d router(s) at %s", run_id, len(self.links),
                     endpoint.public_url)
         return endpoint.public_url if endpoint.public_url.endswith("/") \
             else endpoint.public_url + "/"
+
+    async def _teardown_after_failure(self) -> None:
+        """A launch failed: delete what `provision` created (the run never served)."""
+        try:
+            await self.teardown()
+        except Exception:
+            logger.exception("deleting what the failed launch created failed; "
+                             "`mephisto architect cleanup` retries it")
 
     async def _close_links(self, bye: bool) -> None:
         links, self.links = self.links, []
