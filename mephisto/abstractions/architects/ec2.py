@@ -18,6 +18,7 @@ logged or stored locally. AWS credentials come from boto3's usual chain (environ
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 import shlex
@@ -80,6 +81,12 @@ def _boto3() -> Any:
         raise ConfigError(f"the ec2 architect needs boto3: {INSTALL_HINT}",
                           key="mephisto.architect._architect_type") from None
     return boto3
+
+
+@functools.cache
+def _known_regions(boto3: Any) -> frozenset[str]:
+    """EC2's regions, from botocore's bundled endpoint data (no call to AWS)."""
+    return frozenset(boto3.session.Session().get_available_regions("ec2"))
 
 
 def _split(value: Any) -> list[str]:
@@ -159,8 +166,7 @@ class EC2Architect(ProvisionedArchitect):
     def check_args(cls, arch: Any) -> None:
         boto3 = _boto3()
         region = str(arch.get("region") or "")
-        known = boto3.session.Session().get_available_regions("ec2")
-        if region not in known:
+        if region not in _known_regions(boto3):
             raise ConfigError(f"mephisto.architect.region: unknown AWS region {region!r}",
                               key="mephisto.architect.region")
         ami = str(arch.get("ami_id") or "")
