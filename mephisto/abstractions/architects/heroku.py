@@ -190,8 +190,10 @@ class HerokuArchitect(ProvisionedArchitect):
             source = await _call(api, "POST", "/sources", "creating a source")
             blob = source["source_blob"]
             tarball = await asyncio.to_thread(router_source_tarball)
-            put = await api.put(blob["put_url"], content=tarball,
-                                headers={"Content-Type": ""}, timeout=300)
+            # a client of its own: the API key is for api.heroku.com, not the bucket
+            async with _httpx().AsyncClient(timeout=300) as bucket:
+                put = await bucket.put(blob["put_url"], content=tarball,
+                                       headers={"Content-Type": ""})
             if put.status_code >= 300:
                 raise ProviderError("heroku", f"uploading the router's source: HTTP "
                                     f"{put.status_code}", retryable=True)
