@@ -1052,10 +1052,10 @@ def cost(units: int, reward: float, provider: str | None, planned_bonus: float,
 
 # -- commands whose logic lives in their own modules ----------------------------------------
 
-from mephisto.abstractions.architects.command import architect_group
 from mephisto.db.command import db_command
 from mephisto.review.command import review as review_command
 from mephisto.router.command import router_group
+from mephisto.tools.architect_command import architect_group
 from mephisto.tools.export_command import export as export_command
 from mephisto.tools.quality_commands import qualifications_group, workers_group
 

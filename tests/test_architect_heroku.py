@@ -178,3 +178,80 @@ def test_the_tarball_is_the_same_for_the_same_sources() -> None:
     assert first == router_source_tarball()
     with tarfile.open(fileobj=io.BytesIO(first), mode="r:gz") as tar:
         assert all(m.mtime == 0 and m.uid == 0 for m in tar.getmembers())
+
+
+LIVE_BATCH_YAML = """\
+#@package _global_
+defaults:
+  - /mephisto/blueprint: static_task
+  - /mephisto/architect: heroku
+  - /mephisto/provider: mturk
+mephisto:
+  blueprint:
+    task_source: ${task_dir}/task.html
+  task:
+    task_name: react-static-task-example
+    task_title: "Rate a sentence"
+    task_description: "Read it and rate it."
+    task_reward: 0.25
+    task_tags: "rating"
+    max_num_concurrent_units: 100
+num_tasks: 2000
+"""
+
+
+def test_a_live_batch_config_with_the_heroku_architect_composes(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The seed's `live_batch_1.yaml` (`- /mephisto/architect: heroku`) composes, and the
+    architect's section has its defaults and the command line's overrides."""
+    from mephisto.operations.hydra_config import (
+        build_default_task_config,
+        compose_run_config,
+        resolve_run_config,
+    )
+
+    monkeypatch.setenv("HEROKU_API_KEY", GOOD_KEY)
+    conf = tmp_path / "hydra_configs" / "conf"
+    conf.mkdir(parents=True)
+    (conf / "live_batch_1.yaml").write_text(LIVE_BATCH_YAML)
+    (tmp_path / "task.html").write_text("<p>${text}</p>")
+    cfg = compose_run_config(build_default_task_config("live_batch_1"),
+                             tmp_path / "hydra_configs",
+                             ["mephisto.architect.app_name=my-task-router",
+                              "mephisto/provider=mock"], task_dir=tmp_path)
+    architect = cfg.mephisto.architect
+    assert architect._architect_type == "heroku"
+    assert (architect.app_name, architect.region, architect.token_ttl) == (
+        "my-task-router", "us", "7d")
+    assert cfg.num_tasks == 2000
+    as_written = compose_run_config(build_default_task_config("live_batch_1"),
+                                    tmp_path / "hydra_configs", [], task_dir=tmp_path)
+    assert as_written.mephisto.architect._architect_type == "heroku"
+    assert as_written.mephisto.provider._provider_type == "mturk"
+    resolved = resolve_run_config(cfg.mephisto)
+    assert resolved.architect.ARCHITECT_TYPE == "heroku"  # type: ignore[attr-defined]
+
+
+def test_mephisto_architect_cleanup_deletes_what_a_crash_left(
+        operator: Any, fake: FakeHeroku, task_html: Path) -> None:
+    from click.testing import CliRunner
+
+    from mephisto.cli import cli
+
+    live = _launch(operator, task_html, app_name="crashed-app")
+    runner = CliRunner()
+    # while its process lives, the run's app is left alone
+    result = runner.invoke(cli, ["architect", "cleanup", "--type", "heroku"])
+    assert result.exit_code == 0, result.output
+    assert "in use by a live run" in result.output and list(fake.apps) == ["crashed-app"]
+    ledger = live.architect.ledger
+    live.architect.ledger = None  # the operator dies without tearing down
+    ledger.data["pid"] = 0
+    ledger._write()
+    operator.shutdown()
+    result = runner.invoke(cli, ["architect", "cleanup"])
+    assert result.exit_code == 0, result.output
+    assert "deleted heroku:crashed-app" in result.output
+    assert fake.apps == {} and ledgers() == []
+    result = runner.invoke(cli, ["architect", "cleanup"])
+    assert "nothing to clean up" in result.output

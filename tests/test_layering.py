@@ -38,8 +38,9 @@ RANKS: dict[str, int] = {
     "mephisto.db": 2,
     # 3: the contracts (abstractions/blueprint.py, architect.py, crowd_provider.py).
     "mephisto.abstractions": 3,
-    # 4: the ASGI server browsers talk to.
+    # 4: the ASGI server browsers talk to, and the task router that serves it elsewhere.
     "mephisto.server": 4,
+    "mephisto.router": 4,
     # 5: the plugins.
     "mephisto.abstractions.blueprints": 5,
     "mephisto.abstractions.architects": 5,
@@ -56,6 +57,8 @@ RANKS: dict[str, int] = {
     "mephisto.cli": 7,
     # `mephisto db` (backup, restore, export, import): an edge beside the database
     "mephisto.db.command": 7,
+    # `mephisto router`: an edge beside the router
+    "mephisto.router.command": 7,
 }
 EXACT_ONLY = {"mephisto"}
 

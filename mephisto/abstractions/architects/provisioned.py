@@ -19,7 +19,7 @@ in memory, never logged, never written to the ledger or the database.
 
 A ledger is a JSON file `<data dir>/architects/<type>-<name>.json` (owner-only) naming
 the process that made it. A run that dies without shutting down leaves its ledger;
-`cleanup_leftovers()` (or `mephisto architect cleanup`) destroys what the ledgers of
+`cleanup_leftovers()` (or `mephisto architect cleanup`, in tools/architect_command.py) destroys what the ledgers of
 dead processes record.
 """
 
@@ -44,7 +44,7 @@ from mephisto.errors import ConfigError, RouterError
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["Ledger", "ProvisionedArchitect", "ProvisionedArchitectArgs", "cleanup_leftovers",
+__all__ = ["Ledger", "ProvisionedArchitect", "ProvisionedArchitectArgs", "cleanup_ledgers",
            "ledgers", "wait_for_router"]
 
 LEDGER_FOLDER = "architects"
@@ -162,22 +162,17 @@ def ledgers(architect_type: str | None = None) -> list[Ledger]:
     return found
 
 
-async def cleanup_leftovers(architect_type: str | None = None, force: bool = False
-                            ) -> list[str]:
-    """Destroy what the ledgers of dead processes record (with `force`, of live ones
-    too); returns the names cleaned up. An architect type with no `destroy` is skipped."""
-    from mephisto.operations.registry import get_plugin
-
+async def cleanup_ledgers(architect: type[ProvisionedArchitect], force: bool = False
+                          ) -> list[str]:
+    """Destroy what the ledgers of `architect`'s type record, for runs whose process is
+    dead (with `force`, live ones too); returns the `<type>:<name>`s cleaned up."""
     cleaned = []
-    for ledger in ledgers(architect_type):
+    for ledger in ledgers(architect.ARCHITECT_TYPE):
         if ledger.is_live() and not force:
             logger.info("%s is in use by the live process %s; skipped", ledger.path,
                         ledger.data.get("pid"))
             continue
-        cls = get_plugin("architect", str(ledger.data["type"]))
-        if not issubclass(cls, ProvisionedArchitect):
-            continue
-        await cls.destroy(ledger)
+        await architect.destroy(ledger)
         ledger.delete()
         cleaned.append(f"{ledger.data['type']}:{ledger.name}")
     return cleaned
@@ -279,4 +274,4 @@ class ProvisionedArchitect(RemoteArchitect):
     @classmethod
     def cleanup_leftovers(cls, force: bool = False) -> list[str]:
         """Destroy what crashed runs of this architect type left (blocking)."""
-        return asyncio.run(cleanup_leftovers(cls.ARCHITECT_TYPE, force))
+        return asyncio.run(cleanup_ledgers(cls, force))
