@@ -13,12 +13,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from heroku_fake import GOOD_KEY, FakeHeroku, fake_heroku
 
 from mephisto.abstractions.architects.heroku import api_key, router_source_tarball
 from mephisto.abstractions.architects.provisioned import ledgers
 from mephisto.errors import ConfigError, ProviderError
 from mephisto.testing.architect_contract import ArchitectContract, ArchitectHarness
-from tests.heroku_fake import GOOD_KEY, FakeHeroku, fake_heroku
 
 pytest.importorskip("respx")
 
