@@ -26,6 +26,7 @@ boto3 = pytest.importorskip("boto3")
 moto = pytest.importorskip("moto")
 
 REGION = "us-east-1"
+PACKAGE = "mephisto @ https://files.example.org/mephisto-0.1.0-py3-none-any.whl"
 
 
 class EC2Harness(ArchitectHarness):
@@ -44,7 +45,7 @@ class EC2Harness(ArchitectHarness):
 
     def architect_config(self, **extra: Any) -> dict[str, Any]:
         return {"_architect_type": "ec2", "region": REGION, "ami_id": self.ami,
-                "connect_timeout": 20, **extra}
+                "router_package": PACKAGE, "connect_timeout": 20, **extra}
 
     def broken_configs(self) -> list[dict[str, Any]]:
         return [
@@ -55,6 +56,8 @@ class EC2Harness(ArchitectHarness):
             self.architect_config(load_balancer=True),
             self.architect_config(domain_name="tasks.example.org"),
             self.architect_config(token_ttl="soon"),
+            self.architect_config(name="../../etc"),
+            self.architect_config(router_package=""),
         ]
 
     def user_data(self, instance_id: str) -> str:
@@ -156,7 +159,7 @@ def test_provisioning_creates_exactly_the_instance_and_its_security_group(
             for p in group["IpPermissions"]] == [("tcp", 8080, 8080, ["0.0.0.0/0"])]
     script = h.user_data(instance_id)
     assert script.startswith("#!/bin/bash\n")
-    assert "pip install --quiet mephisto\n" in script
+    assert f"pip install --quiet '{PACKAGE}'\n" in script
     assert "ExecStart=/opt/mephisto-router/bin/mephisto router --port 8080" in script
     # the router started with the user data's secret accepted the locally minted token
     assert h.routers[instance_id].status()["operator"] is True

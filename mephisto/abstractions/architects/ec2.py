@@ -4,7 +4,8 @@
 
 Creates, in order (each recorded in the run's ledger, see `provisioned.py`): a security
 group opening the router's port, an instance whose user data installs and starts
-`mephisto router` (from `router_image` with docker, else `pip install router_package`)
+`mephisto router` (from `router_image` with docker, else `pip install router_package`,
+a wheel or git URL of this project)
 with a fresh secret, and optionally an application load balancer (its own security
 group on 80/443, a target group, a listener) and a Route 53 CNAME `domain_name` in
 `hosted_zone_id`. The operator's token is minted locally from the secret. Teardown runs
@@ -60,8 +61,9 @@ class EC2ArchitectArgs(ProvisionedArchitectArgs):
     router_image: str = field(default="", metadata={
         "help": "Docker image of the router to run (deploy/router/Dockerfile); "
                 "empty: pip install router_package."})
-    router_package: str = field(default="mephisto", metadata={
-        "help": "pip requirement that provides `mephisto router`."})
+    router_package: str = field(default="", metadata={
+        "help": "pip requirement of this project to install when router_image is empty "
+                "(a wheel URL, git+https://...@<tag>)."})
     load_balancer: bool = field(default=False, metadata={
         "help": "Put an application load balancer in front (80, or 443 with a cert)."})
     lb_subnet_ids: str = field(default="", metadata={
@@ -125,8 +127,7 @@ systemctl enable --now mephisto-router
 """
 
 
-def router_user_data(secret: str, port: int, image: str = "", package: str = "mephisto"
-                     ) -> str:
+def router_user_data(secret: str, port: int, image: str = "", package: str = "") -> str:
     """The instance's boot script: write the router's environment (owner-only), then run
     the router as a service that restarts, from a docker image or a pip install."""
     head = ("#!/bin/bash\nset -euo pipefail\numask 077\n"
@@ -184,6 +185,13 @@ class EC2Architect(ProvisionedArchitect):
         if not 1 <= port <= 65535:
             raise ConfigError("mephisto.architect.router_port must be 1-65535",
                               key="mephisto.architect.router_port")
+        if not arch.get("router_image") and not arch.get("router_package"):
+            # PyPI's `mephisto` is the original Mephisto, which has no `mephisto router`
+            raise ConfigError("the ec2 architect needs mephisto.architect.router_image (an "
+                              "image of deploy/router/Dockerfile in a registry) or "
+                              "router_package (a pip requirement of this project: a wheel "
+                              "URL, git+https://...@<tag>)",
+                              key="mephisto.architect.router_package")
         if arch.get("load_balancer") and len(_split(arch.get("lb_subnet_ids"))) < 2:
             raise ConfigError("a load balancer needs mephisto.architect.lb_subnet_ids: two "
                               "subnets in different zones at least",
@@ -284,7 +292,7 @@ class EC2Architect(ProvisionedArchitect):
                   ) -> dict[str, Any]:
         arch = self.arch
         user_data = router_user_data(secret, port, str(arch.get("router_image") or ""),
-                                     str(arch.get("router_package") or "mephisto"))
+                                     str(arch.get("router_package") or ""))
         request: dict[str, Any] = {
             "ImageId": str(arch.get("ami_id")), "InstanceType": str(arch.get("instance_type")),
             "MinCount": 1, "MaxCount": 1, "UserData": user_data, "SecurityGroupIds": [sg],

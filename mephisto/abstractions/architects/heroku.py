@@ -230,10 +230,15 @@ class HerokuArchitect(ProvisionedArchitect):
         app = ledger.resources.get("app")
         if app is None:
             return
+        httpx = _httpx()
         async with _client() as api:
-            answer = await api.delete(f"/apps/{app}")
+            try:
+                answer = await api.delete(f"/apps/{app}")
+            except httpx.HTTPError as exc:
+                raise ProviderError("heroku", f"deleting the app {ledger.name}: {exc}",
+                                    retryable=True) from None
             if answer.status_code not in (200, 202, 204, 404):
-                _raise_for(answer, "deleting the app")
+                _raise_for(answer, f"deleting the app {ledger.name}")
         ledger.forget("app")
 
 

@@ -29,6 +29,7 @@ import asyncio
 import json
 import logging
 import os
+import re
 import secrets
 import socket
 import time
@@ -48,6 +49,7 @@ __all__ = ["Ledger", "ProvisionedArchitect", "ProvisionedArchitectArgs", "cleanu
            "ledgers", "wait_for_router"]
 
 LEDGER_FOLDER = "architects"
+_NAME = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,30}[A-Za-z0-9])?")
 _DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
@@ -217,6 +219,11 @@ class ProvisionedArchitect(RemoteArchitect):
     def assert_task_args(cls, args: Any, shared_state: Any) -> None:
         arch = args.architect
         _ttl_seconds(str(arch.get("token_ttl") or "7d"))
+        name = str(arch.get("name") or "")
+        if name and not _NAME.fullmatch(name):
+            raise ConfigError(f"mephisto.architect.name: {name!r} must be 1-32 letters, "
+                              "digits and dashes (it names cloud resources)",
+                              key="mephisto.architect.name")
         cls.check_args(arch)
 
     @classmethod
