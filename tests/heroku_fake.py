@@ -8,7 +8,7 @@ have the documented shapes. A wrong key is answered 401 as Heroku does. The sour
 URL demands); a build of a source never uploaded fails. When the secret arrives in the
 config vars, the fake starts a real `mephisto router` with it and gives the app that
 router's URL as `web_url` (what Heroku's dyno would be); deleting the app kills it.
-`fail_builds` makes builds end `failed`. Calls the fake does not know are answered 404
+`fail_builds` makes builds end `failed`, `builds_hang` keeps them pending. Calls the fake does not know are answered 404
 and recorded in `unknown`.
 """
 
@@ -44,6 +44,7 @@ class FakeHeroku:
         self.uploads: dict[str, bytes | None] = {}  # source id -> tarball
         self.builds: dict[str, dict[str, Any]] = {}
         self.fail_builds = False
+        self.builds_hang = False  # builds stay pending
         self.calls: list[tuple[str, str]] = []
         self.unknown: list[str] = []
         self.deleted: list[str] = []
@@ -166,7 +167,7 @@ class FakeHeroku:
         if build is None or self._app(app) is None:
             return self._not_found()
         build["polls"] += 1
-        if build["polls"] >= 2:  # pending once, then done
+        if build["polls"] >= 2 and not self.builds_hang:  # pending once, then done
             build["status"] = "failed" if build["fails"] else "succeeded"
         return httpx.Response(200, json={k: v for k, v in build.items()
                                          if k not in ("polls", "fails")})

@@ -120,6 +120,16 @@ def test_a_failed_build_deletes_the_app(operator: Any, fake: FakeHeroku,
     assert fake.apps == {} and fake.deleted == ["doomed-app"] and ledgers() == []
 
 
+def test_a_build_that_never_ends_times_out_and_deletes_the_app(
+        operator: Any, fake: FakeHeroku, task_html: Path) -> None:
+    fake.builds_hang = True
+    with pytest.raises(ProviderError) as info:
+        _launch(operator, task_html, app_name="slow-app", build_timeout=0.2)
+    assert "still pending" in str(info.value) and "build_timeout" in str(info.value)
+    assert info.value.retryable
+    assert fake.apps == {} and fake.deleted == ["slow-app"] and ledgers() == []
+
+
 def test_a_taken_name_deletes_nobody_elses_app(operator: Any, fake: FakeHeroku,
                                                task_html: Path) -> None:
     fake.apps["taken-name"] = {"id": "someone-else", "name": "taken-name", "web_url": "x"}
