@@ -10,7 +10,9 @@ the operator dials one by one. The token is read from the environment variable n
 `token_env` (credentials stay out of configs and the database).
 
 Architects that start a router themselves (`ec2`, `heroku`) subclass this one and
-override `provision()` (start it, return where it is and a token) and `teardown()`.
+override `provision()` (start it, return where it is and a token) and `teardown()`;
+`provisioned.py` does that once for them. A launch that fails after `provision` began
+calls `teardown()` before the error propagates.
 """
 
 from __future__ import annotations
