@@ -239,7 +239,8 @@ def test_an_unknown_ami_fails_the_launch_and_leaves_nothing(
         operator: Any, ec2_harness: EC2Harness, task_html: Path) -> None:
     with pytest.raises(ConfigError) as info:
         _launch(operator, ec2_harness, task_html, ami_id="ami-0123456789abcdef0")
-    assert "AMI" in str(info.value) or "ami" in str(info.value)
+    assert info.value.key == "mephisto.architect.ami_id"
+    assert "ami-0123456789abcdef0" in str(info.value)
     assert ec2_harness.provisioned() == [] and ledgers() == []
 
 

@@ -45,6 +45,17 @@ _NOT_FOUND = ("NotFound", "InvalidGroup.NotFound", "InvalidInstanceID.NotFound",
               "LoadBalancerNotFound", "TargetGroupNotFound", "InvalidChangeBatch")
 
 
+# AWS error codes that mean a setting is wrong, and the setting's key (after
+# `mephisto.architect`)
+_CONFIG_ERRORS = {
+    "InvalidAMIID.NotFound": ".ami_id", "InvalidAMIID.Malformed": ".ami_id",
+    "InvalidSubnetID.NotFound": ".subnet_id", "InvalidSubnet": ".lb_subnet_ids",
+    "InvalidKeyPair.NotFound": ".key_name", "NoSuchHostedZone": ".hosted_zone_id",
+    "CertificateNotFound": ".certificate_arn", "InvalidParameterValue": "",
+    "ValidationError": "",
+}
+
+
 @dataclass
 class EC2ArchitectArgs(ProvisionedArchitectArgs):
     _architect_type: str = "ec2"
@@ -146,10 +157,8 @@ def _code(exc: Exception) -> str:
 def _aws_error(exc: Exception, what: str) -> Exception:
     """A botocore error as ours: bad input is the config's fault, the rest AWS's."""
     code = _code(exc)
-    if code in ("InvalidAMIID.NotFound", "InvalidAMIID.Malformed", "InvalidSubnetID.NotFound",
-                "InvalidKeyPair.NotFound", "InvalidParameterValue", "InvalidSubnet",
-                "ValidationError", "NoSuchHostedZone", "CertificateNotFound"):
-        return ConfigError(f"ec2: {what}: {exc}", key="mephisto.architect")
+    if code in _CONFIG_ERRORS:
+        return ConfigError(f"ec2: {what}: {exc}", key=f"mephisto.architect{_CONFIG_ERRORS[code]}")
     if code in ("AuthFailure", "UnauthorizedOperation", "InvalidClientTokenId",
                 "SignatureDoesNotMatch", "AccessDenied", "ExpiredToken"):
         return ProviderError("ec2", f"{what}: AWS refused the credentials: {exc}. Set "
@@ -309,7 +318,13 @@ class EC2Architect(ProvisionedArchitect):
         ledger.record("instance", instance_id)
         deadline = time.monotonic() + self.aws_timeout
         while True:
-            found = ec2.describe_instances(InstanceIds=[instance_id])
+            try:
+                found = ec2.describe_instances(InstanceIds=[instance_id])
+            except Exception as exc:  # EC2 is eventually consistent: a new id may be unknown
+                if not _missing(exc) or time.monotonic() > deadline:
+                    raise
+                time.sleep(self.poll_interval)
+                continue
             instance: dict[str, Any] = found["Reservations"][0]["Instances"][0]
             state = instance["State"]["Name"]
             if state == "running":
