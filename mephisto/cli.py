@@ -1055,9 +1055,11 @@ def cost(units: int, reward: float, provider: str | None, planned_bonus: float,
 from mephisto.db.command import db_command
 from mephisto.review.command import review as review_command
 from mephisto.router.command import router_group
+from mephisto.tools.architect_command import architect_group
 from mephisto.tools.export_command import export as export_command
 from mephisto.tools.quality_commands import qualifications_group, workers_group
 
+cli.add_command(architect_group)
 cli.add_command(db_command)
 cli.add_command(export_command)
 cli.add_command(qualifications_group)

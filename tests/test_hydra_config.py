@@ -108,6 +108,9 @@ def config_error(root: Path, overrides: list[str] | None = None, **kw: Any) -> C
         ("blueprint", "mock", "_blueprint_type"),
         ("architect", "local", "_architect_type"),
         ("architect", "mock", "_architect_type"),
+        ("architect", "remote", "_architect_type"),
+        ("architect", "ec2", "_architect_type"),
+        ("architect", "heroku", "_architect_type"),
         ("provider", "mock", "_provider_type"),
     ],
 )
@@ -314,7 +317,7 @@ def test_unknown_blueprint_in_yaml_lists_valid_types(tmp_path: Path) -> None:
 
 
 def test_unknown_architect_on_the_command_line(tmp_path: Path) -> None:
-    err = config_error(write_script_dir(tmp_path), ["mephisto/architect=heroku"])
+    err = config_error(write_script_dir(tmp_path), ["mephisto/architect=gcp"])
     assert isinstance(err, UnknownAbstractionError)
     assert err.key == "mephisto.architect"
     assert "local" in str(err)

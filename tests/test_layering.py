@@ -38,8 +38,7 @@ RANKS: dict[str, int] = {
     "mephisto.db": 2,
     # 3: the contracts (abstractions/blueprint.py, architect.py, crowd_provider.py).
     "mephisto.abstractions": 3,
-    # 4: the ASGI server browsers talk to, and the task router (the same server on its
-    # own host, and the operator's link to it).
+    # 4: the ASGI server browsers talk to, and the task router that serves it elsewhere.
     "mephisto.server": 4,
     "mephisto.router": 4,
     # 5: the plugins.

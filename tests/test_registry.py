@@ -83,6 +83,8 @@ def test_builtin_table_is_exactly_the_shipped_plugins() -> None:
         "mock": "mephisto.abstractions.blueprints.mock:MockBlueprint",
     }
     assert registry.BUILTIN_ARCHITECTS == {
+        "ec2": "mephisto.abstractions.architects.ec2:EC2Architect",
+        "heroku": "mephisto.abstractions.architects.heroku:HerokuArchitect",
         "local": "mephisto.abstractions.architects.local:LocalArchitect",
         "mock": "mephisto.abstractions.architects.mock:MockArchitect",
         "remote": "mephisto.abstractions.architects.remote:RemoteArchitect",
@@ -100,7 +102,7 @@ def test_builtin_table_is_exactly_the_shipped_plugins() -> None:
 
 def test_listing_builtins_sorted() -> None:
     assert get_valid_blueprint_types() == ["chat", "mock", "remote_procedure", "static_react_task", "static_task"]
-    assert get_valid_architect_types() == ["local", "mock", "remote"]
+    assert get_valid_architect_types() == ["ec2", "heroku", "local", "mock", "remote"]
     assert get_valid_provider_types() == ["inhouse", "mock", "mturk", "mturk_sandbox", "prolific"]
 
 
@@ -124,7 +126,8 @@ def test_register_each_kind() -> None:
     assert get_valid_blueprint_types() == [
         "chat", "mock", "my_blueprint", "remote_procedure", "static_react_task", "static_task"
     ]
-    assert get_valid_architect_types() == ["local", "mock", "my_architect", "remote"]
+    assert get_valid_architect_types() == [
+        "ec2", "heroku", "local", "mock", "my_architect", "remote"]
     assert get_valid_provider_types() == [
         "inhouse", "mock", "mturk", "mturk_sandbox", "my_provider", "prolific"
     ]
@@ -201,8 +204,9 @@ def test_unknown_name_lists_valid_names() -> None:
     assert isinstance(info.value, ConfigError)
 
     with pytest.raises(UnknownAbstractionError) as info:
-        get_architect_from_type("heroku")
-    assert str(info.value) == "Unknown architect type 'heroku'. Valid architect types: local, mock, remote"
+        get_architect_from_type("gcp")
+    assert str(info.value) == (
+        "Unknown architect type 'gcp'. Valid architect types: ec2, heroku, local, mock, remote")
 
     with pytest.raises(UnknownAbstractionError) as info:
         get_crowd_provider_from_type("mturk_typo")
@@ -244,7 +248,7 @@ def test_entry_points_are_found(clean_registry: dict[str, list[EntryPoint]]) -> 
     assert get_valid_provider_types() == [
         "ep_provider", "inhouse", "mock", "mturk", "mturk_sandbox", "prolific"
     ]
-    assert get_valid_architect_types() == ["local", "mock", "remote"]
+    assert get_valid_architect_types() == ["ec2", "heroku", "local", "mock", "remote"]
 
 
 def test_entry_points_are_read_once(

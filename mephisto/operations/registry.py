@@ -42,6 +42,8 @@ BUILTIN_BLUEPRINTS: dict[str, str] = {
     ),
 }
 BUILTIN_ARCHITECTS: dict[str, str] = {
+    "ec2": "mephisto.abstractions.architects.ec2:EC2Architect",
+    "heroku": "mephisto.abstractions.architects.heroku:HerokuArchitect",
     "local": "mephisto.abstractions.architects.local:LocalArchitect",
     "mock": "mephisto.abstractions.architects.mock:MockArchitect",
     "remote": "mephisto.abstractions.architects.remote:RemoteArchitect",

@@ -17,7 +17,9 @@ S3-compatible bucket (`mephisto.router.storage`) that the router names too
     mephisto.architect.storage_endpoint_url=http://minio.internal:9000   # not AWS
 
 Architects that start a router themselves (`ec2`, `heroku`) subclass this one and
-override `provision()` (start it, return where it is and a token) and `teardown()`.
+override `provision()` (start it, return where it is and a token) and `teardown()`;
+`provisioned.py` does that once for them. A launch that fails after `provision` began
+calls `teardown()` before the error propagates.
 """
 
 from __future__ import annotations
@@ -121,7 +123,11 @@ class RemoteArchitect(Architect):
         from mephisto.router.link import OperatorLink
 
         backend, settings = app.backend, app.settings
-        self.endpoint = endpoint = await self.provision()
+        try:
+            self.endpoint = endpoint = await self.provision()
+        except BaseException:
+            await self._teardown_after_failure()
+            raise
         # the run's id and a nonce: runs of two databases may share an id
         ctx = getattr(backend, "ctx", None)
         run_id = f"{ctx.task_run_id if ctx is not None else 'run'}.{secrets.token_hex(4)}"
@@ -137,6 +143,7 @@ class RemoteArchitect(Architect):
             await asyncio.gather(*(link.start(timeout) for link in self.links))
         except BaseException:
             await self._close_links(bye=False)
+            await self._teardown_after_failure()
             raise
         logger.info("run %s is served by %d router(s) at %s", run_id, len(self.links),
                     endpoint.public_url)
@@ -153,6 +160,14 @@ class RemoteArchitect(Architect):
         storage = S3Storage.from_url(url, str(self.arch.get("storage_endpoint_url") or ""))
         await asyncio.to_thread(storage.check)
         return storage
+
+    async def _teardown_after_failure(self) -> None:
+        """A launch failed: delete what `provision` created (the run never served)."""
+        try:
+            await self.teardown()
+        except Exception:
+            logger.exception("deleting what the failed launch created failed; "
+                             "`mephisto architect cleanup` retries it")
 
     async def _close_links(self, bye: bool) -> None:
         links, self.links = self.links, []
