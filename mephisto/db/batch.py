@@ -448,14 +448,11 @@ def finish_onboarding(
     it: a pass does not overturn it."""
     status = AgentState.APPROVED if passed else AgentState.REJECTED
     db.update_onboarding_agent(agent_id, status=status, state=data)
-    found = db.find_qualifications(qualification_name=qualification)
-    qid = found[0].db_id if found else db.make_qualification(qualification)
-    if passed:
-        held = db.check_granted_qualifications(qualification_id=qid, worker_id=worker_id)
-        if held and not held[0].value:
-            return False
-    db.grant_qualification(qid, worker_id, 1 if passed else 0)
-    return passed
+    qid = db.find_or_make_qualification(qualification)
+    if passed:  # one statement: a failure recorded by another run meanwhile stands
+        return bool(db.grant_qualification(qid, worker_id, 1, keep_zero=True))
+    db.grant_qualification(qid, worker_id, 0)
+    return False
 
 
 # -- the run ------------------------------------------------------------------------------

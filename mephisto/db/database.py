@@ -628,10 +628,13 @@ class MephistoDB:
             return conn.execute(query.limit(1)).first() is not None
 
     def _upsert(
-        self, table: sa.Table, values: dict[str, Any], keys: list[str], update: dict[str, Any]
+        self, table: sa.Table, values: dict[str, Any], keys: list[str], update: dict[str, Any],
+        where: sa.ColumnElement[bool] | None = None,
     ) -> None:
+        """INSERT, or UPDATE the row with the same `keys` (only where `where` holds): one
+        statement, atomic on both databases."""
         stmt = dialect_insert(self.dialect, table).values(values)
-        stmt = stmt.on_conflict_do_update(index_elements=keys, set_=update)
+        stmt = stmt.on_conflict_do_update(index_elements=keys, set_=update, where=where)
         try:
             with self.savepoint() as conn:
                 conn.execute(stmt)
@@ -824,6 +827,25 @@ class MephistoDB:
             raise DatabaseError("a qualification needs a name")
         return self._insert("qualifications", {"qualification_name": qualification_name})
 
+    def find_or_make_qualification(self, qualification_name: str) -> str:
+        """The id of the qualification with this name, made if there is none. Safe when
+        another process makes it at the same instant: the INSERT does nothing on the
+        name's conflict, and the row that exists is read."""
+        if not qualification_name:
+            raise DatabaseError("a qualification needs a name")
+        q = s.qualifications
+        query = sa.select(q.c.qualification_id).where(q.c.qualification_name == qualification_name)
+        with self.read() as conn:
+            found = conn.execute(query).scalar()
+        if found is not None:
+            return str(found)
+        insert = dialect_insert(self.dialect, q).values(
+            qualification_name=qualification_name, creation_date=now()
+        ).on_conflict_do_nothing(index_elements=["qualification_name"])
+        with self.transaction() as conn:
+            conn.execute(insert)
+            return str(conn.execute(query).scalar_one())
+
     def get_qualification(self, qualification_id: str) -> dict[str, Any]:
         return self._get("qualifications", qualification_id)
 
@@ -843,21 +865,31 @@ class MephistoDB:
             conn.execute(g.delete().where(g.c.qualification_id == qid))
             conn.execute(q.delete().where(q.c.qualification_id == qid))
 
-    def grant_qualification(self, qualification_id: str, worker_id: str, value: int = 1) -> None:
-        """Grant (or change the value of) a qualification."""
+    def grant_qualification(
+        self, qualification_id: str, worker_id: str, value: int = 1, *, keep_zero: bool = False
+    ) -> int:
+        """Grant (or change the value of) a qualification, in one statement (an INSERT
+        that updates the grant already there). With `keep_zero`, a grant of value 0 (a
+        failed onboarding) is left as it is, decided in the same statement, so a grant
+        made at the same instant by another process cannot slip between a check and the
+        write. Returns the value the worker now holds."""
+        g = s.granted_qualifications
         stamp = now()
-        self._upsert(
-            s.granted_qualifications,
-            {
-                "qualification_id": key("qualifications", qualification_id),
-                "worker_id": key("workers", worker_id),
-                "value": int(value),
-                "creation_date": stamp,
-                "update_date": stamp,
-            },
-            ["worker_id", "qualification_id"],
-            {"value": int(value), "update_date": stamp},
-        )
+        qid, wid = key("qualifications", qualification_id), key("workers", worker_id)
+        with self.transaction():
+            self._upsert(
+                g,
+                {"qualification_id": qid, "worker_id": wid, "value": int(value),
+                 "creation_date": stamp, "update_date": stamp},
+                ["worker_id", "qualification_id"],
+                {"value": int(value), "update_date": stamp},
+                where=(g.c.value != 0) if keep_zero else None,
+            )
+            if not keep_zero:
+                return int(value)
+            with self.read() as conn:
+                return int(conn.execute(sa.select(g.c.value).where(
+                    g.c.qualification_id == qid, g.c.worker_id == wid)).scalar_one())
 
     def check_granted_qualifications(
         self,
