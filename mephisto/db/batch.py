@@ -228,7 +228,7 @@ def complete_agents(
     unit_rows = [{"agent_id": a, "unit_id": int(u)} for a, u, _st in submissions]
     with db.savepoint() as conn:
         to_read = [a for a, _u, _st in submissions if a not in superseding]
-        stored = stored_states(conn, "agents", to_read) if to_read else {}
+        stored = stored_states(conn, "agents", to_read, lock=True) if to_read else {}
         agent_rows = [
             {"agent_id": a, "state": merge_agent_state(a, stored.get(a), st), "now": stamp}
             for a, _u, st in submissions

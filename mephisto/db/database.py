@@ -736,7 +736,7 @@ class MephistoDB:
         transition table, the state merged. Returns the row if the status changed."""
         values: dict[str, Any] = {"update_date": now()}
         if state is not None:
-            stored = stored_states(conn, table, [str(agent_id)])
+            stored = stored_states(conn, table, [str(agent_id)], lock=True)
             if str(agent_id) not in stored:
                 raise EntryDoesNotExist(f"{ENTITY_NAMES[table]} {agent_id} does not exist")
             values["state"] = merge_agent_state(str(agent_id), stored[str(agent_id)], state)
@@ -751,8 +751,8 @@ class MephistoDB:
         self, conn: sa.Connection, unit_key: int, agent_id: str, agent_status: AgentState
     ) -> None:
         t = s.units
-        unit = conn.execute(
-            sa.select(t.c.status, t.c.agent_id).where(t.c.unit_id == unit_key)
+        unit = conn.execute(  # held: the unit must stay this agent's until it moves
+            sa.select(t.c.status, t.c.agent_id).where(t.c.unit_id == unit_key).with_for_update()
         ).first()
         if unit is None or unit.agent_id != agent_id:
             return  # the unit has moved on (expired, or reassigned): leave it
