@@ -69,6 +69,9 @@ from mephisto.errors import (
 )
 
 
+PAYMENT_CLAIM_SECONDS = 300.0  # how long a process sending a payment holds it at most
+
+
 class MephistoDB:
     """The database. `url` is a SQLAlchemy URL; None means the configured default
     (`MEPHISTO_DATABASE_URL`, the config file, or SQLite under the data directory)."""
@@ -994,8 +997,44 @@ class MephistoDB:
         }
         if provider_ref is not None:
             values["provider_ref"] = provider_ref
+        values["claimed_until"] = None
         with self.transaction() as conn:
             self._set_status(conn, "payments", payment_id, target, payment_sources(target), values)
+
+    def claim_payment(self, payment_id: str, seconds: float = PAYMENT_CLAIM_SECONDS) -> bool:
+        """Hold a payment for `seconds` to ask the provider to make it: one conditional
+        UPDATE (not paid, and not held by another process), so of several processes
+        settling or retrying one payment at once only one sends it. `update_payment`
+        lets it go. Returns False if it is paid already; raises `InvalidTransition` if
+        another process holds it (one that died lets go when its time is up)."""
+        t = s.payments
+        stamp = now()
+        pid = key("payments", payment_id)
+        with self.transaction() as conn:
+            res = conn.execute(t.update().where(
+                t.c.payment_id == pid,
+                t.c.status.in_([str(x) for x in payment_sources(PaymentStatus.PAID)]),
+                sa.or_(t.c.claimed_until.is_(None), t.c.claimed_until < stamp),
+            ).values(claimed_until=stamp + seconds))
+            if res.rowcount == 1:
+                return True
+            row = conn.execute(sa.select(t.c.status, t.c.claimed_until)
+                               .where(t.c.payment_id == pid)).first()
+        if row is None:
+            raise EntryDoesNotExist(f"payment {payment_id} does not exist")
+        if row.status == PaymentStatus.PAID:
+            return False
+        raise InvalidTransition(
+            "payment", str(payment_id), row.status, str(PaymentStatus.PAID),
+            detail=f"another process is paying it now (held for {row.claimed_until - stamp:.0f}"
+                   " s more); try again later")
+
+    def release_payment(self, payment_id: str) -> None:
+        """Let go of a payment held by `claim_payment` without recording an outcome."""
+        t = s.payments
+        with self.transaction() as conn:
+            conn.execute(t.update().where(t.c.payment_id == key("payments", payment_id))
+                         .values(claimed_until=None))
 
     # -- review decisions ----------------------------------------------------------------
 
