@@ -894,6 +894,27 @@ class MephistoDB:
                 return int(conn.execute(sa.select(g.c.value).where(
                     g.c.qualification_id == qid, g.c.worker_id == wid)).scalar_one())
 
+    def add_to_qualification(self, qualification_id: str, worker_id: str, amount: int = 1) -> int:
+        """Add `amount` to the worker's value of a qualification used as a counter (0
+        when not granted yet), in one statement (`INSERT ... ON CONFLICT DO UPDATE SET
+        value = value + amount`), so counts made by several processes at once all add
+        up. Returns the new value."""
+        g = s.granted_qualifications
+        stamp = now()
+        stmt = dialect_insert(self.dialect, g).values(
+            qualification_id=key("qualifications", qualification_id),
+            worker_id=key("workers", worker_id), value=int(amount),
+            creation_date=stamp, update_date=stamp)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["worker_id", "qualification_id"],
+            set_={"value": g.c.value + stmt.excluded.value, "update_date": stamp},
+        ).returning(g.c.value)
+        try:
+            with self.savepoint() as conn:
+                return int(conn.execute(stmt).scalar_one())
+        except sa.exc.IntegrityError as exc:
+            raise EntryDoesNotExist(f"cannot write granted_qualifications: {exc.orig}") from None
+
     def check_granted_qualifications(
         self,
         qualification_id: str | None = None,
@@ -1131,6 +1152,21 @@ class MephistoDB:
             ["provider_type", "kind", "record_key"],
             {"value": value, "update_date": stamp},
         )
+
+    def add_provider_record(
+        self, provider_type: str, kind: str, record_key: str, value: Any
+    ) -> Any:
+        """Store a provider's record unless one is there already (`INSERT ... ON
+        CONFLICT DO NOTHING`); returns the record stored, this one or the earlier one.
+        For a value that must be decided once, whichever process is first."""
+        t = s.provider_records
+        stamp = now()
+        with self.transaction() as conn:
+            conn.execute(dialect_insert(self.dialect, t).values(
+                provider_type=provider_type, kind=kind, record_key=str(record_key),
+                value=value, creation_date=stamp, update_date=stamp,
+            ).on_conflict_do_nothing(index_elements=["provider_type", "kind", "record_key"]))
+            return self.get_provider_record(provider_type, kind, record_key)
 
     def get_provider_record(self, provider_type: str, kind: str, record_key: str) -> Any:
         """A provider's record, or None."""
