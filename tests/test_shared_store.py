@@ -58,7 +58,7 @@ def _serve(index: int, tasks: Any, results: Any, barriers: dict[int, Any]) -> No
         db = MephistoDB(url)
         try:
             results.put((index, "ok", fn(db, index, barrier, *args)))
-        except BaseException as exc:  # reported to the test, which fails with it
+        except BaseException as exc:  # noqa: BLE001 - reported to the test, which fails
             results.put((index, "error", f"{exc!r}\n{traceback.format_exc()}"))
             barrier.abort()
         finally:

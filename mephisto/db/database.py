@@ -68,7 +68,6 @@ from mephisto.errors import (
     InvalidTransition,
 )
 
-
 PAYMENT_CLAIM_SECONDS = 300.0  # how long a process sending a payment holds it at most
 
 
