@@ -274,8 +274,15 @@ class MephistoDB:
         runs' data and its onboarding qualification are known by it."""
         if task_name is not None and not task_name.strip():
             raise DatabaseError("a task needs a task_name")
-        with self.transaction():
-            renamed = task_name is not None and task_name != self.get_task(task_id)["task_name"]
+        t = s.tasks
+        with self.transaction() as conn:
+            # the row held (FOR UPDATE): a run being created in another process, which
+            # holds it in KEY SHARE for its foreign key, is committed before the check
+            current = conn.execute(sa.select(t.c.task_name).where(
+                t.c.task_id == key("tasks", task_id)).with_for_update()).scalar()
+            if current is None:
+                raise EntryDoesNotExist(f"task {task_id} does not exist")
+            renamed = task_name is not None and task_name != current
             if renamed and self.find_task_runs(task_id=task_id):
                 raise DatabaseError(
                     f"task {task_id} has task runs: its name cannot change any more")
