@@ -25,6 +25,7 @@ class Payment(Entity):
     provider_ref: str | None
     attempts: int
     error: str | None
+    claimed_until: float | None  # held by a process asking the provider, until then
 
     @property
     def status(self) -> PaymentStatus:

@@ -43,7 +43,7 @@ from mephisto.db.rows import (
     stored_states,
     translate,
 )
-from mephisto.errors import DatabaseError, EntryDoesNotExist, InvalidTransition
+from mephisto.errors import DatabaseError, EntryDoesNotExist, InvalidTransition, NotEligible
 
 if TYPE_CHECKING:
     from mephisto.db.database import MephistoDB
@@ -177,9 +177,11 @@ _COMPLETE_UNIT = sa.text(
 def create_agents(db: MephistoDB, agents: Sequence[Mapping[str, Any]]) -> None:
     """Create agents and assign each its unit, in two statements. Each mapping has
     `agent_id`, `worker_id`, `unit_id`, `task_id`, `task_run_id`, `assignment_id`,
-    `task_type`, `provider_type`, `status`, `state`. All or nothing: if a unit is not
-    LAUNCHED, `InvalidTransition`; a worker's second agent on one assignment,
-    `EntryAlreadyExists`."""
+    `task_type`, `provider_type`, `status`, `state`, and optionally `task_maximum` (the
+    task's `maximum_units_per_worker`; counted in the database, see
+    `_check_task_maximums`). All or nothing: if a unit is not LAUNCHED,
+    `InvalidTransition`; a worker's second agent on one assignment, `EntryAlreadyExists`;
+    a worker past the maximum, `NotEligible`."""
     if not agents:
         return
     stamp = now()
@@ -201,6 +203,7 @@ def create_agents(db: MephistoDB, agents: Sequence[Mapping[str, Any]]) -> None:
         for a in agents
     ]
     with db.savepoint() as conn:
+        _check_task_maximums(conn, agents)
         try:
             conn.execute(s.agents.insert(), rows)
         except sa.exc.IntegrityError as exc:
@@ -208,6 +211,33 @@ def create_agents(db: MephistoDB, agents: Sequence[Mapping[str, Any]]) -> None:
         res = conn.execute(_ASSIGN_UNIT, rows)
         if res.rowcount != len(rows):
             raise InvalidTransition("unit", "(bulk)", "not launched", AssignmentState.ASSIGNED)
+
+
+def _check_task_maximums(conn: sa.Connection, agents: Sequence[Mapping[str, Any]]) -> None:
+    """`NotEligible` if a new agent would give its worker more than `task_maximum` units
+    of the task (agents not dropped, in any run). Operators of two runs of one task, in
+    two processes, each count only what they have seen, so the count is made here, with
+    the workers' rows held (PostgreSQL: FOR NO KEY UPDATE, which plain agent inserts do
+    not wait for; SQLite: the write lock) until the agents are committed."""
+    capped = [a for a in agents if a.get("task_maximum")]
+    if not capped:
+        return
+    w, a = s.workers, s.agents
+    worker_ids = sorted({int(x["worker_id"]) for x in capped})
+    task_ids = sorted({int(x["task_id"]) for x in capped})
+    conn.execute(sa.select(w.c.worker_id).where(w.c.worker_id.in_(worker_ids))
+                 .order_by(w.c.worker_id).with_for_update(key_share=True))
+    held = {(wid, tid): n for wid, tid, n in conn.execute(
+        sa.select(a.c.worker_id, a.c.task_id, sa.func.count())
+        .where(a.c.worker_id.in_(worker_ids), a.c.task_id.in_(task_ids),
+               a.c.status.not_in(_DROPPED))
+        .group_by(a.c.worker_id, a.c.task_id))}
+    for agent in capped:
+        pair = (int(agent["worker_id"]), int(agent["task_id"]))
+        held[pair] = held.get(pair, 0) + 1
+        if held[pair] > int(agent["task_maximum"]):
+            raise NotEligible(f"worker {pair[0]} has done the maximum of "
+                              f"{agent['task_maximum']} units of task {pair[1]}", str(pair[0]))
 
 
 def complete_agents(
@@ -228,7 +258,7 @@ def complete_agents(
     unit_rows = [{"agent_id": a, "unit_id": int(u)} for a, u, _st in submissions]
     with db.savepoint() as conn:
         to_read = [a for a, _u, _st in submissions if a not in superseding]
-        stored = stored_states(conn, "agents", to_read) if to_read else {}
+        stored = stored_states(conn, "agents", to_read, lock=True) if to_read else {}
         agent_rows = [
             {"agent_id": a, "state": merge_agent_state(a, stored.get(a), st), "now": stamp}
             for a, _u, st in submissions
@@ -448,14 +478,11 @@ def finish_onboarding(
     it: a pass does not overturn it."""
     status = AgentState.APPROVED if passed else AgentState.REJECTED
     db.update_onboarding_agent(agent_id, status=status, state=data)
-    found = db.find_qualifications(qualification_name=qualification)
-    qid = found[0].db_id if found else db.make_qualification(qualification)
-    if passed:
-        held = db.check_granted_qualifications(qualification_id=qid, worker_id=worker_id)
-        if held and not held[0].value:
-            return False
-    db.grant_qualification(qid, worker_id, 1 if passed else 0)
-    return passed
+    qid = db.find_or_make_qualification(qualification)
+    if passed:  # one statement: a failure recorded by another run meanwhile stands
+        return bool(db.grant_qualification(qid, worker_id, 1, keep_zero=True))
+    db.grant_qualification(qid, worker_id, 0)
+    return False
 
 
 # -- the run ------------------------------------------------------------------------------

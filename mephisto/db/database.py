@@ -68,6 +68,8 @@ from mephisto.errors import (
     InvalidTransition,
 )
 
+PAYMENT_CLAIM_SECONDS = 300.0  # how long a process sending a payment holds it at most
+
 
 class MephistoDB:
     """The database. `url` is a SQLAlchemy URL; None means the configured default
@@ -272,8 +274,15 @@ class MephistoDB:
         runs' data and its onboarding qualification are known by it."""
         if task_name is not None and not task_name.strip():
             raise DatabaseError("a task needs a task_name")
-        with self.transaction():
-            renamed = task_name is not None and task_name != self.get_task(task_id)["task_name"]
+        t = s.tasks
+        with self.transaction() as conn:
+            # the row held (FOR UPDATE): a run being created in another process, which
+            # holds it in KEY SHARE for its foreign key, is committed before the check
+            current = conn.execute(sa.select(t.c.task_name).where(
+                t.c.task_id == key("tasks", task_id)).with_for_update()).scalar()
+            if current is None:
+                raise EntryDoesNotExist(f"task {task_id} does not exist")
+            renamed = task_name is not None and task_name != current
             if renamed and self.find_task_runs(task_id=task_id):
                 raise DatabaseError(
                     f"task {task_id} has task runs: its name cannot change any more")
@@ -628,10 +637,13 @@ class MephistoDB:
             return conn.execute(query.limit(1)).first() is not None
 
     def _upsert(
-        self, table: sa.Table, values: dict[str, Any], keys: list[str], update: dict[str, Any]
+        self, table: sa.Table, values: dict[str, Any], keys: list[str], update: dict[str, Any],
+        where: sa.ColumnElement[bool] | None = None,
     ) -> None:
+        """INSERT, or UPDATE the row with the same `keys` (only where `where` holds): one
+        statement, atomic on both databases."""
         stmt = dialect_insert(self.dialect, table).values(values)
-        stmt = stmt.on_conflict_do_update(index_elements=keys, set_=update)
+        stmt = stmt.on_conflict_do_update(index_elements=keys, set_=update, where=where)
         try:
             with self.savepoint() as conn:
                 conn.execute(stmt)
@@ -733,7 +745,7 @@ class MephistoDB:
         transition table, the state merged. Returns the row if the status changed."""
         values: dict[str, Any] = {"update_date": now()}
         if state is not None:
-            stored = stored_states(conn, table, [str(agent_id)])
+            stored = stored_states(conn, table, [str(agent_id)], lock=True)
             if str(agent_id) not in stored:
                 raise EntryDoesNotExist(f"{ENTITY_NAMES[table]} {agent_id} does not exist")
             values["state"] = merge_agent_state(str(agent_id), stored[str(agent_id)], state)
@@ -748,8 +760,8 @@ class MephistoDB:
         self, conn: sa.Connection, unit_key: int, agent_id: str, agent_status: AgentState
     ) -> None:
         t = s.units
-        unit = conn.execute(
-            sa.select(t.c.status, t.c.agent_id).where(t.c.unit_id == unit_key)
+        unit = conn.execute(  # held: the unit must stay this agent's until it moves
+            sa.select(t.c.status, t.c.agent_id).where(t.c.unit_id == unit_key).with_for_update()
         ).first()
         if unit is None or unit.agent_id != agent_id:
             return  # the unit has moved on (expired, or reassigned): leave it
@@ -824,6 +836,25 @@ class MephistoDB:
             raise DatabaseError("a qualification needs a name")
         return self._insert("qualifications", {"qualification_name": qualification_name})
 
+    def find_or_make_qualification(self, qualification_name: str) -> str:
+        """The id of the qualification with this name, made if there is none. Safe when
+        another process makes it at the same instant: the INSERT does nothing on the
+        name's conflict, and the row that exists is read."""
+        if not qualification_name:
+            raise DatabaseError("a qualification needs a name")
+        q = s.qualifications
+        query = sa.select(q.c.qualification_id).where(q.c.qualification_name == qualification_name)
+        with self.read() as conn:
+            found = conn.execute(query).scalar()
+        if found is not None:
+            return str(found)
+        insert = dialect_insert(self.dialect, q).values(
+            qualification_name=qualification_name, creation_date=now()
+        ).on_conflict_do_nothing(index_elements=["qualification_name"])
+        with self.transaction() as conn:
+            conn.execute(insert)
+            return str(conn.execute(query).scalar_one())
+
     def get_qualification(self, qualification_id: str) -> dict[str, Any]:
         return self._get("qualifications", qualification_id)
 
@@ -843,21 +874,52 @@ class MephistoDB:
             conn.execute(g.delete().where(g.c.qualification_id == qid))
             conn.execute(q.delete().where(q.c.qualification_id == qid))
 
-    def grant_qualification(self, qualification_id: str, worker_id: str, value: int = 1) -> None:
-        """Grant (or change the value of) a qualification."""
+    def grant_qualification(
+        self, qualification_id: str, worker_id: str, value: int = 1, *, keep_zero: bool = False
+    ) -> int:
+        """Grant (or change the value of) a qualification, in one statement (an INSERT
+        that updates the grant already there). With `keep_zero`, a grant of value 0 (a
+        failed onboarding) is left as it is, decided in the same statement, so a grant
+        made at the same instant by another process cannot slip between a check and the
+        write. Returns the value the worker now holds."""
+        g = s.granted_qualifications
         stamp = now()
-        self._upsert(
-            s.granted_qualifications,
-            {
-                "qualification_id": key("qualifications", qualification_id),
-                "worker_id": key("workers", worker_id),
-                "value": int(value),
-                "creation_date": stamp,
-                "update_date": stamp,
-            },
-            ["worker_id", "qualification_id"],
-            {"value": int(value), "update_date": stamp},
-        )
+        qid, wid = key("qualifications", qualification_id), key("workers", worker_id)
+        with self.transaction():
+            self._upsert(
+                g,
+                {"qualification_id": qid, "worker_id": wid, "value": int(value),
+                 "creation_date": stamp, "update_date": stamp},
+                ["worker_id", "qualification_id"],
+                {"value": int(value), "update_date": stamp},
+                where=(g.c.value != 0) if keep_zero else None,
+            )
+            if not keep_zero:
+                return int(value)
+            with self.read() as conn:
+                return int(conn.execute(sa.select(g.c.value).where(
+                    g.c.qualification_id == qid, g.c.worker_id == wid)).scalar_one())
+
+    def add_to_qualification(self, qualification_id: str, worker_id: str, amount: int = 1) -> int:
+        """Add `amount` to the worker's value of a qualification used as a counter (0
+        when not granted yet), in one statement (`INSERT ... ON CONFLICT DO UPDATE SET
+        value = value + amount`), so counts made by several processes at once all add
+        up. Returns the new value."""
+        g = s.granted_qualifications
+        stamp = now()
+        stmt = dialect_insert(self.dialect, g).values(
+            qualification_id=key("qualifications", qualification_id),
+            worker_id=key("workers", worker_id), value=int(amount),
+            creation_date=stamp, update_date=stamp)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["worker_id", "qualification_id"],
+            set_={"value": g.c.value + stmt.excluded.value, "update_date": stamp},
+        ).returning(g.c.value)
+        try:
+            with self.savepoint() as conn:
+                return int(conn.execute(stmt).scalar_one())
+        except sa.exc.IntegrityError as exc:
+            raise EntryDoesNotExist(f"cannot write granted_qualifications: {exc.orig}") from None
 
     def check_granted_qualifications(
         self,
@@ -962,8 +1024,44 @@ class MephistoDB:
         }
         if provider_ref is not None:
             values["provider_ref"] = provider_ref
+        values["claimed_until"] = None
         with self.transaction() as conn:
             self._set_status(conn, "payments", payment_id, target, payment_sources(target), values)
+
+    def claim_payment(self, payment_id: str, seconds: float = PAYMENT_CLAIM_SECONDS) -> bool:
+        """Hold a payment for `seconds` to ask the provider to make it: one conditional
+        UPDATE (not paid, and not held by another process), so of several processes
+        settling or retrying one payment at once only one sends it. `update_payment`
+        lets it go. Returns False if it is paid already; raises `InvalidTransition` if
+        another process holds it (one that died lets go when its time is up)."""
+        t = s.payments
+        stamp = now()
+        pid = key("payments", payment_id)
+        with self.transaction() as conn:
+            res = conn.execute(t.update().where(
+                t.c.payment_id == pid,
+                t.c.status.in_([str(x) for x in payment_sources(PaymentStatus.PAID)]),
+                sa.or_(t.c.claimed_until.is_(None), t.c.claimed_until < stamp),
+            ).values(claimed_until=stamp + seconds))
+            if res.rowcount == 1:
+                return True
+            row = conn.execute(sa.select(t.c.status, t.c.claimed_until)
+                               .where(t.c.payment_id == pid)).first()
+        if row is None:
+            raise EntryDoesNotExist(f"payment {payment_id} does not exist")
+        if row.status == PaymentStatus.PAID:
+            return False
+        raise InvalidTransition(
+            "payment", str(payment_id), row.status, str(PaymentStatus.PAID),
+            detail=f"another process is paying it now (held for {row.claimed_until - stamp:.0f}"
+                   " s more); try again later")
+
+    def release_payment(self, payment_id: str) -> None:
+        """Let go of a payment held by `claim_payment` without recording an outcome."""
+        t = s.payments
+        with self.transaction() as conn:
+            conn.execute(t.update().where(t.c.payment_id == key("payments", payment_id))
+                         .values(claimed_until=None))
 
     # -- review decisions ----------------------------------------------------------------
 
@@ -1060,6 +1158,21 @@ class MephistoDB:
             ["provider_type", "kind", "record_key"],
             {"value": value, "update_date": stamp},
         )
+
+    def add_provider_record(
+        self, provider_type: str, kind: str, record_key: str, value: Any
+    ) -> Any:
+        """Store a provider's record unless one is there already (`INSERT ... ON
+        CONFLICT DO NOTHING`); returns the record stored, this one or the earlier one.
+        For a value that must be decided once, whichever process is first."""
+        t = s.provider_records
+        stamp = now()
+        with self.transaction() as conn:
+            conn.execute(dialect_insert(self.dialect, t).values(
+                provider_type=provider_type, kind=kind, record_key=str(record_key),
+                value=value, creation_date=stamp, update_date=stamp,
+            ).on_conflict_do_nothing(index_elements=["provider_type", "kind", "record_key"]))
+            return self.get_provider_record(provider_type, kind, record_key)
 
     def get_provider_record(self, provider_type: str, kind: str, record_key: str) -> Any:
         """A provider's record, or None."""

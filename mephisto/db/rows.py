@@ -103,10 +103,18 @@ def dialect_insert(dialect: str, table: sa.Table) -> Any:
     return (postgresql.insert if dialect == "postgresql" else sqlite.insert)(table)
 
 
-def stored_states(conn: sa.Connection, table: str, ids: list[str]) -> dict[str, Any]:
-    """The saved state of these agents (or onboarding agents), by id."""
+def stored_states(
+    conn: sa.Connection, table: str, ids: list[str], lock: bool = False
+) -> dict[str, Any]:
+    """The saved state of these agents (or onboarding agents), by id. With `lock`, their
+    rows are held until the transaction ends (PostgreSQL's FOR UPDATE, in id order so two
+    lockers cannot deadlock), for a merge that writes the state back: another process
+    merging at the same time waits instead of overwriting this one's keys. SQLite's
+    writers are one at a time already."""
     t, pk = s.TABLES[table]
     query = sa.select(t.c[pk], t.c.state).where(t.c[pk].in_(ids))
+    if lock:
+        query = query.order_by(t.c[pk]).with_for_update()
     return {row[0]: row[1] for row in conn.execute(query)}
 
 

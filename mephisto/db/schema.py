@@ -222,6 +222,9 @@ payments = sa.Table(
     sa.Column("provider_ref", sa.Text, nullable=True),  # the provider's id, once known
     sa.Column("attempts", sa.Integer, nullable=False, default=0),
     sa.Column("error", sa.Text, nullable=True),  # why the last try failed
+    # while a process asks the provider, it holds the payment until then (a time): no
+    # other process sends it meanwhile; one that died gives it up when the time passes
+    sa.Column("claimed_until", _now, nullable=True),
     _created(),
     sa.Column("update_date", _now, nullable=False),
     sa.Index("ix_payments_worker", "worker_id"),

@@ -7,6 +7,11 @@ sends the same record, so a provider that deduplicates on the token (MTurk) or c
 its own records (Prolific, the mock) never pays twice; a crash between the provider's
 answer and our record leaves the payment `recorded`, and `settle_payments` finishes it
 the same way.
+
+Several processes (operators, the review app) may settle or retry the same payment at
+once: each first holds it (`MephistoDB.claim_payment`, a conditional UPDATE), so only
+one asks the provider; the others skip it (`settle_payments`) or are told another
+process is paying it (`retry_payment`, an `InvalidTransition`).
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ from typing import TYPE_CHECKING
 
 from mephisto.data_model.payment import Payment
 from mephisto.data_model.status import PaymentStatus
-from mephisto.errors import MephistoError, ProviderError
+from mephisto.errors import InvalidTransition, MephistoError, ProviderError
 
 if TYPE_CHECKING:
     from mephisto.abstractions.crowd_provider import CrowdProvider
@@ -73,6 +78,8 @@ def settle_payments(db: MephistoDB, provider: CrowdProvider) -> list[Payment]:
     for payment in db.find_payments(provider_type=str(provider.PROVIDER_TYPE), status=pending):
         try:
             done.append(send_payment(db, provider, payment))
+        except InvalidTransition as exc:  # another process is paying it right now
+            logger.info("payment %s left to the process paying it: %s", payment.db_id, exc)
         except ProviderError as exc:
             logger.warning("payment %s not settled: %s", payment.db_id, exc)
             done.append(Payment(db, payment.db_id))
@@ -81,7 +88,12 @@ def settle_payments(db: MephistoDB, provider: CrowdProvider) -> list[Payment]:
 
 def send_payment(db: MephistoDB, provider: CrowdProvider, payment: Payment) -> Payment:
     """Ask the provider to make a recorded payment and record the outcome (raises
-    `ProviderError` after recording a failure)."""
+    `ProviderError` after recording a failure). The payment is held while the provider
+    is asked: `InvalidTransition` if another process holds it; a payment found paid is
+    returned as it is."""
+    if not db.claim_payment(payment.db_id):
+        return Payment(db, payment.db_id)
+    payment = Payment(db, payment.db_id)  # as it is now that it is ours
     try:
         ref = provider.pay_bonus(payment)
     except ProviderError as exc:
@@ -91,5 +103,8 @@ def send_payment(db: MephistoDB, provider: CrowdProvider, payment: Payment) -> P
         db.update_payment(payment.db_id, PaymentStatus.FAILED, error=repr(exc))
         raise ProviderError(str(provider.PROVIDER_TYPE), f"paying a bonus failed: {exc}",
                             retryable=True) from exc
+    except BaseException:  # interrupted, outcome unknown: let go (`recorded`, to settle)
+        db.release_payment(payment.db_id)
+        raise
     db.update_payment(payment.db_id, PaymentStatus.PAID, provider_ref=ref)
     return Payment(db, payment.db_id)

@@ -255,8 +255,13 @@ class WorkerPool:
                     "provider_type": ctx.provider_type,
                     "status": AgentState.IN_TASK,
                     "state": state,
+                    "task_maximum": ctx.task_args.maximum_units_per_worker or None,
                 },
             )
+        except NotEligible:  # at the maximum, counting other processes' runs of the task
+            self._unreserve(agent)
+            worker.task_units = max(worker.task_units, ctx.task_args.maximum_units_per_worker)
+            raise NotEligible(AT_MAXIMUM, worker.worker_id) from None
         except (EntryAlreadyExists, InvalidTransition, EntryDoesNotExist):
             self._unreserve(agent, keep_assignment=True)
             logger.exception("could not assign unit %s to worker %s", unit.unit_id, worker.worker_name)

@@ -92,11 +92,13 @@ class PortSummary(BackupSummary):
 def database_id(db: MephistoDB) -> str:
     """This database's id as a source of exports (made on first use)."""
     found = db.get_provider_record(PORTER, "database", "id")
-    if isinstance(found, dict) and isinstance(found.get("id"), str):
-        return str(found["id"])
-    new = uuid.uuid4().hex
-    db.put_provider_record(PORTER, "database", "id", {"id": new})
-    return new
+    if not (isinstance(found, dict) and isinstance(found.get("id"), str)):
+        # made once: of two processes exporting at once, the first one's id stays
+        found = db.add_provider_record(PORTER, "database", "id", {"id": uuid.uuid4().hex})
+    if not (isinstance(found, dict) and isinstance(found.get("id"), str)):
+        found = {"id": uuid.uuid4().hex}  # a damaged record: replaced, as before
+        db.put_provider_record(PORTER, "database", "id", found)
+    return str(found["id"])
 
 
 # -- export --------------------------------------------------------------------------------

@@ -170,7 +170,7 @@ def _qualification_id(db: MephistoDB, name: str, create: bool) -> str:
         return found[0].db_id
     if not create:
         raise EntryDoesNotExist(f"no qualification named {name!r}")
-    return db.make_qualification(name)
+    return db.find_or_make_qualification(name)  # another reviewer may make it meanwhile
 
 
 def review_unit(

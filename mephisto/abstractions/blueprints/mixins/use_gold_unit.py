@@ -244,10 +244,9 @@ class UseGoldUnit(BlueprintMixin):
         max_wrong = int(blueprint_arg(args, "max_incorrect_golds", 0))
 
         def add_one(worker: Worker, name: str) -> int:
-            held = worker.get_granted_qualification(name)
-            value = (int(held.value) if held is not None else 0) + 1
-            worker.grant_qualification(name, value)
-            return value
+            # one statement: runs of the task in other processes count the same worker
+            qualification_id = find_or_create_qualification(worker.db, name)
+            return int(worker.db.add_to_qualification(qualification_id, worker.db_id))
 
         def validate(unit: Unit) -> None:
             agent = unit.get_assigned_agent()

@@ -119,15 +119,12 @@ class MockProvider(CrowdProvider):
         self._decide(agent, "soft_rejected", review_note)
 
     def pay_bonus(self, payment: Payment) -> str:
-        known = self.db.get_provider_record(PROVIDER_TYPE, "bonus", payment.request_token)
-        if known is not None:  # a retry: already paid under this token
-            return str(known["ref"])
-        ref = f"mock-bonus-{payment.db_id}"
-        self._put("bonus", payment.request_token, {
-            "ref": ref, "worker_id": payment.worker_id, "amount": payment.amount,
-            "reason": payment.reason,
+        # paid once per token, in one statement (a retry finds the first payment's record)
+        paid = self.db.add_provider_record(PROVIDER_TYPE, "bonus", payment.request_token, {
+            "ref": f"mock-bonus-{payment.db_id}", "worker_id": payment.worker_id,
+            "amount": payment.amount, "reason": payment.reason,
         })
-        return ref
+        return str(paid["ref"])
 
     def block_worker(self, worker: Worker, requester: Requester, reason: str) -> None:
         self._put("block", f"{requester.db_id}:{worker.db_id}", {"reason": reason})
