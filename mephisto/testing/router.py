@@ -44,6 +44,7 @@ class RouterProcess:
         self.cache_dir.mkdir(parents=True, exist_ok=True)
         env = {**os.environ, "MEPHISTO_ROUTER_SECRET": self.secret}
         env.pop("PORT", None)
+        seen = self.log.stat().st_size if self.log.exists() else 0  # earlier starts' lines
         log = self.log.open("a")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "mephisto.cli", "router", "--host", "127.0.0.1",
@@ -53,7 +54,7 @@ class RouterProcess:
         log.close()
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            match = _READY.search(self.log.read_text())
+            match = _READY.search(self.log.read_text()[seen:])
             if match and (self.port == 0 or int(match.group(1)) == self.port):
                 self.port = int(match.group(1))
                 return self
