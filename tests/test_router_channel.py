@@ -246,3 +246,16 @@ def test_router_token_command_mints_for_this_hosts_secret(monkeypatch: pytest.Mo
     verify_token(secret, second.output.strip())
     bad = CliRunner().invoke(cli, ["router", "token", "--ttl", "soon"])
     assert bad.exit_code != 0 and "no duration" in bad.output
+
+
+async def test_a_call_cut_off_by_the_runs_end_is_answered_as_the_end(router: Router) -> None:
+    async with router.operator() as ws:
+        await _ready(ws)
+        browser = asyncio.ensure_future(router.http.post(
+            "/request_agent", json={"provider_data": {"worker_name": "w"}}))
+        assert (await _recv(ws))["m"] == "request_agent"
+        await ws.send(channel.dumps({"t": "bye"}))  # then the operator goes
+    answer = await browser
+    assert answer.status_code == 200
+    assert answer.json()["data"]["agent_id"] is None
+    assert "no longer accepting work" in answer.json()["data"]["failure_reason"]

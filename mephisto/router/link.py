@@ -35,6 +35,7 @@ from mephisto.server.static_files import is_private
 logger = logging.getLogger(__name__)
 
 CLIENT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+DRAIN_SECONDS = 5.0  # at most this long answering calls in flight when a run ends
 
 
 def operator_url(router_url: str) -> str:
@@ -146,12 +147,17 @@ class OperatorLink:
                 + ". Is `mephisto router` running there, and is the URL right?")
 
     async def close(self, bye: bool = True) -> None:
-        """Stop dialling; with `bye`, tell the router the run is over first."""
+        """Stop dialling; with `bye`, tell the router the run is over first (it stops
+        offering work), then answer the calls already on their way (up to
+        `DRAIN_SECONDS`), so no browser is left with a dropped call."""
         self._closing = True
         websocket = self.websocket
         if bye and websocket is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(websocket.send(channel.dumps({"t": "bye"})), 5)
+            deadline = asyncio.get_running_loop().time() + DRAIN_SECONDS
+            while self._calls and asyncio.get_running_loop().time() < deadline:
+                await asyncio.wait(list(self._calls), timeout=0.1)
         if websocket is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(websocket.close(), 5)

@@ -104,11 +104,15 @@ class _Link:
         else:
             future.set_exception(channel.decode_error(message.get("e")))
 
-    def drop(self) -> None:
+    def drop(self, finished: bool = False) -> None:
+        """The link is gone: calls still waiting get 503 (the browser retries), or, once
+        the run is over (`finished`), what a run that ended answers."""
         self.closed = True
         for future in self.pending.values():
             if not future.done():
-                future.set_exception(OperatorUnavailable("the operator's link dropped"))
+                future.set_exception(
+                    ShutdownError("This task is no longer accepting work.") if finished
+                    else OperatorUnavailable("the operator's link dropped"))
         self.pending.clear()
 
 
@@ -169,7 +173,12 @@ class RemoteBackend:
             link = self.link
             if link is None or link.closed:
                 raise OperatorUnavailable("the router cannot reach its operator right now")
-        return await link.call(method, args, files)
+        try:
+            return await link.call(method, args, files)
+        except OperatorUnavailable:
+            if self.finished:  # the link closed because the run is over
+                raise ShutdownError("This task is no longer accepting work.") from None
+            raise
 
     async def request_agent(self, provider_data: dict[str, Any], caller: Caller) -> AgentResponse:
         if self.finished:
@@ -270,7 +279,7 @@ class RemoteBackend:
                 await websocket.close(channel.CLOSE_PROTOCOL, str(exc)[:120])
         finally:
             if link is not None:
-                link.drop()
+                link.drop(self.finished and self.link is link)
                 if self.link is link:
                     self.link = None
                     self.ready.clear()
