@@ -188,6 +188,7 @@ class OperatorLink:
                 async with connect(
                     self.url, additional_headers={"Authorization": f"Bearer {self.token}"},
                     max_size=CLIENT_MAX_MESSAGE_BYTES, open_timeout=10, ping_interval=20,
+                    compression=None,  # small JSON: deflate costs more CPU than it saves
                     ping_timeout=20, close_timeout=5,
                 ) as websocket:
                     await self._session(websocket)
