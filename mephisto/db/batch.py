@@ -235,21 +235,29 @@ def complete_agents(
     `superseding` names agents whose submitted state is known to hold every key stored
     for them (a live run knows what it wrote): their stored state is not read, which
     spares a query per commit on the run's hot path."""
-    if not submissions:
-        return
+    if submissions:
+        with db.savepoint() as conn:
+            _complete_agents(conn, submissions, superseding)
+
+
+def _complete_agents(
+    conn: sa.Connection, submissions: Sequence[tuple[str, str, Any]],
+    superseding: Collection[str],
+) -> None:
+    """`complete_agents` without its savepoint, for the batches (as `_insert_agents`)."""
     stamp = now()
+    to_read = [a for a, _u, _st in submissions if a not in superseding]
+    stored = stored_states(conn, "agents", to_read) if to_read else {}
+    agent_rows = [
+        {"agent_id": a, "state": merge_agent_state(a, stored.get(a), st), "now": stamp}
+        for a, _u, st in submissions
+    ]
     unit_rows = [{"agent_id": a, "unit_id": int(u)} for a, u, _st in submissions]
-    with db.savepoint() as conn:
-        to_read = [a for a, _u, _st in submissions if a not in superseding]
-        stored = stored_states(conn, "agents", to_read) if to_read else {}
-        agent_rows = [
-            {"agent_id": a, "state": merge_agent_state(a, stored.get(a), st), "now": stamp}
-            for a, _u, st in submissions
-        ]
-        res = conn.execute(_COMPLETE_AGENT, agent_rows)
-        if res.rowcount != len(agent_rows):
-            raise InvalidTransition("agent", "(bulk)", "not active", AgentState.COMPLETED)
-        conn.execute(_COMPLETE_UNIT, unit_rows)
+    one = len(submissions) == 1
+    res = conn.execute(_COMPLETE_AGENT, agent_rows[0] if one else agent_rows)
+    if res.rowcount != len(agent_rows):
+        raise InvalidTransition("agent", "(bulk)", "not active", AgentState.COMPLETED)
+    conn.execute(_COMPLETE_UNIT, unit_rows[0] if one else unit_rows)
 
 
 _FIND_WORKERS = sa.select(s.workers.c.worker_name, s.workers.c.worker_id).where(
@@ -474,8 +482,9 @@ class _CompleteAgents:
     """Submissions, batched: a commit's submits in a few statements."""
 
     def run_many(self, db: MephistoDB, items: list[Submission]) -> list[None]:
-        complete_agents(db, [(a, u, st) for a, u, st, _whole in items],
-                        superseding={a for a, _u, _st, whole in items if whole})
+        with db.transaction() as conn:  # the writer's: no savepoint of its own
+            _complete_agents(conn, [(a, u, st) for a, u, st, _whole in items],
+                             superseding={a for a, _u, _st, whole in items if whole})
         return [None] * len(items)
 
     def run_one(self, db: MephistoDB, item: Submission) -> None:
