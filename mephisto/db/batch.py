@@ -276,29 +276,24 @@ def find_or_new_workers(
     db: MephistoDB, worker_names: Sequence[str], provider_type: str,
     created: set[str] | None = None,
 ) -> dict[str, str]:
-    """Worker ids by name, creating the missing workers: two statements for any number
-    of names (race-safe: a worker created meanwhile by another process is found by a
-    third). The names of the workers this call created go into `created` when given."""
+    """Worker ids by name, creating the missing workers: one statement when all are
+    new (a crowd's common case: a new person each unit), two for any number of names
+    otherwise (race-safe: a worker created meanwhile by another process is found). The
+    names of the workers this call created go into `created` when given."""
     names = sorted(set(worker_names))
     if not names:
         return {}
-    params = {"provider_type": provider_type, "names": names}
+    stamp = now()
+    rows = [{"worker_name": n, "provider_type": provider_type, "creation_date": stamp}
+            for n in names]
     with db.transaction() as conn:
-        found = {n: str(i) for n, i in conn.execute(_FIND_WORKERS, params)}
-        missing = [n for n in names if n not in found]
-        if not missing:
-            return found
-        stamp = now()
-        rows = [{"worker_name": n, "provider_type": provider_type, "creation_date": stamp}
-                for n in missing]
-        made = {n: str(i) for n, i in conn.execute(
+        found = {n: str(i) for n, i in conn.execute(
             _NEW_WORKERS[db.dialect], rows[0] if len(rows) == 1 else rows)}
-        found.update(made)
         if created is not None:
-            created.update(made)
-        if len(found) < len(names):  # created by another process since the first query
-            found.update((n, str(i)) for n, i in conn.execute(
-                _FIND_WORKERS, {**params, "names": [n for n in missing if n not in made]}))
+            created.update(found)
+        if len(found) < len(names):  # the others exist already
+            found.update((n, str(i)) for n, i in conn.execute(_FIND_WORKERS, {
+                "provider_type": provider_type, "names": [n for n in names if n not in found]}))
     return found
 
 
