@@ -655,6 +655,72 @@ def test_an_agent_saved_but_reported_unavailable_is_the_workers(
     assert left == [], f"agents left behind: {left}"
 
 
+def test_a_new_workers_first_commit_saved_but_reported_unavailable_is_theirs(
+    tmp_path: Path, runs: Runs
+) -> None:
+    """A new worker and their agent are created in one commit: when its answer is lost,
+    both were saved, and the worker gets that agent and finishes the run."""
+    db = runs.db(f"sqlite:///{tmp_path / 'ambiguous-first.db'}")
+    _operator, live = runs.start(db, 2)
+    armed, disarm = _arm_commit_then_disconnect(db.engine)
+
+    async def work() -> tuple[list[int], str | None]:
+        async with SimulatedWorker(live.url, "newcomer", "a1") as sim:
+            armed.append(True)
+            statuses = await _statuses([sim.request_agent, sim.request_agent])
+            if sim.agent_id is not None:
+                statuses += await _statuses([lambda: sim.submit({"answer": "x"})])
+        await _complete(live.url, "other", "b1")
+        return statuses, sim.failure_reason
+
+    try:
+        statuses, refusal = asyncio.run(work())
+    finally:
+        disarm()
+    assert armed == [], "the commit was not cut"
+    assert statuses in ([200, 200, 200], [503, 200, 200]), (statuses, refusal)
+    assert live.done_sync.wait(3), "the run did not finish"
+    assert [w.worker_name for w in db.find_workers()] == ["newcomer", "other"]
+    assert sorted(a.db_status for a in db.find_agents()) == ["completed", "completed"]
+
+
+def test_a_new_workers_first_commit_still_unknown_is_settled_in_the_background(
+    tmp_path: Path, runs: Runs, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The database does not say at once whether a new worker's first commit was saved:
+    the request is answered 503, and once the database answers the worker and the agent
+    are the run's: asking again gets that agent."""
+    from mephisto.errors import DatabaseUnavailable
+    from mephisto.operations import worker_pool
+
+    db = runs.db(f"sqlite:///{tmp_path / 'unknown-first.db'}")
+    _operator, live = runs.start(db, 1)
+    armed, disarm = _arm_commit_then_disconnect(db.engine)
+    monkeypatch.setattr(worker_pool, "CREATION_CHECK_PAUSES", (0.01,))
+
+    def no_answer(db: MephistoDB, agent_id: str) -> bool:
+        raise DatabaseUnavailable("still down")
+
+    monkeypatch.setattr(batch, "agent_exists", no_answer)
+
+    async def work() -> list[int]:
+        async with SimulatedWorker(live.url, "newcomer", "a1") as sim:
+            armed.append(True)
+            statuses = await _statuses([sim.request_agent])
+            await asyncio.sleep(0.2)  # the background settling reads the agent
+            statuses += await _statuses([sim.request_agent, lambda: sim.submit({"answer": "x"})])
+        return statuses
+
+    try:
+        statuses = asyncio.run(work())
+    finally:
+        disarm()
+    assert statuses == [503, 200, 200]
+    assert live.done_sync.wait(3), "the run did not finish"
+    [worker] = db.find_workers()
+    assert [a.db_status for a in worker.get_agents()] == ["completed"]
+
+
 def test_a_provider_failing_to_launch_is_retried_and_the_run_ends(
     tmp_path: Path, runs: Runs
 ) -> None:

@@ -460,6 +460,57 @@ def test_a_worker_seen_for_the_first_time_anywhere_costs_no_standing_read(
     assert mephisto_db.find_workers(worker_name="brand-new")
 
 
+def test_a_new_workers_first_request_is_one_commit(
+    launch_static_run: Any, mephisto_db: MephistoDB, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A worker new to the database is created in the commit that creates their agent;
+    a worker known from before is loaded first and assigned in a commit of its own."""
+    run = launch_static_run(_data(3))
+    writer = run.operator.writer
+    commits: list[int] = []
+    real = writer._commit
+    monkeypatch.setattr(writer, "_commit", lambda ops: commits.append(len(ops)) or real(ops))
+
+    def request(name: str) -> Any:
+        return asyncio.run_coroutine_threadsafe(
+            run.live.pool.request_agent({"worker_name": name, "assignment_id": "h"}, {}),
+            run.operator._loop).result(10)
+
+    answer = request("brand-new")
+    assert answer["agent_id"] and commits == [1]
+    worker = mephisto_db.find_workers(worker_name="brand-new")[0]
+    assert answer["worker_id"] == worker.db_id
+    assert [a.db_id for a in worker.get_agents()] == [answer["agent_id"]]
+    mephisto_db.find_or_new_worker("known", "mock")
+    commits.clear()
+    answer = request("known")
+    assert answer["agent_id"] and commits == [1, 1]
+
+
+def test_a_new_worker_whose_unit_the_database_refuses_is_told_so(
+    launch_static_run: Any, mephisto_db: MephistoDB
+) -> None:
+    """The unit reserved for a new worker is no longer launched in the database: the
+    worker is created all the same, told they cannot have it, and can ask again."""
+    from mephisto.db import batch
+
+    run = launch_static_run(_data(1))
+    [unit] = mephisto_db.find_units(task_run_id=run.live.ctx.task_run_id)
+    batch.update_units_status(mephisto_db, [unit.db_id], "expired")
+
+    from mephisto.operations import worker_pool
+
+    with pytest.raises(NotEligible) as refused:
+        asyncio.run_coroutine_threadsafe(
+            run.live.pool.request_agent({"worker_name": "late", "assignment_id": "h"}, {}),
+            run.operator._loop).result(10)
+    assert refused.value.reason == worker_pool.NOT_ALLOWED
+    [worker] = mephisto_db.find_workers(worker_name="late")
+    assert refused.value.worker_id == worker.db_id
+    assert mephisto_db.find_agents(task_run_id=run.live.ctx.task_run_id) == []
+    assert run.live.pool.workers["late"].active == 0
+
+
 async def test_maximum_units_per_worker_across_runs(launch_static_run: Any) -> None:
     run = launch_static_run(_data(5), maximum_units_per_worker=2)
     async with SimulatedWorker(run.url, "eager") as w:

@@ -414,3 +414,35 @@ async def test_websocket_message_over_the_limit_closes_with_1009(url: str) -> No
         await worker.wait_for_packet("heartbeat")  # under the limit: answered
         await worker.send_raw("x" * (WS_LIMIT + 1))
         assert await worker.wait_closed(timeout=2) == 1009
+
+
+class _Recorder(asyncio.Transport):
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes: list[bytes] = []
+        self.closed = False
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        self.writes.append(bytes(data))
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def test_an_answers_head_goes_out_with_its_body_in_one_write() -> None:
+    from mephisto.server.http_limits import _AnswerWriter
+
+    sent = _Recorder()
+    answer = _AnswerWriter(sent)
+    answer.write(b"HTTP/1.1 100 Continue\r\n\r\n")  # interim: at once
+    answer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 4\r\n\r\n")
+    assert sent.writes == [b"HTTP/1.1 100 Continue\r\n\r\n"]
+    answer.write(b"ab")
+    answer.write(memoryview(b"cd"))
+    assert sent.writes[1:] == [b"HTTP/1.1 200 OK\r\ncontent-length: 4\r\n\r\nab", b"cd"]
+
+    cut = _Recorder()
+    answer = _AnswerWriter(cut)
+    answer.write(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n")
+    answer.close()  # the app failed after starting its answer: the head, then the close
+    assert cut.writes == [b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n"] and cut.closed

@@ -8,7 +8,8 @@ not a few per request. Everything here takes the database first and runs on the
 - bulk statements: `new_assignments_with_units`, `update_units_status`,
   `create_agents`, `complete_agents`, `find_or_new_workers`, `find_blocked_workers`;
 - batches (`Batch`: one set-based call for every item of a commit, `run_one` to find the
-  culprit when it fails): `CREATE_AGENTS`, `COMPLETE_AGENTS`, `LOAD_WORKERS`;
+  culprit when it fails): `CREATE_AGENTS`, `COMPLETE_AGENTS`, `LOAD_WORKERS`, and
+  `FIRST_AGENTS` (a new worker and its first agent in one commit);
 - the run's other reads and writes (`load_run`, `finish_onboarding`, ...).
 
 Status changes take their allowed current statuses from `data_model/status.py` and an
@@ -43,7 +44,13 @@ from mephisto.db.rows import (
     stored_states,
     translate,
 )
-from mephisto.errors import DatabaseError, EntryDoesNotExist, InvalidTransition, NotEligible
+from mephisto.errors import (
+    DatabaseError,
+    EntryAlreadyExists,
+    EntryDoesNotExist,
+    InvalidTransition,
+    NotEligible,
+)
 
 if TYPE_CHECKING:
     from mephisto.db.database import MephistoDB
@@ -163,6 +170,7 @@ _ASSIGN_UNIT = sa.text(
     f"UPDATE units SET status = '{AssignmentState.ASSIGNED}', agent_id = :agent_id, "
     f"worker_id = :worker_id WHERE unit_id = :unit_id AND status = '{AssignmentState.LAUNCHED}'"
 )
+_INSERT_AGENT = s.agents.insert()
 _COMPLETE_AGENT = sa.text(
     f"UPDATE agents SET status = '{AgentState.COMPLETED}', state = :state, update_date = :now "
     f"WHERE agent_id = :agent_id "
@@ -182,8 +190,16 @@ def create_agents(db: MephistoDB, agents: Sequence[Mapping[str, Any]]) -> None:
     `_check_task_maximums`). All or nothing: if a unit is not LAUNCHED,
     `InvalidTransition`; a worker's second agent on one assignment, `EntryAlreadyExists`;
     a worker past the maximum, `NotEligible`."""
-    if not agents:
-        return
+    if agents:
+        with db.savepoint() as conn:
+            _insert_agents(conn, agents)
+
+
+def _insert_agents(conn: sa.Connection, agents: Sequence[Mapping[str, Any]]) -> None:
+    """`create_agents` without its savepoint, for the batches: the writer runs each
+    batch call in a savepoint or a transaction of its own already, and undoes it all
+    when this raises."""
+    _check_task_maximums(conn, agents)
     stamp = now()
     rows = [
         {
@@ -202,15 +218,13 @@ def create_agents(db: MephistoDB, agents: Sequence[Mapping[str, Any]]) -> None:
         }
         for a in agents
     ]
-    with db.savepoint() as conn:
-        _check_task_maximums(conn, agents)
-        try:
-            conn.execute(s.agents.insert(), rows)
-        except sa.exc.IntegrityError as exc:
-            raise translate(exc, "agents", {}) from None
-        res = conn.execute(_ASSIGN_UNIT, rows)
-        if res.rowcount != len(rows):
-            raise InvalidTransition("unit", "(bulk)", "not launched", AssignmentState.ASSIGNED)
+    try:
+        conn.execute(_INSERT_AGENT, rows[0] if len(rows) == 1 else rows)
+    except sa.exc.IntegrityError as exc:
+        raise translate(exc, "agents", {}) from None
+    res = conn.execute(_ASSIGN_UNIT, rows)
+    if res.rowcount != len(rows):
+        raise InvalidTransition("unit", "(bulk)", "not launched", AssignmentState.ASSIGNED)
 
 
 def _check_task_maximums(conn: sa.Connection, agents: Sequence[Mapping[str, Any]]) -> None:
@@ -252,50 +266,65 @@ def complete_agents(
     `superseding` names agents whose submitted state is known to hold every key stored
     for them (a live run knows what it wrote): their stored state is not read, which
     spares a query per commit on the run's hot path."""
-    if not submissions:
-        return
+    if submissions:
+        with db.savepoint() as conn:
+            _complete_agents(conn, submissions, superseding)
+
+
+def _complete_agents(
+    conn: sa.Connection, submissions: Sequence[tuple[str, str, Any]],
+    superseding: Collection[str],
+) -> None:
+    """`complete_agents` without its savepoint, for the batches (as `_insert_agents`)."""
     stamp = now()
+    to_read = [a for a, _u, _st in submissions if a not in superseding]
+    stored = stored_states(conn, "agents", to_read, lock=True) if to_read else {}
+    agent_rows = [
+        {"agent_id": a, "state": merge_agent_state(a, stored.get(a), st), "now": stamp}
+        for a, _u, st in submissions
+    ]
     unit_rows = [{"agent_id": a, "unit_id": int(u)} for a, u, _st in submissions]
-    with db.savepoint() as conn:
-        to_read = [a for a, _u, _st in submissions if a not in superseding]
-        stored = stored_states(conn, "agents", to_read, lock=True) if to_read else {}
-        agent_rows = [
-            {"agent_id": a, "state": merge_agent_state(a, stored.get(a), st), "now": stamp}
-            for a, _u, st in submissions
-        ]
-        res = conn.execute(_COMPLETE_AGENT, agent_rows)
-        if res.rowcount != len(agent_rows):
-            raise InvalidTransition("agent", "(bulk)", "not active", AgentState.COMPLETED)
-        conn.execute(_COMPLETE_UNIT, unit_rows)
+    one = len(submissions) == 1
+    res = conn.execute(_COMPLETE_AGENT, agent_rows[0] if one else agent_rows)
+    if res.rowcount != len(agent_rows):
+        raise InvalidTransition("agent", "(bulk)", "not active", AgentState.COMPLETED)
+    conn.execute(_COMPLETE_UNIT, unit_rows[0] if one else unit_rows)
+
+
+_FIND_WORKERS = sa.select(s.workers.c.worker_name, s.workers.c.worker_id).where(
+    s.workers.c.provider_type == sa.bindparam("provider_type"),
+    s.workers.c.worker_name.in_(sa.bindparam("names", expanding=True)),
+)
+# by dialect: built once (building a statement costs more than running it here)
+_NEW_WORKERS = {
+    dialect: dialect_insert(dialect, s.workers).on_conflict_do_nothing()
+    .returning(s.workers.c.worker_name, s.workers.c.worker_id)
+    for dialect in ("sqlite", "postgresql")
+}
 
 
 def find_or_new_workers(
     db: MephistoDB, worker_names: Sequence[str], provider_type: str,
     created: set[str] | None = None,
 ) -> dict[str, str]:
-    """Worker ids by name, creating the missing workers: three statements for any number
-    of names (race-safe: a concurrent creation is simply found). The names of workers
-    it did not find go into `created` when given."""
+    """Worker ids by name, creating the missing workers: one statement when all are
+    new (a crowd's common case: a new person each unit), two for any number of names
+    otherwise (race-safe: a worker created meanwhile by another process is found). The
+    names of the workers this call created go into `created` when given."""
     names = sorted(set(worker_names))
     if not names:
         return {}
-    t = s.workers
-    query = sa.select(t.c.worker_name, t.c.worker_id).where(
-        t.c.provider_type == provider_type, t.c.worker_name.in_(names)
-    )
+    stamp = now()
+    rows = [{"worker_name": n, "provider_type": provider_type, "creation_date": stamp}
+            for n in names]
     with db.transaction() as conn:
-        found = {n: str(i) for n, i in conn.execute(query)}
-        missing = [n for n in names if n not in found]
+        found = {n: str(i) for n, i in conn.execute(
+            _NEW_WORKERS[db.dialect], rows[0] if len(rows) == 1 else rows)}
         if created is not None:
-            created.update(missing)
-        if missing:
-            stamp = now()
-            conn.execute(
-                dialect_insert(db.dialect, t).on_conflict_do_nothing(),
-                [{"worker_name": n, "provider_type": provider_type, "creation_date": stamp}
-                 for n in missing],
-            )
-            found = {n: str(i) for n, i in conn.execute(query)}
+            created.update(found)
+        if len(found) < len(names):  # the others exist already
+            found.update((n, str(i)) for n, i in conn.execute(_FIND_WORKERS, {
+                "provider_type": provider_type, "names": [n for n in names if n not in found]}))
     return found
 
 
@@ -350,31 +379,39 @@ def workers_standing(
 LoadItem = tuple[str, str, str, str, str]
 
 
+def load_workers(
+    db: MephistoDB, items: Sequence[LoadItem]
+) -> tuple[dict[str, WorkerRecord], set[str]]:
+    """Workers seen for the first time (all with the same provider, run, task and
+    requester), found or created together, by name; and the names of those created now.
+    Their past agents on this task, qualifications and blocks are read with one query
+    each (a worker made just now has none to read)."""
+    provider_type, task_run_id, task_id, requester_id = items[0][1:]
+    created: set[str] = set()
+    ids = find_or_new_workers(db, [item[0] for item in items], provider_type, created)
+    records = {name: WorkerRecord(ids[name], name) for name in ids}
+    by_id = {record.worker_id: record for name, record in records.items()
+             if name not in created}
+    if not by_id:
+        return records, created
+    for agent in db.find_agents(worker_id=list(by_id), task_id=task_id):  # type: ignore[arg-type]
+        record = by_id[agent.worker_id]
+        if agent.task_run_id == task_run_id:
+            record.assignments.add(agent.assignment_id)
+        if agent.db_status not in _DROPPED:
+            record.task_units += 1
+    for worker_id, (granted, blocked) in workers_standing(db, list(by_id), requester_id).items():
+        by_id[worker_id].granted, by_id[worker_id].blocked = granted, blocked
+    return records, created
+
+
 class _LoadWorkers:
-    """Workers seen for the first time, batched: found or created together; their past
-    agents on this task, qualifications and blocks read with one query each."""
+    """Workers seen for the first time, batched (`load_workers`)."""
 
     def run_many(self, db: MephistoDB, items: list[LoadItem]) -> list[WorkerRecord]:
-        context = items[0][1:]
-        if any(item[1:] != context for item in items):
+        if any(item[1:] != items[0][1:] for item in items):
             return [self.run_one(db, item) for item in items]
-        provider_type, task_run_id, task_id, requester_id = context
-        created: set[str] = set()
-        ids = find_or_new_workers(db, [item[0] for item in items], provider_type, created)
-        records = {name: WorkerRecord(ids[name], name) for name in ids}
-        # a worker made just now has no past agents, qualifications or blocks to read
-        by_id = {record.worker_id: record for name, record in records.items()
-                 if name not in created}
-        if not by_id:
-            return [records[item[0]] for item in items]
-        for agent in db.find_agents(worker_id=list(by_id), task_id=task_id):  # type: ignore[arg-type]
-            record = by_id[agent.worker_id]
-            if agent.task_run_id == task_run_id:
-                record.assignments.add(agent.assignment_id)
-            if agent.db_status not in _DROPPED:
-                record.task_units += 1
-        for worker_id, (granted, blocked) in workers_standing(db, list(by_id), requester_id).items():
-            by_id[worker_id].granted, by_id[worker_id].blocked = granted, blocked
+        records, _created = load_workers(db, items)
         return [records[item[0]] for item in items]
 
     def run_one(self, db: MephistoDB, item: LoadItem) -> WorkerRecord:
@@ -391,7 +428,8 @@ class _CreateAgents:
     """Agent creation, batched: a commit's new agents in two statements."""
 
     def run_many(self, db: MephistoDB, items: list[dict[str, Any]]) -> list[str]:
-        create_agents(db, items)
+        with db.transaction() as conn:  # the writer's: no savepoint of its own
+            _insert_agents(conn, items)
         return [item["agent_id"] for item in items]
 
     def run_one(self, db: MephistoDB, item: dict[str, Any]) -> str:
@@ -399,6 +437,67 @@ class _CreateAgents:
 
 
 CREATE_AGENTS = _CreateAgents()
+
+# a worker's first request on a run: the worker to find or create, and the agent (every
+# key `create_agents` takes but `worker_id`) to create if the worker is new
+FirstRequest = tuple[LoadItem, dict[str, Any]]
+
+
+@dataclass
+class FirstSight:
+    """What a worker's first request committed: the worker as found or created, whether
+    it was created now, and then whether its agent was too (`agent_error` None) or why
+    not (`EntryAlreadyExists`, `InvalidTransition`, `EntryDoesNotExist`)."""
+
+    record: WorkerRecord
+    created: bool
+    agent_error: Exception | None = None
+
+
+_REFUSED_AGENT = (EntryAlreadyExists, InvalidTransition, EntryDoesNotExist)
+
+
+class _FirstAgents:
+    """Workers' first requests, batched, each in one commit with what it decides: a new
+    worker (no past agents, qualifications or blocks, so the unit chosen for it stands)
+    is created together with its agent; a worker found in the database is only loaded,
+    and the run decides its unit from what was read."""
+
+    def run_many(self, db: MephistoDB, items: list[FirstRequest]) -> list[FirstSight]:
+        context = items[0][0][1:]
+        if any(load[1:] != context for load, _agent in items):
+            return [self.run_one(db, item) for item in items]
+        records, created = load_workers(db, [load for load, _agent in items])
+        agents = [{**agent, "worker_id": records[load[0]].worker_id}
+                  for load, agent in items if load[0] in created]
+        if agents:
+            with db.transaction() as conn:  # the writer's; on failure, run_one each
+                _insert_agents(conn, agents)
+        return [FirstSight(records[load[0]], load[0] in created) for load, _agent in items]
+
+    def run_one(self, db: MephistoDB, item: FirstRequest) -> FirstSight:
+        load, agent = item
+        records, created = load_workers(db, [load])
+        record = records[load[0]]
+        if load[0] not in created:
+            return FirstSight(record, False)
+        try:
+            with db.savepoint() as conn:  # the worker is kept when its agent is refused
+                _insert_agents(conn, [{**agent, "worker_id": record.worker_id}])
+        except _REFUSED_AGENT as exc:
+            return FirstSight(record, True, exc)
+        return FirstSight(record, True)
+
+
+FIRST_AGENTS = _FirstAgents()
+
+
+def agent_worker(db: MephistoDB, agent_id: str) -> str | None:
+    """The worker id of an agent, None if there is no such agent."""
+    try:
+        return str(db.get_agent(agent_id)["worker_id"])
+    except EntryDoesNotExist:
+        return None
 
 # agent id, unit id, state, and whether the state holds every key stored for the agent
 # (the live run knows: nothing but its own creation state was written, no metadata)
@@ -409,8 +508,9 @@ class _CompleteAgents:
     """Submissions, batched: a commit's submits in a few statements."""
 
     def run_many(self, db: MephistoDB, items: list[Submission]) -> list[None]:
-        complete_agents(db, [(a, u, st) for a, u, st, _whole in items],
-                        superseding={a for a, _u, _st, whole in items if whole})
+        with db.transaction() as conn:  # the writer's: no savepoint of its own
+            _complete_agents(conn, [(a, u, st) for a, u, st, _whole in items],
+                             superseding={a for a, _u, _st, whole in items if whole})
         return [None] * len(items)
 
     def run_one(self, db: MephistoDB, item: Submission) -> None:

@@ -1,7 +1,8 @@
 """Group commit: one thread writes to the database for the event loop.
 
 Coroutines call `await writer.run(fn, *args)`; `fn(db, *args)` runs on the writer
-thread. Whatever is queued when the thread wakes is run in one transaction (each call
+thread. What a loop queues in one turn is handed over at the end of the turn, together;
+whatever is queued when the thread wakes is run in one transaction (each call
 in its own savepoint, so one failure does not undo the others) and committed once;
 then every caller is resumed with its result or exception. Under load many submits
 share one commit, and none is answered before its data is on disk.
@@ -158,7 +159,8 @@ class DBWriter:
     def __init__(self, db: MephistoDB, max_batch: int = 1000, read_threads: int = 4) -> None:
         self.db = db
         self.max_batch = max_batch
-        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()  # lists of ops, _STOP
+        self._pending: dict[asyncio.AbstractEventLoop, list[_Op]] = {}  # this turn's, by loop
         self._thread: threading.Thread | None = None
         self._reads = ThreadPoolExecutor(max_workers=read_threads, thread_name_prefix="mephisto-read")
         self._closed = False
@@ -176,7 +178,7 @@ class DBWriter:
         self.start()
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
-        self._queue.put(_Op(fn, args, future, loop))
+        self._enqueue(_Op(fn, args, future, loop))
         return await future
 
     async def run_batched(self, batch: Batch, item: Any) -> Any:
@@ -186,8 +188,27 @@ class DBWriter:
         self.start()
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
-        self._queue.put(_Op(None, (item,), future, loop, batch))
+        self._enqueue(_Op(None, (item,), future, loop, batch))
         return await future
+
+    def _enqueue(self, op: _Op) -> None:
+        """Hand `op` to the writer thread at the end of this turn of its loop, with the
+        other ops queued in the turn: they reach the writer together (one wake-up, one
+        commit), whatever the loop does between them (anything that lets the writer
+        thread run, such as `os.urandom`, would otherwise split them)."""
+        pending = self._pending.get(op.loop)
+        if pending is None:
+            pending = self._pending[op.loop] = []
+            op.loop.call_soon(self._flush, op.loop)
+        pending.append(op)
+
+    def _flush(self, loop: asyncio.AbstractEventLoop) -> None:
+        ops = self._pending.pop(loop)
+        if self._closed and self._thread is None:  # stopped meanwhile: nobody would run them
+            for op in ops:
+                _resolve(op.future, None, ShutdownError("the database writer is closed"))
+            return
+        self._queue.put(ops)
 
     async def read(self, fn: Callable[..., T], *args: Any) -> T:
         """Run `fn(db, *args)` on a reader thread. A lost connection is retried once (a
@@ -227,7 +248,7 @@ class DBWriter:
             first = self._queue.get()
             if first is _STOP:
                 return
-            batch = [first]
+            batch = list(first)
             stop_after = False
             while len(batch) < self.max_batch:
                 try:
@@ -237,7 +258,7 @@ class DBWriter:
                 if item is _STOP:
                     stop_after = True
                     break
-                batch.append(item)
+                batch.extend(item)
             self._commit(batch)
             if stop_after:
                 return

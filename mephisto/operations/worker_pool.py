@@ -24,7 +24,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Any
+from typing import Any, NoReturn
 
 from mephisto.data_model import packets
 from mephisto.data_model.status import AgentState
@@ -98,19 +98,101 @@ class WorkerPool:
             worker = self.workers.get(name)
             if worker is None:
                 ctx = self.ctx
-                record = await ctx.writer.run_batched(
-                    batch.LOAD_WORKERS,
-                    (name, ctx.provider_type, ctx.task_run_id, ctx.task_id, ctx.requester_id),
-                )
-                worker = WorkerInfo(
-                    record.worker_id, record.worker_name, assignments=record.assignments,
-                    task_units=record.task_units, granted=record.granted,
-                    blocked=record.blocked, standing_at=time.monotonic(),
-                )
-                self.workers[name] = worker
-                # only first sight needs the lock: later requests find the worker above
-                self._worker_locks.pop(name, None)
+                record = await ctx.writer.run_batched(batch.LOAD_WORKERS, self._load_item(name))
+                worker = self._add_worker(_worker_from(record))
         return worker
+
+    def _load_item(self, name: str) -> batch.LoadItem:
+        ctx = self.ctx
+        return (name, ctx.provider_type, ctx.task_run_id, ctx.task_id, ctx.requester_id)
+
+    def _add_worker(self, worker: WorkerInfo) -> WorkerInfo:
+        self.workers[worker.worker_name] = worker
+        # only first sight needs the lock: later requests find the worker in `workers`
+        self._worker_locks.pop(worker.worker_name, None)
+        return worker
+
+    async def _first_request(
+        self, name: str, provider_assignment: str | None
+    ) -> WorkerInfo | AgentResponse:
+        """A request from a worker this run has not seen yet. A worker new to the
+        database has no past agents, qualifications or blocks, so its unit is chosen
+        before the commit that creates it, and that one commit creates its agent too
+        (`batch.FIRST_AGENTS`): one commit instead of two. Returns that agent's answer,
+        or the worker, for the usual path, when it was found in the database or what it
+        gets depends on more than an empty record (`_newcomer_agent`)."""
+        lock = self._worker_locks.setdefault(name, asyncio.Lock())
+        async with lock:
+            worker = self.workers.get(name)
+            if worker is not None:
+                return worker
+            ctx = self.ctx
+            newcomer = WorkerInfo("", name, standing_at=time.monotonic())
+            agent = await self._newcomer_agent(newcomer, provider_assignment)
+            if agent is None:
+                record = await ctx.writer.run_batched(batch.LOAD_WORKERS, self._load_item(name))
+                return self._add_worker(_worker_from(record))
+            try:
+                sight = await ctx.writer.run_batched(
+                    batch.FIRST_AGENTS, (self._load_item(name), self._agent_row(agent)))
+            except DatabaseUnavailable:
+                # one transaction: the worker and its agent were both saved, or neither
+                created = await self._agent_created(agent.agent_id)
+                if created is None:
+                    self.ctx.background.spawn(self._settle_first(agent))
+                    raise
+                if not created:
+                    self._unreserve(agent)
+                    raise
+                await self._settle_first(agent)
+                return self._response(agent)
+            except BaseException:
+                self._unreserve(agent)
+                raise
+            if not sight.created:  # known from before: its unit is decided from its record
+                self._unreserve(agent)
+                return self._add_worker(_worker_from(sight.record))
+            newcomer.worker_id = sight.record.worker_id
+            self._add_worker(newcomer)
+            if sight.agent_error is not None:
+                self._refuse_agent(agent, sight.agent_error)
+            return self._started(agent)
+
+    async def _newcomer_agent(
+        self, newcomer: WorkerInfo, provider_assignment: str | None
+    ) -> AgentInfo | None:
+        """An agent, with its unit reserved, for a worker with an empty record; None
+        when the usual path decides: the run is closed, what a worker gets depends on
+        its standing or on a check (onboarding, evaluation units, `worker_can_do_unit`,
+        qualification requirements), or no unit is open."""
+        ctx = self.ctx
+        if (self.closed or ctx.onboarding_qualification is not None
+                or ctx.shared_state.worker_can_do_unit is not None
+                or uses_evaluation_units(ctx.blueprint) or self._refusal(newcomer) is not None):
+            return None
+        unit = await self.units.take(_any_unit)
+        return None if unit is None else self._reserve(newcomer, unit, provider_assignment)
+
+    async def _settle_first(self, agent: AgentInfo) -> None:
+        """A new worker's first commit whose outcome was unknown, once the database
+        answers: if it was saved, the worker is this run's (or, if a retry loaded it
+        meanwhile, the agent joins the loaded worker) and the agent is tracked; else its
+        unit is freed."""
+        assert agent.unit is not None
+        worker_id = await until_saved(
+            lambda: self.ctx.writer.read(batch.agent_worker, agent.agent_id))
+        if worker_id is None:
+            self._unreserve(agent)
+            return
+        loaded = self.workers.get(agent.worker.worker_name)
+        if loaded is None:
+            agent.worker.worker_id = worker_id
+            self._add_worker(agent.worker)
+        else:  # read from the database after the commit: it holds this agent
+            agent.worker = loaded
+            loaded.assignments.add(agent.unit.assignment_id)
+            loaded.active += 1
+        self._started(agent)
 
     async def _refresh_standing(self, worker: WorkerInfo) -> None:
         """Re-read a worker's qualifications and block once they are STANDING_TTL old.
@@ -168,7 +250,12 @@ class WorkerPool:
         claimed = provider.worker_name_from_request(caller) if caller else None
         if claimed is not None and claimed != name:
             raise ForbiddenAction("the request names another worker than its registration")
-        worker = await self.get_worker(name)
+        worker = self.workers.get(name)
+        if worker is None:
+            first = await self._first_request(name, provider_assignment)
+            if not isinstance(first, WorkerInfo):
+                return first
+            worker = first
         async with worker.lock:
             return await self._request_agent(worker, provider_assignment)
 
@@ -227,45 +314,15 @@ class WorkerPool:
         if unit is None:
             reason = NOT_ALLOWED if self.units.has_open() else NO_MORE_WORK
             raise NotEligible(reason, worker.worker_id)
-        # reserve in memory first: the loop is single-threaded, so no one else takes it
-        worker.assignments.add(unit.assignment_id)
-        worker.active += 1
-        worker.task_units += 1
-        started = time.time()
-        state = agent_state(unit.init_data, started, provider_assignment)
-        agent = AgentInfo(
-            agent_id=new_agent_id(),
-            worker=worker,
-            unit=unit,
-            status=str(AgentState.IN_TASK),
-            started=started,
-            provider_assignment=provider_assignment,
-        )
+        agent = self._reserve(worker, unit, provider_assignment)
         try:
-            await ctx.writer.run_batched(
-                batch.CREATE_AGENTS,
-                {
-                    "agent_id": agent.agent_id,
-                    "worker_id": worker.worker_id,
-                    "unit_id": unit.unit_id,
-                    "task_id": ctx.task_id,
-                    "task_run_id": ctx.task_run_id,
-                    "assignment_id": unit.assignment_id,
-                    "task_type": ctx.task_type,
-                    "provider_type": ctx.provider_type,
-                    "status": AgentState.IN_TASK,
-                    "state": state,
-                    "task_maximum": ctx.task_args.maximum_units_per_worker or None,
-                },
-            )
+            await ctx.writer.run_batched(batch.CREATE_AGENTS, self._agent_row(agent))
         except NotEligible:  # at the maximum, counting other processes' runs of the task
             self._unreserve(agent)
             worker.task_units = max(worker.task_units, ctx.task_args.maximum_units_per_worker)
             raise NotEligible(AT_MAXIMUM, worker.worker_id) from None
-        except (EntryAlreadyExists, InvalidTransition, EntryDoesNotExist):
-            self._unreserve(agent, keep_assignment=True)
-            logger.exception("could not assign unit %s to worker %s", unit.unit_id, worker.worker_name)
-            raise NotEligible(NOT_ALLOWED, worker.worker_id) from None
+        except (EntryAlreadyExists, InvalidTransition, EntryDoesNotExist) as exc:
+            self._refuse_agent(agent, exc)
         except DatabaseUnavailable:
             # the commit may have gone through (the connection dropped at COMMIT): the
             # unit is offered again only once the database says the agent is not there
@@ -279,8 +336,57 @@ class WorkerPool:
         except BaseException:
             self._unreserve(agent)
             raise
+        return self._started(agent)
+
+    def _reserve(
+        self, worker: WorkerInfo, unit: UnitInfo, provider_assignment: str | None
+    ) -> AgentInfo:
+        """The agent `worker` gets for `unit`, reserved in memory before it is committed:
+        the loop is single-threaded, so no one else takes the unit meanwhile."""
+        worker.assignments.add(unit.assignment_id)
+        worker.active += 1
+        worker.task_units += 1
+        started = time.time()
+        return AgentInfo(
+            agent_id=new_agent_id(),
+            worker=worker,
+            unit=unit,
+            status=str(AgentState.IN_TASK),
+            started=started,
+            provider_assignment=provider_assignment,
+        )
+
+    def _agent_row(self, agent: AgentInfo) -> dict[str, Any]:
+        """What `batch.create_agents` stores for a reserved agent."""
+        ctx = self.ctx
+        unit = agent.unit
+        assert unit is not None
+        return {
+            "agent_id": agent.agent_id,
+            "worker_id": agent.worker.worker_id,
+            "unit_id": unit.unit_id,
+            "task_id": ctx.task_id,
+            "task_run_id": ctx.task_run_id,
+            "assignment_id": unit.assignment_id,
+            "task_type": ctx.task_type,
+            "provider_type": ctx.provider_type,
+            "status": AgentState.IN_TASK,
+            "state": agent_state(unit.init_data, agent.started, agent.provider_assignment),
+            "task_maximum": ctx.task_args.maximum_units_per_worker or None,
+        }
+
+    def _refuse_agent(self, agent: AgentInfo, error: Exception) -> NoReturn:
+        """The database refused a reserved agent (its unit is no longer launched, the
+        worker already has one on that assignment): the worker cannot have that unit."""
+        assert agent.unit is not None
+        self._unreserve(agent, keep_assignment=True)
+        logger.error("could not assign unit %s to worker %s", agent.unit.unit_id,
+                     agent.worker.worker_name, exc_info=error)
+        raise NotEligible(NOT_ALLOWED, agent.worker.worker_id) from None
+
+    def _started(self, agent: AgentInfo) -> AgentResponse:
         self._track(agent)
-        ctx.metrics.agent_started()
+        self.ctx.metrics.agent_started()
         self.events.agent_started(agent)
         return self._response(agent)
 
@@ -310,9 +416,7 @@ class WorkerPool:
         """Once the database answers again: track the agent if its creation was saved
         (a reload then gets it back), else free its unit."""
         if await until_saved(lambda: self.ctx.writer.read(batch.agent_exists, agent.agent_id)):
-            self._track(agent)
-            self.ctx.metrics.agent_started()
-            self.events.agent_started(agent)
+            self._started(agent)
         else:
             self._unreserve(agent)
 
@@ -493,6 +597,18 @@ class WorkerPool:
 
 
 _DROPPED = frozenset(str(s) for s in AgentState.dropped())
+
+
+def _any_unit(unit: UnitInfo) -> bool:
+    return True
+
+
+def _worker_from(record: batch.WorkerRecord) -> WorkerInfo:
+    return WorkerInfo(
+        record.worker_id, record.worker_name, assignments=record.assignments,
+        task_units=record.task_units, granted=record.granted, blocked=record.blocked,
+        standing_at=time.monotonic(),
+    )
 
 
 def _set_standing(worker: WorkerInfo, granted: dict[str, int], blocked: bool) -> None:

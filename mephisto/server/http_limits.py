@@ -323,7 +323,12 @@ class LimitedHttpProtocol(HttpToolsProtocol):
         if self._head_timer is not None:
             self._head_timer.cancel()
             self._head_timer = None
+        before = self.cycle
         HttpToolsProtocol.on_headers_complete(self)
+        # a request to answer (not an upgrade) with a body: uvicorn writes nothing for
+        # the body of an answer to HEAD, so that head is not held back
+        if self.cycle is not before and self.scope["method"] != "HEAD":
+            self.cycle.transport = _AnswerWriter(self.transport)
 
     def on_body(self, body: bytes) -> None:
         self._framing -= len(body)
@@ -416,6 +421,46 @@ class LimitedHttpProtocol(HttpToolsProtocol):
         head += [b"content-type: application/json\r\ncontent-length: %d\r\n" % len(body),
                  extra_headers, b"connection: close\r\n\r\n", body]
         return b"".join(head)
+
+
+_CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+
+
+class _AnswerWriter(asyncio.Transport):
+    """The connection as one request's response cycle writes to it: the response head
+    is held back and written together with the first piece of the body (uvicorn writes
+    the body of every answer but to HEAD, if only b""). uvicorn writes them separately:
+    two sends, two packets, and the client wakes twice per answer."""
+
+    def __init__(self, transport: asyncio.Transport) -> None:
+        super().__init__()
+        self._transport = transport
+        self._head: bytes | None = None
+        self._head_seen = False
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        if not self._head_seen:
+            if data == _CONTINUE:  # an interim answer, before the head
+                self._transport.write(data)
+                return
+            self._head_seen = True
+            self._head = bytes(data)
+            return
+        if self._head is not None:
+            data, self._head = self._head + data, None
+        self._transport.write(data)
+
+    def close(self) -> None:
+        if self._head is not None:  # an answer cut short: what uvicorn would have sent
+            self._transport.write(self._head)
+            self._head = None
+        self._transport.close()
+
+    def is_closing(self) -> bool:
+        return self._transport.is_closing()
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return self._transport.get_extra_info(name, default)
 
 
 class LimitedWebSocketProtocol(WebSocketsSansIOProtocol):
