@@ -50,6 +50,10 @@ def test_a_run_completes_through_a_router(operator: Operator, mephisto_db: Mephi
     live = operator._runs[task_run_id]
     assert live.url == router.url
     assert router.status()["operator"] is True
+    # the operator serves no /metrics through a router: `mephisto metrics` is not sent there
+    from mephisto.operations.live_record import read_live_record
+
+    assert read_live_record(task_run_id) is None
     stats = run_simulated_workers_sync(router.url, 5, browser_like=True,
                                        answer_fn=lambda w: {"answer": w.init_data["text"]})
     assert live.done_sync.wait(30)

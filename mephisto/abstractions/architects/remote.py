@@ -71,6 +71,7 @@ def _check_url(url: str, key: str) -> None:
 class RemoteArchitect(Architect):
     ARCHITECT_TYPE = "remote"
     ArgsClass = RemoteArchitectArgs
+    SERVES_APP = False
 
     def __init__(self, args: Any) -> None:
         super().__init__(args)
