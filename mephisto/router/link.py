@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import json
 import logging
 import os
@@ -28,7 +27,7 @@ from typing import Any
 
 from mephisto.errors import MalformedRequest, RouterError, StorageError, TokenRefused
 from mephisto.router import channel
-from mephisto.router.storage import S3Storage
+from mephisto.router.storage import S3Storage, file_sha256
 from mephisto.server.backend import TaskBackend, UploadedFile
 from mephisto.server.static_files import is_private
 
@@ -63,14 +62,6 @@ def static_manifest(directory: Path | None) -> dict[str, Path]:
             if path.is_file():
                 found[path.relative_to(directory).as_posix()] = path
     return found
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 class _RemoteSocket:
@@ -173,7 +164,7 @@ class OperatorLink:
                                         self.storage.uploads_prefix(self.run_id))
 
     def _index_static(self) -> None:
-        self._files = {rel: (path, _sha256(path), path.stat().st_size)
+        self._files = {rel: (path, file_sha256(path), path.stat().st_size)
                        for rel, path in static_manifest(self.backend.static_dir()).items()}
 
     # -- the connection ---------------------------------------------------------------
