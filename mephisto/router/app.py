@@ -13,7 +13,6 @@ import contextlib
 import json
 import logging
 import os
-import socket
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -83,17 +82,16 @@ async def serve(app: ASGIApp, host: str, port: int,
     """Serve the router on host:port (0: a free port) until cancelled."""
     import uvicorn
 
-    from mephisto.server.http_limits import raise_open_files_limit, task_server_config
+    from mephisto.server.http_limits import (
+        listening_socket,
+        raise_open_files_limit,
+        task_server_config,
+    )
 
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
-        sock.bind((host, port))
+        sock = listening_socket(host, port)
     except OSError as exc:
-        sock.close()
         raise ConfigError(f"cannot serve on {host}:{port}: {exc.strerror}", key="port") from None
-    sock.listen(2048)
-    sock.setblocking(False)
     raise_open_files_limit()
     server = uvicorn.Server(task_server_config(app, ws_max_message_bytes=ROUTER_WS_MAX_BYTES))
     server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign,assignment]

@@ -28,6 +28,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import socket
 import time
 from dataclasses import dataclass, replace
 from typing import Any, ClassVar, TypeVar
@@ -79,6 +80,26 @@ class ConnectionLimits:
 # this many bytes, before the connection is closed (see `_refuse`).
 LINGER_SECONDS = 2.0
 LINGER_BYTES = 16 * 2**20
+
+
+def listening_socket(host: str, port: int, backlog: int = 2048) -> socket.socket:
+    """A non-blocking TCP socket listening on host:port (0: a free port), for uvicorn's
+    `serve(sockets=...)`. Raises OSError (the socket closed) when it cannot bind.
+
+    IPPROTO_TCP explicitly: asyncio sets TCP_NODELAY on accepted sockets only when the
+    listening socket says TCP; without it every keep-alive response waits ~40 ms for
+    the client's delayed ACK. Bound before uvicorn starts, so connections queue in the
+    backlog and the address can be handed out at once."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError:
+        sock.close()
+        raise
+    sock.listen(backlog)
+    sock.setblocking(False)
+    return sock
 
 
 def raise_open_files_limit() -> int | None:

@@ -8,14 +8,13 @@ import asyncio
 import contextlib
 import json
 import os
-import socket
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 from mephisto.server.backend import ServerSettings
-from mephisto.server.http_limits import ConnectionLimits, task_server_config
+from mephisto.server.http_limits import ConnectionLimits, listening_socket, task_server_config
 
 
 @contextlib.asynccontextmanager
@@ -33,13 +32,7 @@ async def running_server(
     is yielded."""
     import uvicorn
 
-    # IPPROTO_TCP explicitly: asyncio only sets TCP_NODELAY on accepted sockets whose proto
-    # is TCP, and with proto 0 every keep-alive response waits ~40 ms (Nagle + delayed ACK).
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((host, 0))
-    sock.listen(1024)
-    sock.setblocking(False)
+    sock = listening_socket(host, 0, backlog=1024)
     config = task_server_config(app, limits, ws_max_message_bytes=ws_max_message_bytes,
                                 backlog=1024)
     server = uvicorn.Server(config)

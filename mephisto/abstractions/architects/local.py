@@ -51,27 +51,23 @@ class LocalArchitect(Architect):
     async def deploy(self, app: Any) -> str:
         import uvicorn
 
-        from mephisto.server.http_limits import raise_open_files_limit, task_server_config
+        from mephisto.server.http_limits import (
+            listening_socket,
+            raise_open_files_limit,
+            task_server_config,
+        )
 
         arch = self.args.architect
         host = str(arch.get("bind_host", "127.0.0.1"))
         port = int(arch.get("port", 3000))
-        # IPPROTO_TCP explicitly: asyncio sets TCP_NODELAY on accepted sockets only when the
-        # listening socket says TCP; without it every keep-alive response waits ~40 ms
-        # for the client's delayed ACK.
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
-            sock.bind((host, port))
+            sock = listening_socket(host, port)
         except OSError as exc:
-            sock.close()
             raise ConfigError(
                 f"cannot serve on {host}:{port}: {exc.strerror}. Pick another port with "
                 "mephisto.architect.port=<n> (0 picks a free one)",
                 key="mephisto.architect.port",
             ) from None
-        sock.listen(2048)
-        sock.setblocking(False)
         self._sock = sock
         bound_port = sock.getsockname()[1]
         # Every connection holds a file descriptor: take all the process may have, so
