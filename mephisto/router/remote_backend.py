@@ -286,11 +286,15 @@ class RemoteBackend:
                     logger.warning("the operator of run %s disconnected", link.run_id)
 
     @staticmethod
-    async def _receive_json(websocket: WebSocket) -> dict[str, Any]:
+    async def _receive(websocket: WebSocket) -> Any:
+        """The next ASGI message of the channel (`WebSocketDisconnect` when it closed)."""
         message = await websocket.receive()
         if message["type"] == "websocket.disconnect":
             raise WebSocketDisconnect(message.get("code", 1000))
-        text = message.get("text")
+        return message
+
+    async def _receive_json(self, websocket: WebSocket) -> dict[str, Any]:
+        text = (await self._receive(websocket)).get("text")
         if text is None:
             raise RouterError("channel: expected a JSON message")
         try:
@@ -401,10 +405,7 @@ class RemoteBackend:
                               wanted: dict[str, tuple[str, int]],
                               partial: dict[str, tuple[Any, Any, str]]) -> None:
         while wanted:
-            message = await websocket.receive()
-            if message["type"] == "websocket.disconnect":
-                raise WebSocketDisconnect(message.get("code", 1000))
-            frame = message.get("bytes")
+            frame = (await self._receive(websocket)).get("bytes")
             if frame is None:
                 raise RouterError("channel: expected the static files asked for")
             header, data = channel.parse_chunk(frame)
