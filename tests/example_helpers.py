@@ -1,6 +1,6 @@
 """What the tests of the example folders share: loading a run script as a module,
 building an example's front-end, composing its config, and running simulated workers
-on a loop of their own."""
+on a loop of their own, and keeping AWS credentials of the machine out of a test."""
 
 from __future__ import annotations
 
@@ -61,3 +61,12 @@ def run_in_thread(coro: Coroutine[Any, Any, Any], timeout: float = 120.0) -> Any
     if "error" in box:
         raise box["error"]
     return box.get("result")
+
+
+def isolate_aws(tmp_path: Path, monkeypatch: Any) -> None:
+    """boto3 sees no credentials of this machine: its files under `tmp_path`, its
+    environment variables unset (a run registers its requester's own)."""
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "aws" / "credentials"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "aws" / "config"))
+    for name in ("AWS_PROFILE", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        monkeypatch.delenv(name, raising=False)

@@ -5,12 +5,11 @@ the runner, a partner who leaves, a reconnect, the waiting-room timeout."""
 from __future__ import annotations
 
 import asyncio
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
+from waits import until
 
 from mephisto.abstractions.blueprints.chat import SharedChatTaskState
 from mephisto.db.database import MephistoDB
@@ -32,13 +31,6 @@ def _launch(operator: Operator, bundle: Path, topics: int = 1, **task: Any) -> A
     state = SharedChatTaskState(static_task_data=[{"topic": f"topic {i}"} for i in range(topics)])
     run_id = operator.launch_task_run(config, state)
     return operator.get_running_task_runs()[run_id]
-
-
-async def _until(check: Callable[[], bool], timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        await asyncio.sleep(0.02)
 
 
 def _statuses(worker: SimulatedWorker) -> list[str]:
@@ -109,7 +101,7 @@ async def test_a_partner_who_leaves_ends_the_chat_for_the_other(
         assert packet
     assert mephisto_db.get_agent(goes.agent_id)["status"] == "disconnect"
     assert mephisto_db.get_agent(stays.agent_id)["status"] == "partner disconnect"
-    await _until(lambda: mephisto_db.get_unit_status_counts(run.task_run_id) == {"launched": 2})
+    await until(lambda: mephisto_db.get_unit_status_counts(run.task_run_id) == {"launched": 2})
     assert run.live_sessions.rooms == {}
 
 
@@ -146,7 +138,7 @@ async def test_nobody_joining_expires_the_waiting_worker(
         await alone.wait_for_packet("update_status", timeout=5,
                                     predicate=lambda p: p["data"]["status"] == "expired")
     assert mephisto_db.get_agent(alone.agent_id)["status"] == "expired"
-    await _until(lambda: run.live_sessions.rooms == {})
+    await until(lambda: run.live_sessions.rooms == {})
     async with SimulatedWorker(run.url, "later") as later:  # the unit is offered again
         assert (await later.request_agent())["agent_id"] is not None
 

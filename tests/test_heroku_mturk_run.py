@@ -9,14 +9,13 @@ from __future__ import annotations
 import asyncio
 import sys
 import threading
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
-from example_helpers import load_module
+from example_helpers import isolate_aws, load_module
 from heroku_fake import GOOD_KEY, FakeHeroku, fake_heroku
+from waits import wait_for
 
 from mephisto.abstractions.architects.heroku import HerokuArchitect
 from mephisto.abstractions.architects.provisioned import ledgers
@@ -34,20 +33,9 @@ SECRET = "heroku/Run+Secret/0001abcdefghijklmnopqr"
 UNITS = 10  # the script's sentences
 
 
-def wait_for(condition: Callable[[], bool], what: str, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
-
-
 @pytest.fixture
 def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "aws" / "credentials"))
-    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "aws" / "config"))
-    for name in ("AWS_PROFILE", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
-        monkeypatch.delenv(name, raising=False)
+    isolate_aws(tmp_path, monkeypatch)
     monkeypatch.setenv("HEROKU_API_KEY", GOOD_KEY)
     monkeypatch.setattr(HerokuArchitect, "poll_interval", 0.01)
 

@@ -15,13 +15,12 @@ from __future__ import annotations
 import asyncio
 import sys
 import threading
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
-from example_helpers import load_module
+from example_helpers import isolate_aws, load_module
+from waits import wait_for
 
 from mephisto.abstractions.providers.mturk.mturk_provider import SandboxMTurkProvider
 from mephisto.db import MephistoDB
@@ -41,20 +40,9 @@ def load_script() -> Any:
     return load_module(SCRIPT, "sandbox_run_task")
 
 
-def wait_for(condition: Callable[[], bool], what: str, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
-
-
 @pytest.fixture
 def aws(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "aws" / "credentials"))
-    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "aws" / "config"))
-    for name in ("AWS_PROFILE", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
-        monkeypatch.delenv(name, raising=False)
+    isolate_aws(tmp_path, monkeypatch)
 
 
 def test_the_sandbox_batch_runs_on_the_fake_mturk(aws: None,

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from waits import until
 
 from mephisto.abstractions._subcomponents.task_runner import TaskRunner
 from mephisto.abstractions.blueprints.remote_procedure import (
@@ -112,13 +113,6 @@ async def _call(worker: SimulatedWorker, target: str, args: Any, raw: Any = None
     return dict(packet["data"])
 
 
-async def _until(check: Callable[[], bool], timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        await asyncio.sleep(0.02)
-
-
 RUNNERS = pytest.mark.parametrize("runner", [CleanupRecordingRunner, RecordingRunner],
                                   ids=["calls-in-a-pool", "thread-per-agent"])
 
@@ -138,7 +132,7 @@ async def test_calls_are_answered_and_recorded(
         assert sorted(json.loads(a["response"])["echo"] for a in answers) == [
             f"t{i}" for i in range(5)]
         await worker.submit({"final": "yes"})
-    await _until(lambda: ("1", "cleanup") in ENDED)
+    await until(lambda: ("1", "cleanup") in ENDED)
     threaded = runner is RecordingRunner
     assert ENDED == ([("1", "submitted")] if threaded else []) + [("1", "cleanup")]
     stored = mephisto_db.get_agent(worker.agent_id)["state"]
@@ -204,11 +198,11 @@ async def test_a_page_gone_too_long_ends_the_session_and_frees_the_unit(
         await worker.connect()
         await _call(worker, "add", {"a": 1, "b": 2})
         await worker.disconnect()
-        await _until(lambda: ("1", "cleanup") in ENDED)
+        await until(lambda: ("1", "cleanup") in ENDED)
     threaded = runner is RecordingRunner
     assert ENDED == ([("1", "AgentDisconnectedError")] if threaded else []) + [("1", "cleanup")]
     assert mephisto_db.get_agent(agent_id)["status"] == "disconnect"
-    await _until(lambda: len(mephisto_db.get_agent(agent_id)["state"].get("live_updates")
+    await until(lambda: len(mephisto_db.get_agent(agent_id)["state"].get("live_updates")
                              or []) == 2)
     async with SimulatedWorker(run.url, "w2") as other:  # the unit went back to others
         assert (await other.request_agent())["init_task_data"] == {"text": "item 0"}
@@ -219,7 +213,7 @@ async def test_a_timed_out_agent_ends_its_session(operator: Operator, bundle: Pa
     async with SimulatedWorker(run.url, "w1") as worker:
         await worker.request_agent()
         await worker.connect()
-        await _until(lambda: ("1", "cleanup") in ENDED, timeout=10)
+        await until(lambda: ("1", "cleanup") in ENDED, timeout=10)
     assert ENDED == [("1", "AgentTimeoutError"), ("1", "cleanup")]
 
 
@@ -229,7 +223,7 @@ async def test_shutdown_ends_every_session(operator: Operator, bundle: Path, run
     workers = [SimulatedWorker(run.url, f"w{i}") for i in range(3)]
     for worker in workers:
         await worker.request_agent()
-    await _until(lambda: len(run.live_sessions.sessions) == 3)
+    await until(lambda: len(run.live_sessions.sessions) == 3)
     threads = [s.thread for s in run.live_sessions.sessions.values()]
     await asyncio.to_thread(operator.shutdown)
     for worker in workers:

@@ -13,6 +13,7 @@ from typing import Any
 
 import httpx
 import pytest
+from waits import wait_for
 
 from mephisto.abstractions.blueprints.static_task import SharedStaticTaskState
 from mephisto.db import MephistoDB
@@ -103,13 +104,6 @@ class Acks:
         return thread
 
 
-def _wait_until(condition: Any, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        time.sleep(0.02)
-
-
 def _completed_agents(db: MephistoDB, task_run_id: str) -> set[str]:
     return {a.db_id for a in db.find_agents(task_run_id=task_run_id, status="completed")}
 
@@ -122,9 +116,9 @@ def test_router_killed_mid_run_loses_no_acknowledged_submit(
     live = operator._runs[task_run_id]
     acks = Acks()
     thread = acks.run(router.url, 6)
-    _wait_until(lambda: len(acks.acked) >= 15)
+    wait_for(lambda: len(acks.acked) >= 15, "15 acknowledged submits", 30)
     router.restart()  # SIGKILL mid-run, then the same port again
-    _wait_until(lambda: len(acks.acked) >= 30)
+    wait_for(lambda: len(acks.acked) >= 30, "30 acknowledged submits", 30)
     router.restart()
     thread.join(90)
     assert not thread.is_alive()
@@ -149,10 +143,10 @@ def test_operator_link_cut_mid_run_answers_503_then_recovers(
         live = operator._runs[task_run_id]
         acks = Acks()
         thread = acks.run(router.url, 6)
-        _wait_until(lambda: len(acks.acked) >= 15)
+        wait_for(lambda: len(acks.acked) >= 15, "15 acknowledged submits", 30)
         link_proxy.refuse(True)
         assert link_proxy.cut() >= 1
-        _wait_until(lambda: not router.status()["operator"])
+        wait_for(lambda: not router.status()["operator"], "the operator gone", 30)
         # while the operator is out of reach the router answers 503 with Retry-After
         answer = httpx.post(router.url + "request_agent", json={"provider_data": {}})
         assert answer.status_code == 503
@@ -298,9 +292,9 @@ def test_an_operator_killed_mid_run_resumes_behind_the_router(
     proc = start_run_process(tmp_path, mephisto_db.url, task_html, 60, architect=architect)
     acks = Acks()
     thread = acks.run(router.url, 6)
-    _wait_until(lambda: len(acks.acked) >= 15)
+    wait_for(lambda: len(acks.acked) >= 15, "15 acknowledged submits", 30)
     proc.kill()
-    _wait_until(lambda: not router.status()["operator"])
+    wait_for(lambda: not router.status()["operator"], "the operator gone", 30)
     proc = start_run_process(tmp_path, mephisto_db.url, task_html, 60, architect=architect)
     thread.join(120)
     assert not thread.is_alive()
