@@ -1,22 +1,38 @@
-"""Helpers of tests/test_cli_qualifications.py and tests/test_cli_workers.py: a small
-world of requesters, tasks, runs, workers and their units built through MephistoDB,
-the CLI run against it, and a snapshot of every table a command may change."""
+"""Helpers of tests/test_cli_qualifications.py and tests/test_cli_workers.py: their
+databases (`any_db` on SQLite and PostgreSQL, `db` on SQLite; fixtures to import), a
+small world of requesters, tasks, runs, workers and their units built through
+MephistoDB, and a snapshot of every table a command may change."""
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
+import pytest
 import sqlalchemy as sa
-from click.testing import CliRunner, Result
 
-from mephisto.cli import cli
 from mephisto.db import MephistoDB, batch
 from mephisto.db import schema as s
 
 REVIEW = {"accepted": "approved", "rejected": "rejected", "soft_rejected": "soft_rejected"}
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def any_db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[MephistoDB]:
+    url = (f"sqlite:///{tmp_path / 'cli.db'}" if request.param == "sqlite"
+           else str(request.getfixturevalue("postgres_url")))
+    database = MephistoDB(url)
+    yield database
+    database.shutdown()
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Iterator[MephistoDB]:
+    database = MephistoDB(f"sqlite:///{tmp_path / 'cli.db'}")
+    yield database
+    database.shutdown()
 
 
 class World:
@@ -53,25 +69,6 @@ class World:
             db.update_agent(agent, status=REVIEW[status])
         assert db.get_unit(unit_id)["status"] == status
         return unit_id
-
-
-def run(db: MephistoDB, *args: str, stdin: str | None = None) -> Result:
-    url = db.engine.url.render_as_string(hide_password=False)
-    return CliRunner().invoke(cli, [*args, "--database", url], input=stdin)
-
-
-def flat(result: Result) -> str:
-    return re.sub(r"\s+", " ", result.output)
-
-
-def rows(output: str) -> dict[str, list[str]]:
-    """Table rows by their first cell."""
-    out = {}
-    for line in output.splitlines():
-        if line.startswith("│"):
-            cells = [c.strip() for c in line.strip("│").split("│")]
-            out[cells[0]] = cells[1:]
-    return out
 
 
 def snapshot(db: MephistoDB) -> dict[str, list[Any]]:

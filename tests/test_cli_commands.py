@@ -11,7 +11,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import re
 import subprocess
 import sys
 import urllib.request
@@ -20,6 +19,7 @@ from typing import Any
 
 import pytest
 import yaml
+from cli_helpers import flat, rows, wide  # noqa: F401  (wide: an autouse fixture)
 from click.testing import CliRunner, Result
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -34,29 +34,8 @@ from mephisto.tools.run_metrics import histogram_quantile
 from mephisto.utils import config_handler
 
 
-@pytest.fixture(autouse=True)
-def wide(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Rich wraps at 80 columns under CliRunner; wide tables keep a row on one line."""
-    monkeypatch.setattr(cli_module.console, "_width", 240)
-    monkeypatch.setattr(cli_module.err_console, "_width", 240)
-
-
 def run(*args: str) -> Result:
     return CliRunner().invoke(cli, list(args))
-
-
-def flat(result: Result) -> str:
-    return re.sub(r"\s+", " ", result.output)
-
-
-def rows(output: str) -> dict[str, list[str]]:
-    """Table rows by their first cell (rows of every table in the output)."""
-    out = {}
-    for line in output.splitlines():
-        if line.startswith("│"):
-            cells = [c.strip() for c in line.strip("│").split("│")]
-            out[cells[0]] = cells[1:]
-    return out
 
 
 # -- config ------------------------------------------------------------------------------

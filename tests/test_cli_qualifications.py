@@ -2,41 +2,24 @@
 a real SQLite file (listing also on PostgreSQL), with the mock provider: each change is
 in the database and in the mock's records exactly once; bad input changes nothing."""
 
+# ruff: noqa: F811 -- tests take the fixtures imported from quality_world as parameters
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-
 import pytest
-from quality_world import World, flat, mock_records, rows, run, selects, snapshot
+from cli_helpers import flat, rows, run, wide  # noqa: F401  (wide: an autouse fixture)
+from quality_world import (  # noqa: F401  (any_db, db: fixtures)
+    World,
+    any_db,
+    db,
+    mock_records,
+    selects,
+    snapshot,
+)
 
-import mephisto.cli as cli_module
 from mephisto.abstractions.providers.mock import MockProvider
 from mephisto.db import MephistoDB
 from mephisto.errors import ProviderError
 from mephisto.tools.qualify import list_qualifications
-
-
-@pytest.fixture(autouse=True)
-def wide(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(cli_module.console, "_width", 240)
-    monkeypatch.setattr(cli_module.err_console, "_width", 240)
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def any_db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[MephistoDB]:
-    url = (f"sqlite:///{tmp_path / 'quals.db'}" if request.param == "sqlite"
-           else str(request.getfixturevalue("postgres_url")))
-    database = MephistoDB(url)
-    yield database
-    database.shutdown()
-
-
-@pytest.fixture
-def db(tmp_path: Path) -> Iterator[MephistoDB]:
-    database = MephistoDB(f"sqlite:///{tmp_path / 'quals.db'}")
-    yield database
-    database.shutdown()
 
 
 @pytest.fixture

@@ -9,7 +9,6 @@ third, the mock nothing).
 
 from __future__ import annotations
 
-import re
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -18,22 +17,14 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from click.testing import CliRunner, Result
+from cli_helpers import flat, rows, run, wide  # noqa: F401  (wide: an autouse fixture)
 
-import mephisto.cli as cli_module
-from mephisto.cli import cli
 from mephisto.db import MephistoDB, batch
 from mephisto.tools.spending import spend_report
 
 FEES = {"mock": 0.0, "mturk": 0.2, "prolific": 1 / 3}
 COMMITTED = {"created", "launched", "assigned", "completed", "accepted", "soft_rejected"}
 PAID = {"accepted", "soft_rejected"}
-
-
-@pytest.fixture(autouse=True)
-def wide(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(cli_module.console, "_width", 240)
-    monkeypatch.setattr(cli_module.err_console, "_width", 240)
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -56,24 +47,6 @@ def sqlite_db(tmp_path: Path) -> Iterator[MephistoDB]:
     database = MephistoDB(f"sqlite:///{tmp_path / 'spend.db'}")
     yield database
     database.shutdown()
-
-
-def run(db: MephistoDB, *args: str) -> Result:
-    url = db.engine.url.render_as_string(hide_password=False)
-    return CliRunner().invoke(cli, [*args, "--database", url])
-
-
-def flat(result: Result) -> str:
-    return re.sub(r"\s+", " ", result.output)
-
-
-def rows(output: str) -> dict[str, list[str]]:
-    out = {}
-    for line in output.splitlines():
-        if line.startswith("│"):
-            cells = [c.strip() for c in line.strip("│").split("│")]
-            out[cells[0]] = cells[1:]
-    return out
 
 
 def money(x: float) -> str:
