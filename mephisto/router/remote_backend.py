@@ -30,7 +30,6 @@ import os
 import re
 import shutil
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +53,7 @@ logger = logging.getLogger(__name__)
 
 _SAFE_RUN = re.compile(r"[^A-Za-z0-9_.-]+")
 MAX_STATIC_FILES = 10_000
+RUN_OVER = "the run is over"  # a ShutdownError's message: answered as a blocked agent
 MAX_STATIC_FILE_BYTES = 512 * 1024 * 1024
 
 
@@ -111,7 +111,7 @@ class _Link:
         for future in self.pending.values():
             if not future.done():
                 future.set_exception(
-                    ShutdownError("This task is no longer accepting work.") if finished
+                    ShutdownError(RUN_OVER) if finished
                     else OperatorUnavailable("the operator's link dropped"))
         self.pending.clear()
 
@@ -138,7 +138,6 @@ class RemoteBackend:
         self._sockets: dict[int, tuple[SendPacket, dict[str, Caller]]] = {}
         self._socket_ids: dict[int, int] = {}  # id(send) -> socket id
         self._next_socket = itertools.count(1)
-        self.connected_at: float | None = None
         self.storage = storage
         self._shared = False  # the operator named the same storage in its hello
 
@@ -167,7 +166,7 @@ class RemoteBackend:
         link = self.link
         if link is None or link.closed:
             if self.finished:
-                raise ShutdownError("This task is no longer accepting work.")
+                raise ShutdownError(RUN_OVER)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.ready.wait(), self.connect_grace)
             link = self.link
@@ -177,12 +176,12 @@ class RemoteBackend:
             return await link.call(method, args, files)
         except OperatorUnavailable:
             if self.finished:  # the link closed because the run is over
-                raise ShutdownError("This task is no longer accepting work.") from None
+                raise ShutdownError(RUN_OVER) from None
             raise
 
     async def request_agent(self, provider_data: dict[str, Any], caller: Caller) -> AgentResponse:
         if self.finished:
-            raise ShutdownError("This task is no longer accepting work.")
+            raise ShutdownError(RUN_OVER)
         answer: AgentResponse = await self._call(
             "request_agent", {"provider_data": provider_data, "caller": dict(caller)})
         return answer
@@ -242,7 +241,7 @@ class RemoteBackend:
         if not agents:
             del self._sockets[socket_id]
             del self._socket_ids[id(send)]
-        with contextlib.suppress(OperatorUnavailable):
+        with contextlib.suppress(OperatorUnavailable, ShutdownError):
             await self._call("agent_socket_closed", {"agent_id": agent_id, "socket": socket_id})
 
     # -- the operator's side --------------------------------------------------------
@@ -331,7 +330,6 @@ class RemoteBackend:
         self.page, self.script, self.config = hello["page"], hello["script"], hello["config"]
         self.link = link
         self.finished = False
-        self.connected_at = time.time()
         await websocket.send_text(channel.dumps({"t": "ready"}))
         self.ready.set()
         logger.info("operator of run %s connected", run_id)
