@@ -22,6 +22,7 @@ import logging
 import os
 import random
 import secrets
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -64,6 +65,31 @@ def static_manifest(directory: Path | None) -> dict[str, Path]:
     return found
 
 
+@dataclass
+class RunStatic:
+    """A run's static files as the links send them: `{path: (file, sha256, size)}`, and
+    each one's key in the storage when there is one. Made once per run
+    (`prepare_static`), however many routers the run has."""
+
+    files: dict[str, tuple[Path, str, int]] = field(default_factory=dict)
+    keys: dict[str, str] = field(default_factory=dict)
+
+
+async def prepare_static(backend: TaskBackend, storage: S3Storage | None = None,
+                         storage_task: str = "run") -> RunStatic:
+    """Hash the run's static files and, with a storage, put them there (unchanged ones
+    are skipped)."""
+    files = await asyncio.to_thread(
+        lambda: {rel: (path, file_sha256(path), path.stat().st_size)
+                 for rel, path in static_manifest(backend.static_dir()).items()})
+    static = RunStatic(files)
+    if storage is not None:
+        static.keys, sent = await asyncio.to_thread(storage.upload_static, storage_task, files)
+        logger.info("storage %s: %d static file(s) uploaded, %d unchanged", storage.url,
+                    sent, len(files) - sent)
+    return static
+
+
 class _RemoteSocket:
     """`send(packet)` for a browser socket held by the router: a `push` message. The
     same object for an agent's `alive` and `socket_closed`, as the contract asks."""
@@ -88,7 +114,8 @@ class OperatorLink:
 
     def __init__(self, backend: TaskBackend, router_url: str, token: str, *, run_id: str,
                  upload_dir: Path, backoff_min: float = 0.2, backoff_max: float = 10.0,
-                 storage: S3Storage | None = None, storage_task: str = "run") -> None:
+                 storage: S3Storage | None = None, storage_task: str = "run",
+                 static: RunStatic | None = None) -> None:
         self.backend = backend
         self.router_url = router_url
         self.url = operator_url(router_url)
@@ -104,21 +131,19 @@ class OperatorLink:
         self.last_error: str | None = None
         self._task: asyncio.Task[None] | None = None
         self._closing = False
-        self._files: dict[str, tuple[Path, str, int]] = {}
+        self.static = static  # None: made by `start`
         self._sockets: dict[int, _RemoteSocket] = {}
         self._calls: set[asyncio.Task[None]] = set()
         self.storage = storage
         self.storage_task = storage_task  # static keys are the task's, kept across runs
-        self._keys: dict[str, str] = {}  # static path -> its key in the storage
 
     # -- lifecycle ------------------------------------------------------------------
 
     async def start(self, timeout: float = 30.0) -> None:
         """Dial until the router serves the run; `RouterError`/`TokenRefused` if it
         cannot within `timeout` seconds (the link then stops trying)."""
-        await asyncio.to_thread(self._index_static)
-        if self.storage is not None:
-            await self._upload_static(self.storage)
+        if self.static is None:
+            self.static = await prepare_static(self.backend, self.storage, self.storage_task)
         self._task = asyncio.get_running_loop().create_task(
             self._run(), name=f"mephisto-router-link {self.router_url}")
         waiter = asyncio.ensure_future(self.connected.wait())
@@ -163,10 +188,6 @@ class OperatorLink:
                 await asyncio.to_thread(self.storage.delete_prefix,
                                         self.storage.uploads_prefix(self.run_id))
 
-    def _index_static(self) -> None:
-        self._files = {rel: (path, file_sha256(path), path.stat().st_size)
-                       for rel, path in static_manifest(self.backend.static_dir()).items()}
-
     # -- the connection ---------------------------------------------------------------
 
     async def _run(self) -> None:
@@ -209,14 +230,15 @@ class OperatorLink:
     async def _session(self, websocket: Any) -> None:
         from websockets.exceptions import ConnectionClosed
 
+        static = self.static or RunStatic()
         try:
             await websocket.send(channel.dumps({
                 "t": "hello", "run": self.run_id, "page": self.backend.task_page(),
                 "script": self.backend.provider_script(),
                 "config": await self.backend.task_config(),
                 "files": [{"path": rel, "sha": sha, "size": size}
-                          | ({"key": self._keys[rel]} if rel in self._keys else {})
-                          for rel, (_path, sha, size) in self._files.items()],
+                          | ({"key": static.keys[rel]} if rel in static.keys else {})
+                          for rel, (_path, sha, size) in static.files.items()],
                 **({"storage": self.storage.url} if self.storage is not None else {}),
             }))
             want = await self._receive_json(websocket)
@@ -224,7 +246,7 @@ class OperatorLink:
                 raise RouterError("the router did not answer the hello")
             self._check_storage(want)
             for rel in want["paths"]:
-                entry = self._files.get(rel) if isinstance(rel, str) else None
+                entry = static.files.get(rel) if isinstance(rel, str) else None
                 if entry is None:
                     raise RouterError(f"the router asked for an unknown file {rel!r}")
                 for frame in channel.file_chunks(entry[0], {"k": "static", "path": rel}):
@@ -375,13 +397,6 @@ class OperatorLink:
 
     # -- storage (see mephisto.router.storage) ------------------------------------------
 
-    async def _upload_static(self, storage: S3Storage) -> None:
-        """Put the static files in the bucket (unchanged ones are skipped)."""
-        self._keys, sent = await asyncio.to_thread(storage.upload_static, self.storage_task,
-                                                   self._files)
-        logger.info("storage %s: %d static file(s) uploaded, %d unchanged", storage.url,
-                    sent, len(self._files) - sent)
-
     def _check_storage(self, want: dict[str, Any]) -> None:
         if self.storage is not None and not want.get("storage"):
             logger.warning("router %s does not use storage %s: static files and uploads "
@@ -433,4 +448,4 @@ class OperatorLink:
                 logger.warning("could not delete a submit's uploads: %s", exc)
 
 
-__all__ = ["OperatorLink", "operator_url", "static_manifest"]
+__all__ = ["OperatorLink", "RunStatic", "operator_url", "prepare_static", "static_manifest"]

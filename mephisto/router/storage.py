@@ -90,7 +90,6 @@ class S3Storage:
         self.attempts = attempts
         self._client: Any = None
         self._lock = threading.Lock()
-        self._static_lock = threading.Lock()
         self._known: dict[str, str] = {}  # key -> sha256 this process put or saw there
 
     @classmethod
@@ -266,12 +265,10 @@ class S3Storage:
     def upload_static(self, task: str, files: dict[str, tuple[Path, str, int]]
                       ) -> tuple[dict[str, str], int]:
         """Put a run's static files (`{path: (file, sha256, size)}`) under the task's
-        static keys; returns `{path: key}` and how many were actually sent. One call at a
-        time, so the links to several routers put each file once."""
+        static keys; returns `{path: key}` and how many were actually sent."""
         keys = {rel: self.static_key(task, rel) for rel in files}
-        with self._static_lock:
-            sent = self.map(lambda rel: self.upload(files[rel][0], keys[rel], files[rel][1]),
-                            list(files))
+        sent = self.map(lambda rel: self.upload(files[rel][0], keys[rel], files[rel][1]),
+                        list(files))
         return keys, sum(sent)
 
     def map(self, fn: Callable[[_R], _T], items: Iterable[_R]) -> list[_T]:

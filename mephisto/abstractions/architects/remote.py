@@ -121,7 +121,7 @@ class RemoteArchitect(Architect):
         """Stop what `provision` started (nothing here: the user runs the router)."""
 
     async def deploy(self, app: Any) -> str:
-        from mephisto.router.link import OperatorLink
+        from mephisto.router.link import OperatorLink, prepare_static
 
         backend, settings = app.backend, app.settings
         try:
@@ -133,14 +133,16 @@ class RemoteArchitect(Architect):
         ctx = getattr(backend, "ctx", None)
         run_id = f"{ctx.task_run_id if ctx is not None else 'run'}.{secrets.token_hex(4)}"
         timeout = float(self.arch.get("connect_timeout", 30.0))
-        storage = await self._storage()
-        self.links = [
-            OperatorLink(backend, url, endpoint.token, run_id=run_id,
-                         upload_dir=settings.upload_dir, storage=storage,
-                         storage_task=ctx.task_name if ctx is not None else "run")
-            for url in endpoint.operator_urls
-        ]
+        task = ctx.task_name if ctx is not None else "run"
         try:
+            storage = await self._storage()
+            static = await prepare_static(backend, storage, task)  # once for all routers
+            self.links = [
+                OperatorLink(backend, url, endpoint.token, run_id=run_id,
+                             upload_dir=settings.upload_dir, storage=storage,
+                             storage_task=task, static=static)
+                for url in endpoint.operator_urls
+            ]
             await asyncio.gather(*(link.start(timeout) for link in self.links))
         except BaseException:
             await self._close_links(bye=False)
