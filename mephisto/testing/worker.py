@@ -224,15 +224,11 @@ class SimulatedWorker:
             try:
                 status, raw = await self._send(method, path, query, payload, form)
             except (OSError, aiohttp.ClientConnectionError):
-                if time.perf_counter() - start >= self.retry_for:
+                if not await self._retry(start):
                     raise
-                self.retries += 1
-                await asyncio.sleep(self.retry_delay)
                 continue
-            if status != 503 or time.perf_counter() - start >= self.retry_for:
+            if status != 503 or not await self._retry(start):
                 break
-            self.retries += 1
-            await asyncio.sleep(self.retry_delay)
         self.timings.setdefault(kind, []).append(time.perf_counter() - start)
         text = raw.decode("utf-8", "replace")
         if not 200 <= status < 300:
@@ -247,6 +243,14 @@ class SimulatedWorker:
             return json.loads(text)
         except ValueError:
             raise SimulatedWorkerError(status, text, f"{method} {path} (not JSON)") from None
+
+    async def _retry(self, start: float) -> bool:
+        """Whether a request begun at `start` goes again (`retry_for`), after the wait."""
+        if time.perf_counter() - start >= self.retry_for:
+            return False
+        self.retries += 1
+        await asyncio.sleep(self.retry_delay)
+        return True
 
     async def _send(self, method: str, path: str, query: dict[str, str],
                     payload: bytes | None, form: aiohttp.FormData | None) -> tuple[int, bytes]:
