@@ -38,7 +38,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench_load import cpu_seconds, percentile  # this folder: the load benchmark's helpers
+# this folder: the load benchmark's helpers
+from bench_load import cpu_seconds, percentile, proc_status_mb
 
 _CHILD = """
 import json, sys, time
@@ -61,16 +62,6 @@ print(json.dumps({"done": True}), flush=True)
 """
 
 BUNDLE = "document.getElementById('app').textContent = 'bench';\n"
-
-
-def _proc_status_mb(pid: int, field: str) -> float:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return float("nan")
 
 
 def _proc_threads(pid: int) -> int:
@@ -152,7 +143,7 @@ async def drive(url: str, agents: int, calls: int, operator_pid: int,
         await all_connected.wait()
         cpu["operator_start"] = cpu_seconds(operator_pid)
         cpu["own_start"] = time.process_time()
-        cpu["rss_mb"] = _proc_status_mb(operator_pid, "VmRSS")
+        cpu["rss_mb"] = proc_status_mb(operator_pid, "VmRSS")
         cpu["threads"] = _proc_threads(operator_pid)
 
     try:
@@ -189,7 +180,7 @@ def run_level(agents: int, calls: int, tmp: Path, think_ms: float = 0.0) -> dict
         result = uvloop.run(drive(ready["url"], agents, calls, child.pid, think_ms / 1000))
     except ImportError:  # pragma: no cover - uvloop ships with uvicorn[standard]
         result = asyncio.run(drive(ready["url"], agents, calls, child.pid, think_ms / 1000))
-    peak = _proc_status_mb(child.pid, "VmHWM")
+    peak = proc_status_mb(child.pid, "VmHWM")
     child.stdout.readline()  # {"done": true} once every unit was submitted
     child.wait(120)
     lat = result["latencies"]

@@ -68,10 +68,11 @@ print(json.dumps({"done": True}), flush=True)
 HTML = '<p>${text}</p><input name="answer"><button type="submit">Submit</button>'
 
 
-def _peak_rss_mb(pid: int) -> float:
+def proc_status_mb(pid: int, field: str) -> float:
+    """A memory figure of /proc/<pid>/status (VmHWM: peak RSS, VmRSS: now) in MB."""
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
+            if line.startswith(field + ":"):
                 return int(line.split()[1]) / 1024
     except OSError:
         pass
@@ -149,7 +150,7 @@ def run_one(
         own_cpu = time.process_time() - own_cpu
         operator_cpu = cpu_seconds(child.pid) - operator_cpu
         router_cpu = sum(cpu_seconds(pid) for pid in router_pids) - router_cpu
-        rss = _peak_rss_mb(child.pid)
+        rss = proc_status_mb(child.pid, "VmHWM")
         child.stdout.readline()  # {"done": true}
         child.wait(120)
 
