@@ -170,7 +170,13 @@ async def test_timed_out_unit_goes_to_another_worker(launch_static_run: Any, mep
         none = await fast.request_agent()
         assert none["agent_id"] is None and none["failure_reason"]
         await _until(lambda: run.unit_statuses().get("launched") == 1)
+        # The unit is freed in memory just after the commit the database shows: a
+        # request in between is told there is no unit yet, so ask again until it is.
         got = await fast.request_agent()
+        deadline = time.monotonic() + 5
+        while got["agent_id"] is None and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+            got = await fast.request_agent()
         assert got["agent_id"] and got["agent_id"] != taken["agent_id"]
         assert got["init_task_data"] == taken["init_task_data"]
         with pytest.raises(SimulatedWorkerError) as late:
