@@ -78,3 +78,26 @@ def test_opening_two_handles_migrates_once(tmp_path: Path) -> None:
         assert conn.execute(sa.text("SELECT count(*) FROM alembic_version")).scalar() == 1
     a.shutdown()
     b.shutdown()
+
+
+def test_agent_ids_are_unique_and_not_shared_with_a_forked_child() -> None:
+    import os
+
+    from mephisto.db.rows import new_agent_id
+    from mephisto.server.backend import AGENT_ID
+
+    new_agent_id()  # the parent holds a block of random bytes when it forks
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: its first ids, to the parent
+        os.close(read_end)
+        os.write(write_end, " ".join(new_agent_id() for _ in range(50)).encode())
+        os._exit(0)
+    os.close(write_end)
+    with os.fdopen(read_end) as pipe:
+        child_ids = set(pipe.read().split())
+    os.waitpid(pid, 0)
+    parent_ids = {new_agent_id() for _ in range(20_000)}  # past several blocks
+    assert len(child_ids) == 50 and len(parent_ids) == 20_000
+    assert not child_ids & parent_ids
+    assert all(AGENT_ID.fullmatch(i) and len(i) == 24 for i in parent_ids | child_ids)

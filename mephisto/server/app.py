@@ -605,6 +605,9 @@ def _finite_float(literal: str) -> float:
     return value
 
 
+# what `json.loads(text, parse_constant=..., parse_float=...)` would build on each call
+_DECODER = json.JSONDecoder(parse_constant=_reject_constant, parse_float=_finite_float)
+
 # A lone surrogate can only come from a \uD800-\uDFFF escape once the bytes were decoded
 # as strict UTF-8; a str given to _parse_json may carry one as is. These run over the
 # raw text, so the parsed value is walked only when the text hints at a problem.
@@ -625,7 +628,7 @@ def _parse_json(raw: str | bytes, what: str) -> Any:
     except UnicodeDecodeError:
         raise MalformedRequest(f"{what} is not valid JSON (not UTF-8)") from None
     try:
-        value = json.loads(text, parse_constant=_reject_constant, parse_float=_finite_float)
+        value = _DECODER.decode(text)
     except _Refused as exc:
         raise MalformedRequest(f"{what} {exc}") from None
     except RecursionError:
