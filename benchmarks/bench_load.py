@@ -13,6 +13,7 @@ until no work is left. Both share this machine's cores, as in the targets.
     python benchmarks/bench_load.py --browser --units 200 --workers 1   # idle server
     python benchmarks/bench_load.py --routers 1 ...     # workers go through a router
     python benchmarks/bench_load.py --routers 2 ...     # two routers behind a TCP balancer
+    python benchmarks/bench_load.py --operator-from ../old --repeat 3 ...   # A/B, see below
 
 Modes: `keep-alive` (default): each worker keeps its identity and connection from unit
 to unit and loads only the page itself. `browser`: every unit is a new browser (a new
@@ -24,6 +25,12 @@ With `--routers K`, workers reach the run through K `mephisto router` processes 
 operator dials each with the `remote` architect); with K > 1 a round-robin TCP proxy in
 this process stands in for the load balancer in front of them. The routers' CPU time
 per unit is printed beside the operator's.
+
+To compare two versions of the server under the same load, `--operator-from DIR` runs
+the operator from another checkout (`git worktree add ../old <commit>`) while this
+checkout's load generator drives it; `--repeat R` runs each case R times, and with
+`--operator-from`, alternates: this checkout, then DIR, R times over (a machine's speed
+drifts over minutes, so alternating pairs compare fairly).
 
 Prints a table per run, a summary (one line per run, with its mode) and writes every
 result to a JSON file (--out).
@@ -98,7 +105,7 @@ def percentile(values: list[float], p: float) -> float:
 
 def run_one(
     units: int, workers: int, db_url: str | None, tmp: Path, mode: str = "keep-alive",
-    routers: int = 0,
+    routers: int = 0, operator_from: Path | None = None,
 ) -> dict[str, Any]:
     from contextlib import ExitStack
 
@@ -110,8 +117,14 @@ def run_one(
     html_dir.mkdir(exist_ok=True)
     html = html_dir / "task.html"
     html.write_text(HTML)
-    url_db = db_url or f"sqlite:///{tmp / f'bench-{units}-{workers}-{mode}-{routers}.db'}"
+    # a new database file per run: a repeated run would otherwise find its workers
+    # stored by the one before (returning workers take another path)
+    db_file = tmp / f"bench-{units}-{workers}-{mode}-{routers}-{time.time_ns()}.db"
+    url_db = db_url or f"sqlite:///{db_file}"
     env = {**os.environ, "MEPHISTO_HOME": str(tmp / "home")}
+    if operator_from is not None:  # its `mephisto` package first on the operator's path
+        env["PYTHONPATH"] = os.pathsep.join(
+            p for p in (str(operator_from), os.environ.get("PYTHONPATH")) if p)
     with ExitStack() as stack:
         architect: dict[str, Any] = {}
         started_routers: list[RouterProcess] = []
@@ -136,6 +149,8 @@ def run_one(
             [sys.executable, "-c", _CHILD, url_db, str(html), str(units), str(started),
              json.dumps(architect)],
             stdout=subprocess.PIPE, text=True, env=env,
+            # `python -c` looks in its working directory first
+            cwd=operator_from,
         )
         assert child.stdout is not None
         ready = json.loads(child.stdout.readline())
@@ -144,8 +159,11 @@ def run_one(
         router_cpu = sum(cpu_seconds(pid) for pid in router_pids)
         own_cpu = time.process_time()
         t = time.perf_counter()
+        # workers new to the database, as on a fresh SQLite file, also on a PostgreSQL
+        # database that earlier runs filled
         stats = run_simulated_workers_sync(ready["url"], workers,
-                                           browser_like=mode == "browser")
+                                           browser_like=mode == "browser",
+                                           worker_prefix=f"bench-{ready['run_id']}")
         wall = time.perf_counter() - t
         own_cpu = time.process_time() - own_cpu
         operator_cpu = cpu_seconds(child.pid) - operator_cpu
@@ -164,7 +182,9 @@ def run_one(
     db.shutdown()
 
     row: dict[str, Any] = {
-        "mode": mode + (f" via {routers} router{'s' if routers > 1 else ''}" if routers else ""),
+        "mode": mode + (f" via {routers} router{'s' if routers > 1 else ''}" if routers else "")
+        + (f" [{operator_from.name}]" if operator_from is not None else ""),
+        "operator_from": str(operator_from) if operator_from is not None else None,
         "routers": routers,
         "units": units,
         "workers": workers,
@@ -226,14 +246,15 @@ def print_row(row: dict[str, Any]) -> None:
 
 def summary_table(rows: list[dict[str, Any]]) -> str:
     """One line per run: mode, size, throughput, operator CPU per unit, unit latency."""
-    header = (f"{'mode':<23}{'M':>8}{'N':>5}{'units/s':>9}{'op CPU ms/unit':>16}"
+    width = max([23] + [len(row.get("mode", "")) + 2 for row in rows])
+    header = (f"{'mode':<{width}}{'M':>8}{'N':>5}{'units/s':>9}{'op CPU ms/unit':>16}"
               f"{'unit p50 ms':>13}{'unit p99 ms':>13}{'failed':>8}")
     lines = [header]
     for row in rows:
         unit = row["latency_ms"].get("unit", {})
         cpu = row.get("operator_cpu_ms_per_unit")
         lines.append(
-            f"{row.get('mode', 'keep-alive'):<23}{row['units']:>8,}{row['workers']:>5}"
+            f"{row.get('mode', 'keep-alive'):<{width}}{row['units']:>8,}{row['workers']:>5}"
             f"{row['units_per_second']:>9,.0f}{'-' if cpu is None else f'{cpu:.2f}':>16}"
             f"{unit.get('p50', float('nan')):>13.2f}{unit.get('p99', float('nan')):>13.2f}"
             f"{row['failed_requests']:>8}"
@@ -254,8 +275,22 @@ def main() -> None:
     parser.add_argument("--routers", type=int, default=0,
                         help="serve through this many `mephisto router` processes (2+: "
                              "behind a round-robin TCP proxy)")
+    parser.add_argument("--operator-from", metavar="DIR", type=Path,
+                        help="run the operator from this other checkout (A/B comparisons)")
+    parser.add_argument("--repeat", type=int, default=1,
+                        help="run each case this many times (alternating with "
+                             "--operator-from's checkout)")
     parser.add_argument("--out", default="benchmarks/results/bench_load.json")
     args = parser.parse_args()
+    other = args.operator_from
+    if other is not None:
+        other = other.resolve()
+        if not (other / "mephisto" / "__init__.py").is_file():
+            parser.error(f"--operator-from {other}: no mephisto package there "
+                         "(give the root of a checkout)")
+    if args.repeat < 1:
+        parser.error("--repeat must be at least 1")
+    sides: list[Path | None] = [None] if other is None else [None, other]
     mode = args.mode or ("browser" if args.browser else "keep-alive")
     if args.browser and mode != "browser":
         parser.error("--browser and --mode keep-alive/both disagree")
@@ -270,10 +305,12 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for units, workers in combos:
             for run_mode in modes:
-                row = run_one(units, workers, args.postgres, Path(tmp), run_mode,
-                              args.routers)
-                print_row(row)
-                rows.append(row)
+                for _ in range(args.repeat):
+                    for side in sides:
+                        row = run_one(units, workers, args.postgres, Path(tmp), run_mode,
+                                      args.routers, side)
+                        print_row(row)
+                        rows.append(row)
     print("\n" + summary_table(rows))
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
