@@ -684,16 +684,21 @@ def test_a_new_workers_first_commit_saved_but_reported_unavailable_is_theirs(
     assert sorted(a.db_status for a in db.find_agents()) == ["completed", "completed"]
 
 
+@pytest.mark.parametrize("returning", [False, True], ids=["new", "returning"])
 def test_a_new_workers_first_commit_still_unknown_is_settled_in_the_background(
-    tmp_path: Path, runs: Runs, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, runs: Runs, monkeypatch: pytest.MonkeyPatch, returning: bool
 ) -> None:
-    """The database does not say at once whether a new worker's first commit was saved:
-    the request is answered 503, and once the database answers the worker and the agent
-    are the run's: asking again gets that agent."""
+    """The database does not say at once whether a worker's first commit on a run was
+    saved: the request is answered 503, and once the database answers the worker and the
+    agent are the run's: asking again gets that agent. A worker the database knew from
+    before is then counted with their record (here, a qualification)."""
     from mephisto.errors import DatabaseUnavailable
     from mephisto.operations import worker_pool
 
     db = runs.db(f"sqlite:///{tmp_path / 'unknown-first.db'}")
+    if returning:
+        known = db.find_or_new_worker("newcomer", "mock")
+        db.grant_qualification(db.make_qualification("veteran"), known.db_id, 3)
     _operator, live = runs.start(db, 1)
     armed, disarm = _arm_commit_then_disconnect(db.engine)
     monkeypatch.setattr(worker_pool, "CREATION_CHECK_PAUSES", (0.01,))
@@ -719,6 +724,10 @@ def test_a_new_workers_first_commit_still_unknown_is_settled_in_the_background(
     assert live.done_sync.wait(3), "the run did not finish"
     [worker] = db.find_workers()
     assert [a.db_status for a in worker.get_agents()] == ["completed"]
+    in_run = live.pool.workers["newcomer"]
+    assert in_run.worker_id == worker.db_id
+    assert in_run.granted == ({"veteran": 3} if returning else {})
+    assert (in_run.active, in_run.task_units) == (0, 1)
 
 
 def test_a_provider_failing_to_launch_is_retried_and_the_run_ends(

@@ -470,7 +470,8 @@ def test_a_new_workers_first_request_is_one_commit(
     launch_static_run: Any, mephisto_db: MephistoDB, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A worker new to the database is created in the commit that creates their agent;
-    a worker known from before is loaded first and assigned in a commit of its own."""
+    a worker known from before is read in the commit that creates their agent, and
+    counted with what was read; one the record refuses gets no agent in that commit."""
     run = launch_static_run(_data(3))
     writer = run.operator.writer
     commits: list[int] = []
@@ -487,10 +488,60 @@ def test_a_new_workers_first_request_is_one_commit(
     worker = mephisto_db.find_workers(worker_name="brand-new")[0]
     assert answer["worker_id"] == worker.db_id
     assert [a.db_id for a in worker.get_agents()] == [answer["agent_id"]]
-    mephisto_db.find_or_new_worker("known", "mock")
+    known = mephisto_db.find_or_new_worker("known", "mock")
     commits.clear()
     answer = request("known")
-    assert answer["agent_id"] and commits == [1, 1]
+    assert answer["agent_id"] and commits == [1]
+    assert answer["worker_id"] == known.db_id
+    assert [a.db_id for a in known.get_agents()] == [answer["agent_id"]]
+    pool = run.live.pool
+    worker = pool.workers["known"]
+    assert (worker.worker_id, worker.active, worker.task_units) == (known.db_id, 1, 1)
+    assert pool.agent(answer["agent_id"]).worker is worker
+    assert len(worker.assignments) == 1
+
+    blocked = mephisto_db.find_or_new_worker("blocked", "mock")
+    blocked.block_worker("spam", requester=mephisto_db.find_requesters()[0])
+    commits.clear()
+    with pytest.raises(NotEligible):
+        request("blocked")
+    assert blocked.get_agents() == [] and pool.workers["blocked"].active == 0
+    assert run.unit_statuses().get("launched") == 1  # the unit reserved went back
+
+
+def test_first_requests_of_new_returning_and_refused_workers_share_one_commit(
+    launch_static_run: Any, mephisto_db: MephistoDB, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """First requests arriving together go to the writer as one batch: the new and the
+    returning worker get their agents in one commit; the one their record refuses (at
+    the task's maximum from an earlier run) gets none, and their unit is offered again."""
+    first = launch_static_run(_data(1), maximum_units_per_worker=1)
+    mephisto_db.find_or_new_worker("known", "mock")
+    full = asyncio.run_coroutine_threadsafe(
+        first.live.pool.request_agent({"worker_name": "full", "assignment_id": "x"}, {}),
+        first.operator._loop).result(10)
+    assert full["agent_id"]
+    run = launch_static_run(_data(3), maximum_units_per_worker=1)
+    writer = run.operator.writer
+    commits: list[int] = []
+    real = writer._commit
+    monkeypatch.setattr(writer, "_commit", lambda ops: commits.append(len(ops)) or real(ops))
+    pool = run.live.pool
+
+    async def together() -> list[Any]:
+        return await asyncio.gather(*(
+            pool.request_agent({"worker_name": name, "assignment_id": "h"}, {})
+            for name in ("newbie", "known", "full")), return_exceptions=True)
+
+    newbie, known, refused = asyncio.run_coroutine_threadsafe(
+        together(), run.operator._loop).result(10)
+    assert commits == [3]
+    assert newbie["agent_id"] and known["agent_id"]
+    assert isinstance(refused, NotEligible) and "maximum" in refused.reason
+    agents = mephisto_db.find_agents(task_run_id=run.live.ctx.task_run_id)
+    assert sorted(a.get_worker().worker_name for a in agents) == ["known", "newbie"]
+    assert run.unit_statuses() == {"assigned": 2, "launched": 1}
+    assert pool.workers["full"].task_units == 1 and pool.workers["full"].active == 0
 
 
 def test_a_new_worker_whose_unit_the_database_refuses_is_told_so(

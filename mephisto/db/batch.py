@@ -9,7 +9,7 @@ not a few per request. Everything here takes the database first and runs on the
   `create_agents`, `complete_agents`, `find_or_new_workers`, `find_blocked_workers`;
 - batches (`Batch`: one set-based call for every item of a commit, `run_one` to find the
   culprit when it fails): `CREATE_AGENTS`, `COMPLETE_AGENTS`, `LOAD_WORKERS`, and
-  `FIRST_AGENTS` (a new worker and its first agent in one commit);
+  `FIRST_AGENTS` (a worker new to the run and its first agent in one commit);
 - the run's other reads and writes (`load_run`, `finish_onboarding`, ...).
 
 Status changes take their allowed current statuses from `data_model/status.py` and an
@@ -20,7 +20,7 @@ item.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -438,19 +438,24 @@ class _CreateAgents:
 
 CREATE_AGENTS = _CreateAgents()
 
-# a worker's first request on a run: the worker to find or create, and the agent (every
-# key `create_agents` takes but `worker_id`) to create if the worker is new
-FirstRequest = tuple[LoadItem, dict[str, Any]]
+# a worker's first request on a run: the worker to find or create; the agent (every key
+# `create_agents` takes but `worker_id`) to create if the worker is new; and whether it
+# stands for a worker found in the database, given what was read of them (called on the
+# writer's thread: it must only read its argument and the run's fixed settings)
+FirstRequest = tuple[LoadItem, dict[str, Any], Callable[[WorkerRecord], bool]]
 
 
 @dataclass
 class FirstSight:
     """What a worker's first request committed: the worker as found or created, whether
-    it was created now, and then whether its agent was too (`agent_error` None) or why
-    not (`EntryAlreadyExists`, `InvalidTransition`, `EntryDoesNotExist`)."""
+    it was created now, whether its agent was created in the same commit (`agent_made`)
+    and, for a new worker, why not (`agent_error`: `EntryAlreadyExists`,
+    `InvalidTransition`, `EntryDoesNotExist`). A worker found in the database whose
+    agent was not made is only loaded: the run decides its unit from what was read."""
 
     record: WorkerRecord
     created: bool
+    agent_made: bool = False
     agent_error: Exception | None = None
 
 
@@ -460,33 +465,42 @@ _REFUSED_AGENT = (EntryAlreadyExists, InvalidTransition, EntryDoesNotExist)
 class _FirstAgents:
     """Workers' first requests, batched, each in one commit with what it decides: a new
     worker (no past agents, qualifications or blocks, so the unit chosen for it stands)
-    is created together with its agent; a worker found in the database is only loaded,
-    and the run decides its unit from what was read."""
+    is created together with its agent; a worker found in the database gets the agent
+    in that commit too when, from what was read of them, the unit chosen still stands."""
 
     def run_many(self, db: MephistoDB, items: list[FirstRequest]) -> list[FirstSight]:
         context = items[0][0][1:]
-        if any(load[1:] != context for load, _agent in items):
+        if any(load[1:] != context for load, _agent, _stands in items):
             return [self.run_one(db, item) for item in items]
-        records, created = load_workers(db, [load for load, _agent in items])
+        records, created = load_workers(db, [load for load, _agent, _stands in items])
+        made = [load[0] in created or stands(records[load[0]])
+                for load, _agent, stands in items]
         agents = [{**agent, "worker_id": records[load[0]].worker_id}
-                  for load, agent in items if load[0] in created]
+                  for (load, agent, _stands), make in zip(items, made, strict=True) if make]
         if agents:
-            with db.transaction() as conn:  # the writer's; on failure, run_one each
+            # the writer's; on failure, run_one each: a refused agent is then only its own
+            with db.transaction() as conn:
                 _insert_agents(conn, agents)
-        return [FirstSight(records[load[0]], load[0] in created) for load, _agent in items]
+        return [FirstSight(records[load[0]], load[0] in created, make)
+                for (load, _agent, _stands), make in zip(items, made, strict=True)]
 
     def run_one(self, db: MephistoDB, item: FirstRequest) -> FirstSight:
-        load, agent = item
+        load, agent, stands = item
         records, created = load_workers(db, [load])
         record = records[load[0]]
-        if load[0] not in created:
+        new = load[0] in created
+        if not new and not stands(record):
             return FirstSight(record, False)
         try:
             with db.savepoint() as conn:  # the worker is kept when its agent is refused
                 _insert_agents(conn, [{**agent, "worker_id": record.worker_id}])
         except _REFUSED_AGENT as exc:
-            return FirstSight(record, True, exc)
-        return FirstSight(record, True)
+            return FirstSight(record, new, False, exc if new else None)
+        except NotEligible:  # at the task's maximum, counting other processes' runs
+            if new:
+                raise
+            return FirstSight(record, False)  # the run's usual path refuses them
+        return FirstSight(record, new, True)
 
 
 FIRST_AGENTS = _FirstAgents()

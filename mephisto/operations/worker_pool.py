@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from typing import Any, NoReturn
 
 from mephisto.data_model import packets
@@ -115,12 +116,15 @@ class WorkerPool:
     async def _first_request(
         self, name: str, provider_assignment: str | None
     ) -> WorkerInfo | AgentResponse:
-        """A request from a worker this run has not seen yet. A worker new to the
-        database has no past agents, qualifications or blocks, so its unit is chosen
-        before the commit that creates it, and that one commit creates its agent too
-        (`batch.FIRST_AGENTS`): one commit instead of two. Returns that agent's answer,
-        or the worker, for the usual path, when it was found in the database or what it
-        gets depends on more than an empty record (`_newcomer_agent`)."""
+        """A request from a worker this run has not seen yet. Its unit is chosen before
+        the commit that finds or creates the worker, and that one commit creates its
+        agent too (`batch.FIRST_AGENTS`): one commit instead of two. A worker new to the
+        database has no past agents, qualifications or blocks, so the unit stands; for
+        a worker found there (a returning worker) the writer checks, from what it read
+        of them, that the unit still stands (`_stands_for`). Returns that agent's
+        answer, or the worker, for the usual path, when the unit did not stand for the
+        worker found or what a worker gets depends on more than their record
+        (`_newcomer_agent`)."""
         lock = self._worker_locks.setdefault(name, asyncio.Lock())
         async with lock:
             worker = self.workers.get(name)
@@ -133,8 +137,8 @@ class WorkerPool:
                 record = await ctx.writer.run_batched(batch.LOAD_WORKERS, self._load_item(name))
                 return self._add_worker(_worker_from(record))
             try:
-                sight = await ctx.writer.run_batched(
-                    batch.FIRST_AGENTS, (self._load_item(name), self._agent_row(agent)))
+                sight = await ctx.writer.run_batched(batch.FIRST_AGENTS, (
+                    self._load_item(name), self._agent_row(agent), self._stands_for(agent)))
             except DatabaseUnavailable:
                 # one transaction: the worker and its agent were both saved, or neither
                 created = await self._agent_created(agent.agent_id)
@@ -149,9 +153,14 @@ class WorkerPool:
             except BaseException:
                 self._unreserve(agent)
                 raise
-            if not sight.created:  # known from before: its unit is decided from its record
-                self._unreserve(agent)
-                return self._add_worker(_worker_from(sight.record))
+            if not sight.created:  # known from before
+                worker = _worker_from(sight.record)
+                if not sight.agent_made:  # its unit is decided from its record
+                    self._unreserve(agent)
+                    return self._add_worker(worker)
+                self._move_reservation(agent, worker)  # the record holds it already
+                self._add_worker(worker)
+                return self._started(agent)
             newcomer.worker_id = sight.record.worker_id
             self._add_worker(newcomer)
             if sight.agent_error is not None:
@@ -173,25 +182,53 @@ class WorkerPool:
         unit = await self.units.take(_any_unit)
         return None if unit is None else self._reserve(newcomer, unit, provider_assignment)
 
-    async def _settle_first(self, agent: AgentInfo) -> None:
-        """A new worker's first commit whose outcome was unknown, once the database
-        answers: if it was saved, the worker is this run's (or, if a retry loaded it
-        meanwhile, the agent joins the loaded worker) and the agent is tracked; else its
-        unit is freed."""
+    def _stands_for(self, agent: AgentInfo) -> Callable[[batch.WorkerRecord], bool]:
+        """Whether the unit reserved for a worker new to this run stands for the worker
+        the database holds under that name, from its record: not on an assignment they
+        worked on, and nothing refuses them (`_refusal`; `_newcomer_agent` ruled out the
+        checks a record does not answer). Runs on the writer's thread: it reads only the
+        record and the run's fixed settings."""
         assert agent.unit is not None
+        assignment_id = agent.unit.assignment_id
+
+        def stands(record: batch.WorkerRecord) -> bool:
+            if assignment_id in record.assignments:
+                return False
+            return self._refusal(_worker_from(record)) is None
+
+        return stands
+
+    @staticmethod
+    def _move_reservation(agent: AgentInfo, worker: WorkerInfo) -> None:
+        """Count a reserved agent on `worker` (read from the database just before the
+        agent was stored, in the same commit) instead of the placeholder it was reserved
+        on."""
+        assert agent.unit is not None
+        worker.assignments.add(agent.unit.assignment_id)
+        worker.active += 1
+        worker.task_units += 1
+        agent.worker = worker
+
+    async def _settle_first(self, agent: AgentInfo) -> None:
+        """A worker's first commit whose outcome was unknown, once the database answers:
+        if it was saved, the agent joins the worker as read from the database now (or as
+        a retry loaded them meanwhile) and is tracked; else its unit is freed."""
+        assert agent.unit is not None
+        name = agent.worker.worker_name
         worker_id = await until_saved(
             lambda: self.ctx.writer.read(batch.agent_worker, agent.agent_id))
         if worker_id is None:
             self._unreserve(agent)
             return
-        loaded = self.workers.get(agent.worker.worker_name)
-        if loaded is None:
-            agent.worker.worker_id = worker_id
-            self._add_worker(agent.worker)
-        else:  # read from the database after the commit: it holds this agent
-            agent.worker = loaded
-            loaded.assignments.add(agent.unit.assignment_id)
-            loaded.active += 1
+        loaded = self.workers.get(name)
+        if loaded is None:  # the worker may have had a record before: read it
+            record = await until_saved(
+                lambda: self.ctx.writer.run_batched(batch.LOAD_WORKERS, self._load_item(name)))
+            loaded = self.workers.get(name) or self._add_worker(_worker_from(record))
+        # read from the database after the commit: it holds this agent
+        agent.worker = loaded
+        loaded.assignments.add(agent.unit.assignment_id)
+        loaded.active += 1
         self._started(agent)
 
     async def _refresh_standing(self, worker: WorkerInfo) -> None:
