@@ -14,6 +14,7 @@ until no work is left. Both share this machine's cores, as in the targets.
     python benchmarks/bench_load.py --routers 1 ...     # workers go through a router
     python benchmarks/bench_load.py --routers 2 ...     # two routers behind a TCP balancer
     python benchmarks/bench_load.py --operator-from ../old --repeat 3 ...   # A/B, see below
+    python benchmarks/bench_load.py --returning ...     # workers known from an earlier task
 
 Modes: `keep-alive` (default): each worker keeps its identity and connection from unit
 to unit and loads only the page itself. `browser`: every unit is a new browser (a new
@@ -103,9 +104,30 @@ def percentile(values: list[float], p: float) -> float:
     return values[k]
 
 
+def worker_names(prefix: str, units: int, workers: int, mode: str) -> list[str]:
+    """The names the load generator's workers will have (`run_simulated_workers`): one
+    per slot in keep-alive mode, one per unit (and the slot's last, told "no more work")
+    in browser mode."""
+    if mode != "browser":
+        return [f"{prefix}-{i}" for i in range(workers)]
+    per_slot = units // workers + 2
+    return [f"{prefix}-{i}-{n}" for i in range(workers) for n in range(per_slot)]
+
+
+def store_workers(db_url: str, names: list[str]) -> None:
+    """Put these workers in the database before the run, as if from an earlier task."""
+    from mephisto.db import MephistoDB, batch
+
+    db = MephistoDB(db_url)
+    try:
+        batch.find_or_new_workers(db, names, "mock")
+    finally:
+        db.shutdown()
+
+
 def run_one(
     units: int, workers: int, db_url: str | None, tmp: Path, mode: str = "keep-alive",
-    routers: int = 0, operator_from: Path | None = None,
+    routers: int = 0, operator_from: Path | None = None, returning: bool = False,
 ) -> dict[str, Any]:
     from contextlib import ExitStack
 
@@ -122,6 +144,11 @@ def run_one(
     db_file = tmp / f"bench-{units}-{workers}-{mode}-{routers}-{time.time_ns()}.db"
     url_db = db_url or f"sqlite:///{db_file}"
     env = {**os.environ, "MEPHISTO_HOME": str(tmp / "home")}
+    # workers new to the database (as on a fresh SQLite file, also on a PostgreSQL
+    # database that earlier runs filled), or stored before the run with --returning
+    prefix = f"bench-{time.time_ns()}"
+    if returning:
+        store_workers(url_db, worker_names(prefix, units, workers, mode))
     if operator_from is not None:  # its `mephisto` package first on the operator's path
         env["PYTHONPATH"] = os.pathsep.join(
             p for p in (str(operator_from), os.environ.get("PYTHONPATH")) if p)
@@ -159,11 +186,9 @@ def run_one(
         router_cpu = sum(cpu_seconds(pid) for pid in router_pids)
         own_cpu = time.process_time()
         t = time.perf_counter()
-        # workers new to the database, as on a fresh SQLite file, also on a PostgreSQL
-        # database that earlier runs filled
         stats = run_simulated_workers_sync(ready["url"], workers,
                                            browser_like=mode == "browser",
-                                           worker_prefix=f"bench-{ready['run_id']}")
+                                           worker_prefix=prefix)
         wall = time.perf_counter() - t
         own_cpu = time.process_time() - own_cpu
         operator_cpu = cpu_seconds(child.pid) - operator_cpu
@@ -183,7 +208,9 @@ def run_one(
 
     row: dict[str, Any] = {
         "mode": mode + (f" via {routers} router{'s' if routers > 1 else ''}" if routers else "")
+        + (" returning" if returning else "")
         + (f" [{operator_from.name}]" if operator_from is not None else ""),
+        "returning_workers": returning,
         "operator_from": str(operator_from) if operator_from is not None else None,
         "routers": routers,
         "units": units,
@@ -280,6 +307,9 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=1,
                         help="run each case this many times (alternating with "
                              "--operator-from's checkout)")
+    parser.add_argument("--returning", action="store_true",
+                        help="the workers are in the database before the run (as after "
+                             "an earlier task), not new to it")
     parser.add_argument("--out", default="benchmarks/results/bench_load.json")
     args = parser.parse_args()
     other = args.operator_from
@@ -308,7 +338,7 @@ def main() -> None:
                 for _ in range(args.repeat):
                     for side in sides:
                         row = run_one(units, workers, args.postgres, Path(tmp), run_mode,
-                                      args.routers, side)
+                                      args.routers, side, args.returning)
                         print_row(row)
                         rows.append(row)
     print("\n" + summary_table(rows))
