@@ -25,6 +25,19 @@ def _isolated_mephisto_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
     monkeypatch.delenv("MEPHISTO_DATABASE_URL", raising=False)
 
 
+@pytest.fixture(autouse=True)
+def _registered_abstractions_restored() -> Iterator[None]:
+    """Abstractions a test registers (its own test providers) are forgotten after it, so
+    the types other tests see listed do not depend on the order the tests ran in."""
+    from mephisto.operations import registry
+
+    saved = {kind: dict(types) for kind, types in registry._registered.items()}
+    yield
+    for kind, types in registry._registered.items():
+        types.clear()
+        types.update(saved[kind])
+
+
 @pytest.fixture
 def postgres_url() -> Iterator[str]:
     """A URL to an empty schema of the PostgreSQL server in MEPHISTO_TEST_POSTGRES_URL.
