@@ -361,17 +361,38 @@ class WorkerRecord:
 Standing = tuple[dict[str, int], bool]
 
 
+# What a run reads of workers it has not seen yet, or whose standing is due to be read
+# again: statements built once (building one costs more than running it here).
+_GRANTED = sa.select(
+    s.granted_qualifications.c.worker_id, s.qualifications.c.qualification_name,
+    s.granted_qualifications.c.value,
+).join_from(s.granted_qualifications, s.qualifications).where(
+    s.granted_qualifications.c.worker_id.in_(sa.bindparam("workers", expanding=True)))
+_BLOCKED_BY = sa.select(s.worker_blocks.c.worker_id).where(
+    s.worker_blocks.c.worker_id.in_(sa.bindparam("workers", expanding=True)),
+    s.worker_blocks.c.requester_id == sa.bindparam("requester"),
+)
+_PAST_AGENTS = sa.select(
+    s.agents.c.worker_id, s.agents.c.task_run_id, s.agents.c.assignment_id,
+    s.agents.c.status,
+).where(
+    s.agents.c.worker_id.in_(sa.bindparam("workers", expanding=True)),
+    s.agents.c.task_id == sa.bindparam("task"),
+)
+
+
 def workers_standing(
     db: MephistoDB, worker_ids: list[str], requester_id: str
 ) -> dict[str, Standing]:
     """Each worker's granted qualifications (name -> value) and whether this requester
-    blocked them: three queries whatever the number of workers."""
-    names = {q.db_id: q.qualification_name for q in db.find_qualifications()}
+    blocked them: two queries whatever the number of workers."""
     granted: dict[str, dict[str, int]] = {worker_id: {} for worker_id in worker_ids}
-    for g in db.check_granted_qualifications(worker_id=worker_ids):  # type: ignore[arg-type]
-        if g.qualification_id in names and g.worker_id in granted:
-            granted[g.worker_id][names[g.qualification_id]] = g.value
-    blocked = find_blocked_workers(db, worker_ids, requester_id)
+    keys = [key("workers", w) for w in worker_ids]
+    with db.read() as conn:
+        for worker, name, value in conn.execute(_GRANTED, {"workers": keys}):
+            granted[str(worker)][name] = value
+        blocked = {str(row[0]) for row in conn.execute(
+            _BLOCKED_BY, {"workers": keys, "requester": key("requesters", requester_id)})}
     return {worker_id: (granted[worker_id], worker_id in blocked) for worker_id in worker_ids}
 
 
@@ -394,12 +415,15 @@ def load_workers(
              if name not in created}
     if not by_id:
         return records, created
-    for agent in db.find_agents(worker_id=list(by_id), task_id=task_id):  # type: ignore[arg-type]
-        record = by_id[agent.worker_id]
-        if agent.task_run_id == task_run_id:
-            record.assignments.add(agent.assignment_id)
-        if agent.db_status not in _DROPPED:
-            record.task_units += 1
+    with db.read() as conn:
+        past = conn.execute(_PAST_AGENTS, {
+            "workers": [key("workers", w) for w in by_id], "task": key("tasks", task_id)})
+        for worker, run, assignment, status in past:
+            record = by_id[str(worker)]
+            if str(run) == task_run_id:
+                record.assignments.add(str(assignment))
+            if status not in _DROPPED:
+                record.task_units += 1
     for worker_id, (granted, blocked) in workers_standing(db, list(by_id), requester_id).items():
         by_id[worker_id].granted, by_id[worker_id].blocked = granted, blocked
     return records, created
