@@ -318,6 +318,9 @@ def main() -> None:
         if not (other / "mephisto" / "__init__.py").is_file():
             parser.error(f"--operator-from {other}: no mephisto package there "
                          "(give the root of a checkout)")
+    if other is not None and args.postgres:
+        parser.error("--operator-from runs on SQLite only: both versions would share the "
+                     "PostgreSQL database, whose schema only the newer one may know")
     if args.repeat < 1:
         parser.error("--repeat must be at least 1")
     sides: list[Path | None] = [None] if other is None else [None, other]
