@@ -108,3 +108,71 @@ def test_lookups_are_remembered_and_memory_is_bounded(
         path = files.lookup(static_dir, name)
         assert path is not None and files.get(path) is not None
     assert files._bytes <= 50
+
+
+BUNDLE = "".join(f"export function part{i}() {{ return 'piece number {i}'; }}\n"
+                 for i in range(400)).encode()
+
+
+async def _fetch(session: aiohttp.ClientSession, url: str, accept: str | None,
+                 etag: str | None = None) -> tuple[int, bytes, dict[str, str]]:
+    """A GET with exactly this Accept-Encoding (none when None), body as sent."""
+    headers = {"Accept-Encoding": accept if accept is not None else "identity"}
+    if etag:
+        headers["If-None-Match"] = etag
+    async with session.get(url, headers=headers) as response:
+        return response.status, await response.read(), response.headers.copy()  # type: ignore[return-value]
+
+
+async def test_text_assets_are_gzipped_for_browsers_that_accept_it(static_dir: Path) -> None:
+    import gzip
+
+    (static_dir / "app.js").write_bytes(BUNDLE)
+    (static_dir / "tiny.js").write_text("let x = 1;\n")
+    (static_dir / "photo.png").write_bytes(b"\x89PNG" + b"\0" * 5000)
+    page = "<html><body>" + "<p>instructions for the task</p>" * 200 + "</body></html>"
+    app = create_app(FakeBackend(static_dir=static_dir, page=page))
+    async with running_server(app) as url, \
+            aiohttp.ClientSession(auto_decompress=False) as session:
+        status, packed, zipped = await _fetch(session, url + "/app.js", "gzip, deflate, br")
+        assert status == 200 and zipped["Content-Encoding"] == "gzip"
+        assert gzip.decompress(packed) == BUNDLE and len(packed) < len(BUNDLE) / 3
+        assert zipped["Vary"] == "Accept-Encoding"
+        assert int(zipped["Content-Length"]) == len(packed)
+        # the gzipped form is a representation of its own: its own ETag, and a 304
+        status, body, again = await _fetch(session, url + "/app.js", "gzip", zipped["ETag"])
+        assert (status, body, again["ETag"]) == (304, b"", zipped["ETag"])
+        assert "Content-Encoding" not in again
+
+        for accept in (None, "gzip;q=0", "br", "*;q=0, deflate"):
+            status, body, plain = await _fetch(session, url + "/app.js", accept)
+            assert (status, body) == (200, BUNDLE), accept
+            assert "Content-Encoding" not in plain and plain["Vary"] == "Accept-Encoding"
+            assert plain["ETag"] != zipped["ETag"]
+            # a browser holding the gzipped form that no longer accepts gzip gets bytes
+            assert (await _fetch(session, url + "/app.js", accept, zipped["ETag"]))[0] == 200
+        assert (await _fetch(session, url + "/app.js", "*"))[2]["Content-Encoding"] == "gzip"
+
+        for small in ("/tiny.js", "/photo.png"):  # too small to gain, or not text
+            status, body, plain = await _fetch(session, url + small, "gzip")
+            assert status == 200 and body == (static_dir / small[1:]).read_bytes()
+            assert "Content-Encoding" not in plain and "Vary" not in plain
+
+        status, packed, headers = await _fetch(session, url + "/", "gzip")
+        assert headers["Content-Encoding"] == "gzip"
+        assert gzip.decompress(packed).decode() == page
+
+    # what aiohttp does by default (as a browser: accepts gzip, decompresses)
+    async with running_server(app) as url, aiohttp.ClientSession() as session:
+        status, body, headers = await _get(session, url + "/app.js")
+        assert (status, body, headers["Content-Encoding"]) == (200, BUNDLE, "gzip")
+
+
+@pytest.mark.parametrize(("header", "accepted"), [
+    ("gzip", True), ("GZIP", True), ("deflate, gzip;q=0.5", True), ("x-gzip", True),
+    ("*", True), ("gzip;q=0", False), ("gzip; q=0.0", False), ("*;q=0", False),
+    ("br, deflate", False), ("", False), (None, False), ("identity", False),
+    ("gzip;q=0, *", False), ("*;q=0, gzip", True), ("gzip;q=nonsense", False),
+])
+def test_accept_encoding_is_read_as_browsers_mean_it(header: str | None, accepted: bool) -> None:
+    assert static_files.accepts_gzip(header) is accepted

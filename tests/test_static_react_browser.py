@@ -48,8 +48,13 @@ def test_example_page_in_chromium(
     react_example_bundle: Path, operator: Any, mephisto_db: Any, page: Any
 ) -> None:
     run = launch_example(operator, [{"text": "Chromium reads <this> sentence."}])
+    bundles: list[dict[str, str]] = []
+    page.on("response", lambda r: bundles.append(r.headers) if r.url.endswith(".js")
+            and "bundle" in r.url else None)
     page.goto(run.url)  # preview first: no worker, no agent
     page.get_by_text("Accept the task to start.").wait_for()
+    # the React bundle reaches the browser gzipped (and the page ran it)
+    assert bundles and bundles[0].get("content-encoding") == "gzip", bundles
     assert "you'll be given a sentence" in page.locator("#task-description").inner_text()
     assert mephisto_db.find_agents() == []
 

@@ -47,7 +47,7 @@ from mephisto.errors import (
     UnknownAgent,
 )
 from mephisto.server.backend import AGENT_ID, Caller, ServerSettings, TaskBackend
-from mephisto.server.static_files import StaticFiles, conditional, etag_of
+from mephisto.server.static_files import Encoded, StaticFiles, conditional, encode
 from mephisto.server.uploads import MultipartSubmit
 
 logger = logging.getLogger(__name__)
@@ -148,9 +148,9 @@ class _TaskServer:
         self.on_request = on_request
         self.headers = dict(settings.extra_headers)
         self._static = StaticFiles()
-        # the page and scripts the backend gives as text: (text, its bytes, ETag), so
-        # each is encoded and hashed once, not per worker
-        self._encoded: dict[str, tuple[str, bytes, str]] = {}
+        # the page and scripts the backend gives as text: (text, its encoded answer), so
+        # each is encoded, hashed and gzipped once, not per worker
+        self._encoded: dict[str, tuple[str, Encoded]] = {}
 
     # -- responses ------------------------------------------------------------------
 
@@ -274,9 +274,8 @@ class _TaskServer:
         changed), answered with an ETag and 304s."""
         known = self._encoded.get(name)
         if known is None or known[0] is not text:
-            body = text.encode()
-            known = self._encoded[name] = (text, body, etag_of(body))
-        return conditional(request, known[1], known[2], content_type, self.headers)
+            known = self._encoded[name] = (text, encode(text.encode(), content_type))
+        return conditional(request, known[1], self.headers)
 
     async def task_page(self, request: Request) -> Response:
         return self._text(request, "page", self.backend.task_page(), "text/html; charset=utf-8")
@@ -289,10 +288,9 @@ class _TaskServer:
         known = self._encoded.get("static-task.js")
         if known is None:
             body = (ASSETS_DIR / "static-task.js").read_bytes()
-            known = self._encoded["static-task.js"] = ("", body, etag_of(body))
-        _text, body, etag = known
-        return conditional(request, body, etag, "application/javascript; charset=utf-8",
-                           self.headers)
+            known = self._encoded["static-task.js"] = (
+                "", encode(body, "application/javascript; charset=utf-8"))
+        return conditional(request, known[1], self.headers)
 
     async def healthz(self, request: Request) -> Response:
         return self.json({"status": "ok"})
@@ -402,8 +400,7 @@ class _TaskServer:
             if not path.is_file():
                 return self.error(404, "not found")
             return FileResponse(path, headers=self.headers)
-        return conditional(request, cached.body, cached.etag, cached.content_type,
-                           self.headers)
+        return conditional(request, cached.encoded, self.headers)
 
     def _static_path(self, relative: str) -> Path | None:
         """The file `relative` names inside the static directory, or None (see

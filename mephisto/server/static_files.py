@@ -13,13 +13,18 @@ reads through a worker thread) and without resolving the path again on every req
   request notices a file that changed, e.g. a rebuilt bundle) with an `ETag`;
 - `conditional(...)` answers `304 Not Modified` to a browser that sends the `ETag` it
   has (`If-None-Match`), else the bytes, with `Cache-Control: no-cache` (the browser
-  keeps the file and asks whether it changed: a page reload costs a 304).
+  keeps the file and asks whether it changed: a page reload costs a 304);
+- text, scripts, JSON and SVG of at least `GZIP_MIN` bytes are also kept gzipped,
+  compressed once per version of the file (`encode`), and sent so to a browser that
+  accepts gzip (`Content-Encoding: gzip`, `Vary: Accept-Encoding`, an ETag of its own):
+  a React bundle is a third of its size on a worker's network.
 
 Larger files go through `FileResponse` as before.
 """
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import mimetypes
 import os
@@ -31,13 +36,18 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 __all__ = [
-    "MAX_CACHED_FILE", "CachedFile", "StaticFiles", "conditional", "etag_of", "is_private",
+    "MAX_CACHED_FILE", "CachedFile", "Encoded", "StaticFiles", "accepts_gzip", "conditional",
+    "encode", "etag_of", "is_private",
 ]
 
 MAX_CACHED_FILE = 1 << 20  # bytes: larger files are streamed from disk
 MAX_CACHED_TOTAL = 64 << 20  # bytes of file contents kept in memory at most
 MAX_PATHS = 4096  # remembered path lookups
 CACHE_CONTROL = "no-cache"  # keep it, but ask whether it changed before using it
+GZIP_MIN = 1024  # bytes: below this, gzip saves less than its header costs
+GZIP_LEVEL = 6  # once per version of a file: zlib's default trade-off
+_COMPRESSIBLE = ("text/", "application/javascript", "application/json", "application/xml",
+                 "image/svg+xml", "application/wasm", "application/manifest+json")
 
 
 # Never served from a static directory (a static task serves its HTML file's folder,
@@ -54,16 +64,72 @@ def is_private(part: str) -> bool:
 
 
 @dataclass(frozen=True, slots=True)
-class CachedFile:
+class Encoded:
+    """An answer's body kept in memory, with its ETag and, when gzip makes it smaller,
+    its gzipped bytes (with an ETag of their own: another representation)."""
+
     body: bytes
     etag: str
     content_type: str
-    stamp: tuple[int, int, int]  # (mtime_ns, size, inode) of what `body` was read from
+    gzipped: bytes | None = None
+    gzip_etag: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CachedFile:
+    encoded: Encoded
+    stamp: tuple[int, int, int]  # (mtime_ns, size, inode) of what was read
+
+    @property
+    def body(self) -> bytes:
+        return self.encoded.body
+
+    @property
+    def size(self) -> int:
+        """Bytes kept in memory for this file (both representations)."""
+        return len(self.encoded.body) + len(self.encoded.gzipped or b"")
 
 
 def etag_of(body: bytes) -> str:
     """A strong validator for `body`."""
     return '"' + hashlib.blake2b(body, digest_size=12).hexdigest() + '"'
+
+
+def encode(body: bytes, content_type: str) -> Encoded:
+    """`body` ready to answer with: its ETag, and its gzipped form when it is text-like,
+    at least GZIP_MIN bytes, and gzip saves at least a tenth (deterministic: no
+    timestamp in the gzip header, so the same bytes always give the same ETag)."""
+    etag = etag_of(body)
+    if len(body) >= GZIP_MIN and content_type.startswith(_COMPRESSIBLE):
+        packed = gzip.compress(body, GZIP_LEVEL, mtime=0)
+        if len(packed) <= len(body) * 0.9:
+            return Encoded(body, etag, content_type, packed, etag[:-1] + '-gzip"')
+    return Encoded(body, etag, content_type)
+
+
+def accepts_gzip(accept_encoding: str | None) -> bool:
+    """Whether an `Accept-Encoding` header admits gzip (named, or `*`, with q > 0)."""
+    if not accept_encoding:
+        return False
+    star = False
+    for item in accept_encoding.lower().split(","):
+        coding, _sep, params = item.partition(";")
+        coding = coding.strip()
+        if coding not in ("gzip", "x-gzip", "*"):
+            continue
+        q = 1.0
+        for param in params.split(";"):
+            name, _eq, value = param.partition("=")
+            if name.strip() == "q":
+                try:
+                    q = float(value)
+                except ValueError:
+                    q = 0.0
+        if coding == "*":
+            star = q > 0
+        else:
+            return q > 0  # gzip named: its own q decides, whatever `*` says
+    return star
 
 
 def _content_type(path: Path) -> str:
@@ -74,15 +140,23 @@ def _content_type(path: Path) -> str:
     return kind
 
 
-def conditional(request: Request, body: bytes, etag: str, content_type: str,
-                headers: dict[str, str]) -> Response:
-    """`body`, or 304 when the browser already has this version (`If-None-Match`)."""
-    out = {**headers, "ETag": etag, "Cache-Control": CACHE_CONTROL}
+def conditional(request: Request, encoded: Encoded, headers: dict[str, str]) -> Response:
+    """The body (gzipped if it has a gzipped form and the browser accepts gzip), or 304
+    when the browser already has that representation (`If-None-Match`)."""
+    body, etag = encoded.body, encoded.etag
+    out = {**headers, "Cache-Control": CACHE_CONTROL}
+    if encoded.gzipped is not None:
+        out["Vary"] = "Accept-Encoding"
+        if accepts_gzip(request.headers.get("accept-encoding")):
+            body, etag = encoded.gzipped, encoded.gzip_etag or etag
+            out["Content-Encoding"] = "gzip"
+    out["ETag"] = etag
     given = request.headers.get("if-none-match")
     if given is not None and (given.strip() == "*" or etag in
                               (tag.strip().removeprefix("W/") for tag in given.split(","))):
+        out.pop("Content-Encoding", None)
         return Response(None, 304, out)
-    return Response(body, 200, out, content_type)
+    return Response(body, 200, out, encoded.content_type)
 
 
 class StaticFiles:
@@ -145,15 +219,15 @@ class StaticFiles:
             body = path.read_bytes()
         except OSError:
             return None
-        cached = CachedFile(body, etag_of(body), _content_type(path), stamp)
+        cached = CachedFile(encode(body, _content_type(path)), stamp)
         self._files[path] = cached
-        self._bytes += len(body)
+        self._bytes += cached.size
         while self._bytes > MAX_CACHED_TOTAL and self._files:
             _old, dropped = self._files.popitem(last=False)
-            self._bytes -= len(dropped.body)
+            self._bytes -= dropped.size
         return cached
 
     def _forget(self, path: Path) -> None:
         dropped = self._files.pop(path, None)
         if dropped is not None:
-            self._bytes -= len(dropped.body)
+            self._bytes -= dropped.size
