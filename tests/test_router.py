@@ -51,10 +51,23 @@ def test_a_run_completes_through_a_router(operator: Operator, mephisto_db: Mephi
     live = operator._runs[task_run_id]
     assert live.url == router.url
     assert router.status()["operator"] is True
-    # the operator serves no /metrics through a router: `mephisto metrics` is not sent there
+    # the run's /metrics is the operator's, asked through the router, token checked there
     from mephisto.operations.live_record import read_live_record
+    from mephisto.tools.run_metrics import scrape
 
-    assert read_live_record(task_run_id) is None
+    record = read_live_record(task_run_id)
+    assert record is not None and record.url == router.url
+    token = Path(record.metrics_token_file).read_text().strip()
+    for given in (None, "Bearer wrong", f"Bearer {token}x"):
+        refused = httpx.get(router.url + "metrics",
+                            headers={"Authorization": given} if given else {})
+        assert refused.status_code == 401 and token not in refused.text
+        assert refused.headers["www-authenticate"] == "Bearer"
+    assert httpx.post(router.url + "metrics").status_code == 405
+    before = scrape(task_run_id)
+    assert before.problem is None and before.samples is not None
+    assert before.samples[("mephisto_units", frozenset(
+        {("task_run_id", task_run_id), ("status", "launched")}))] == 20
     stats = run_simulated_workers_sync(router.url, 5, browser_like=True,
                                        answer_fn=lambda w: {"answer": w.init_data["text"]})
     assert live.done_sync.wait(30)
@@ -152,6 +165,8 @@ def test_operator_link_cut_mid_run_answers_503_then_recovers(
         assert answer.status_code == 503
         assert answer.headers["Retry-After"] == "2"
         assert "operator" in answer.json()["error"]
+        metrics = httpx.get(router.url + "metrics", headers={"Authorization": "Bearer x"})
+        assert (metrics.status_code, metrics.headers["Retry-After"]) == (503, "2")
         held = len(acks.acked)
         time.sleep(0.5)
         assert len(acks.acked) <= held + 6  # only answers already on their way

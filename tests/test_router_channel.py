@@ -227,6 +227,34 @@ async def test_calls_reach_the_operator_and_its_errors_come_back(router: Router)
     assert answer.status_code == 503 and answer.headers["Retry-After"] == "2"
 
 
+async def test_metrics_are_asked_of_the_operator_with_the_browsers_header(router: Router
+                                                                         ) -> None:
+    assert (await router.http.get("/metrics")).status_code == 503  # no operator yet
+    async with router.operator() as ws:
+        await _ready(ws)
+        scraper = asyncio.ensure_future(router.http.get(
+            "/metrics", headers={"Authorization": "Bearer run-token"}))
+        call = await _recv(ws)
+        assert call["m"] == "metrics" and call["a"] == {"authorization": "Bearer run-token"}
+        await ws.send(channel.dumps({"t": "ret", "id": call["id"], "r": {
+            "status": 200, "body": "mephisto_units 1.0\n", "type": "text/plain"}}))
+        answer = await scraper
+        assert (answer.status_code, answer.text) == (200, "mephisto_units 1.0\n")
+        assert answer.headers["cache-control"] == "no-store"
+        refused = asyncio.ensure_future(router.http.get("/metrics"))
+        call = await _recv(ws)
+        assert call["a"] == {"authorization": ""}
+        await ws.send(channel.dumps({"t": "ret", "id": call["id"], "r": {
+            "status": 401, "body": '{"error": "token"}', "type": "application/json"}}))
+        answer = await refused
+        assert answer.status_code == 401 and answer.headers["www-authenticate"] == "Bearer"
+        odd = asyncio.ensure_future(router.http.get("/metrics"))
+        call = await _recv(ws)
+        await ws.send(channel.dumps({"t": "ret", "id": call["id"], "r": ["not", "a", "dict"]}))
+        assert (await odd).status_code == 502
+        assert (await router.http.delete("/metrics")).status_code == 405
+
+
 # -- the command -----------------------------------------------------------------------
 
 
@@ -259,3 +287,30 @@ async def test_a_call_cut_off_by_the_runs_end_is_answered_as_the_end(router: Rou
     assert answer.status_code == 200
     assert answer.json()["data"]["agent_id"] is None
     assert "no longer accepting work" in answer.json()["data"]["failure_reason"]
+
+
+async def test_the_operator_side_answers_metrics_with_the_runs_token(tmp_path: Path) -> None:
+    """The link answers `metrics` with the run's own check (`create_app`'s), or 404 for
+    an app that serves none."""
+    from prometheus_client import CollectorRegistry, Counter
+
+    from mephisto.router.link import OperatorLink
+    from mephisto.server.app import create_app
+    from mephisto.server.backend import ServerSettings
+    from mephisto.testing.fake_backend import FakeBackend
+
+    registry = CollectorRegistry()
+    Counter("mephisto_probe", "a probe", registry=registry).inc()
+    app: Any = create_app(FakeBackend(), ServerSettings(metrics_token="t0ken"),
+                          metrics_registry=registry)
+    link = OperatorLink(app.backend, "http://router/", "tok", run_id="r",
+                        upload_dir=tmp_path, metrics=app.metrics)
+    good = await link._dispatch(None, "metrics", {"authorization": "Bearer t0ken"}, [])
+    assert good["status"] == 200 and "mephisto_probe_total 1.0" in good["body"]
+    for header in ("", "Bearer t0ke", "t0ken", None):
+        bad = await link._dispatch(None, "metrics", {"authorization": header}, [])
+        assert bad["status"] == 401 and "t0ken" not in bad["body"]
+    bare: Any = create_app(FakeBackend())
+    none = OperatorLink(bare.backend, "http://router/", "tok", run_id="r",
+                        upload_dir=tmp_path, metrics=bare.metrics)
+    assert (await none._dispatch(None, "metrics", {}, []))["status"] == 404

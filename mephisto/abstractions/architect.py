@@ -32,9 +32,6 @@ class ArchitectArgs:
 class Architect:
     ARCHITECT_TYPE: ClassVar[str | None] = None
     ArgsClass: ClassVar[type[Any]] = ArchitectArgs
-    # whether workers reach the app `deploy` was given (and so its /metrics); False for
-    # architects that hand the run's backend to a router instead
-    SERVES_APP: ClassVar[bool] = True
 
     def __init__(self, args: Any) -> None:
         self.args = args

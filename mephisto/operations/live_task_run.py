@@ -175,9 +175,9 @@ class LiveTaskRun:
             ))
         if task_args.no_submission_patience:
             self._schedule_patience()
-        # for `mephisto metrics` (live_record.py), which reads the /metrics this process
-        # serves (not through a router)
-        if self.metrics_token_file is not None and self.architect.SERVES_APP:
+        # for `mephisto metrics` (live_record.py), which reads the run's /metrics where
+        # workers reach it (a router asks this process over its channel)
+        if self.metrics_token_file is not None:
             write_live_record(self.task_run_id, self.task_name, self.url,
                               self.metrics_token_file, self.writer.db.url)
         self.check_done()

@@ -137,9 +137,8 @@ class Operator:
         self._runs[task_run.db_id] = run
         _tune_gc_for_serving()
         logger.info("task run %s (%s) is live at %s", task_run.db_id, task_name, run.url)
-        if run.architect.SERVES_APP:  # a router serves no /metrics of the operator's
-            logger.info("its metrics: %smetrics with the bearer token in %s (or `mephisto "
-                        "metrics --run %s`)", run.url, run.metrics_token_file, task_run.db_id)
+        logger.info("its metrics: %smetrics with the bearer token in %s (or `mephisto "
+                    "metrics --run %s`)", run.url, run.metrics_token_file, task_run.db_id)
         if cfg.provider._provider_type == "mock":
             logger.info("work on it as a mock worker: %s?worker_id=alice&assignment_id=a1", run.url)
         return task_run.db_id

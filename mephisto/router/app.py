@@ -21,7 +21,7 @@ from typing import Any
 from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.websockets import WebSocket
 
-from mephisto.errors import ConfigError
+from mephisto.errors import ConfigError, OperatorUnavailable, RouterError, ShutdownError
 from mephisto.router import channel
 from mephisto.router.auth import MIN_SECRET_CHARS
 from mephisto.router.remote_backend import RemoteBackend
@@ -58,13 +58,47 @@ class RouterApp:
             await self.backend.operator_endpoint(WebSocket(scope, receive, send))
             return
         if scope["type"] == "http" and path == channel.STATUS_PATH:
-            body = json.dumps(self.backend.status()).encode()
-            await send({"type": "http.response.start", "status": 200,
-                        "headers": [(b"content-type", b"application/json"),
-                                    (b"cache-control", b"no-store")]})
-            await send({"type": "http.response.body", "body": body})
+            await _answer(send, 200, json.dumps(self.backend.status()).encode(),
+                          "application/json")
+            return
+        if scope["type"] == "http" and path == "/metrics":
+            await self._metrics(scope, send)
             return
         await self.task_app(scope, receive, send)
+
+    async def _metrics(self, scope: Scope, send: Send) -> None:
+        """The operator's `/metrics`, asked over the channel (the operator checks the
+        token, which the router never holds)."""
+        if scope["method"] not in ("GET", "HEAD"):
+            await _answer(send, 405, b'{"error": "use GET"}', "application/json",
+                          [(b"allow", b"GET, HEAD")])
+            return
+        authorization = ""
+        for name, value in scope["headers"]:
+            if name == b"authorization":
+                authorization = value.decode("latin-1")
+        try:
+            status, body, content_type = await self.backend.metrics(authorization)
+        except (OperatorUnavailable, ShutdownError) as exc:
+            retry = str(getattr(exc, "retry_after", 2)).encode()
+            await _answer(send, 503, b'{"error": "the operator is out of reach"}',
+                          "application/json", [(b"retry-after", retry)])
+            return
+        except RouterError as exc:
+            logger.warning("GET /metrics: %s", exc)
+            await _answer(send, 502, b'{"error": "the operator failed to answer"}',
+                          "application/json")
+            return
+        extra = [(b"www-authenticate", b"Bearer")] if status == 401 else []
+        await _answer(send, status, body, content_type, extra)
+
+
+async def _answer(send: Send, status: int, body: bytes, content_type: str,
+                  extra: list[tuple[bytes, bytes]] | None = None) -> None:
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", content_type.encode()),
+                            (b"cache-control", b"no-store"), *(extra or [])]})
+    await send({"type": "http.response.body", "body": body})
 
 
 def create_router_app(secret: str, cache_dir: Path | None = None,

@@ -24,13 +24,16 @@ import random
 import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mephisto.errors import MalformedRequest, RouterError, StorageError, TokenRefused
 from mephisto.router import channel
 from mephisto.router.storage import S3Storage, file_sha256
 from mephisto.server.backend import TaskBackend, UploadedFile
 from mephisto.server.static_files import is_private
+
+if TYPE_CHECKING:
+    from mephisto.server.app import MetricsText
 
 logger = logging.getLogger(__name__)
 
@@ -115,8 +118,10 @@ class OperatorLink:
     def __init__(self, backend: TaskBackend, router_url: str, token: str, *, run_id: str,
                  upload_dir: Path, backoff_min: float = 0.2, backoff_max: float = 10.0,
                  storage: S3Storage | None = None, storage_task: str = "run",
-                 static: RunStatic | None = None) -> None:
+                 static: RunStatic | None = None, metrics: MetricsText | None = None
+                 ) -> None:
         self.backend = backend
+        self.metrics = metrics  # the run's `GET /metrics`, answered for the router
         self.router_url = router_url
         self.url = operator_url(router_url)
         self.token = token
@@ -388,6 +393,12 @@ class OperatorLink:
             return await backend.agent_alive(a["agent_id"], sender, caller)
         if method == "agent_packet":
             return await backend.agent_packet(a["agent_id"], a["packet"])
+        if method == "metrics":  # the token is checked here, by the run that made it
+            if self.metrics is None:
+                return {"status": 404, "body": "this run serves no metrics",
+                        "type": "text/plain; charset=utf-8"}
+            status, body, content_type = self.metrics(str(a.get("authorization") or ""))
+            return {"status": status, "body": body.decode("utf-8"), "type": content_type}
         if method == "agent_socket_closed":
             sender = self._sockets.get(int(a["socket"]))
             if sender is not None:

@@ -179,6 +179,15 @@ class RemoteBackend:
                 raise ShutdownError(RUN_OVER) from None
             raise
 
+    async def metrics(self, authorization: str) -> tuple[int, bytes, str]:
+        """The operator's `GET /metrics` for this `Authorization` header (the operator
+        checks the run's token): (status, body, content type)."""
+        answer = await self._call("metrics", {"authorization": authorization})
+        if not isinstance(answer, dict):
+            raise RouterError("the operator answered /metrics with something else")
+        return (int(answer.get("status", 502)), str(answer.get("body", "")).encode(),
+                str(answer.get("type") or "text/plain; charset=utf-8"))
+
     async def request_agent(self, provider_data: dict[str, Any], caller: Caller) -> AgentResponse:
         if self.finished:
             raise ShutdownError(RUN_OVER)

@@ -104,31 +104,53 @@ def create_app(
         "/_mephisto/static-task.js": ep("static", _GET, server.static_task_js),
         "/healthz": ep(None, _GET, server.healthz),
     }
+    metrics: MetricsText | None = None
     if metrics_registry is not None and server.settings.metrics_token:
-        exact["/metrics"] = ep(None, _GET, server.metrics(metrics_registry))
+        metrics = _metrics_text(metrics_registry, server.settings.metrics_token)
+        exact["/metrics"] = ep(None, _GET, server.metrics(metrics))
     # Starlette serves the rest: the websocket at "/" and any other path as a file of
     # the backend's static directory (or 404).
     rest = Starlette(routes=[
         WebSocketRoute("/", server.websocket),
         Route("/{path:path}", ep("static", _GET, server.static_file)),
     ])
-    return _Dispatch(exact, rest, backend, server.settings)
+    return _Dispatch(exact, rest, backend, server.settings, metrics)
+
+
+# `GET /metrics` for an `Authorization` header: (status, body, content type)
+MetricsText = Callable[[str], tuple[int, bytes, str]]
+METRICS_UNAUTHORIZED = "metrics need the run's token: Authorization: Bearer <token>"
+
+
+def _metrics_text(registry: Any, token: str) -> MetricsText:
+    expected = f"Bearer {token}".encode()
+
+    def answer(authorization: str) -> tuple[int, bytes, str]:
+        from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+        if not hmac.compare_digest(authorization.encode("latin-1", "replace"), expected):
+            return 401, json.dumps({"error": METRICS_UNAUTHORIZED}).encode(), "application/json"
+        return 200, generate_latest(registry), CONTENT_TYPE_LATEST
+
+    return answer
 
 
 class _Dispatch:
     """The task server's ASGI app: exact HTTP paths first, then the Starlette app.
 
-    `backend` and `settings` are what it serves with: an architect that does not serve
-    the app in-process (`remote`) hands them to its router link instead."""
+    `backend` and `settings` are what it serves with, and `metrics` its `/metrics`
+    (None when it serves none): an architect that does not serve the app in-process
+    (`remote`) hands them to its router link instead."""
 
-    __slots__ = ("backend", "exact", "rest", "settings")
+    __slots__ = ("backend", "exact", "metrics", "rest", "settings")
 
     def __init__(self, exact: dict[str, ASGIApp], rest: Starlette, backend: TaskBackend,
-                 settings: ServerSettings) -> None:
+                 settings: ServerSettings, metrics: MetricsText | None = None) -> None:
         self.exact = exact
         self.rest = rest
         self.backend = backend
         self.settings = settings
+        self.metrics = metrics
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
@@ -295,18 +317,12 @@ class _TaskServer:
     async def healthz(self, request: Request) -> Response:
         return self.json({"status": "ok"})
 
-    def metrics(self, registry: Any) -> Handler:
-        expected = f"Bearer {self.settings.metrics_token}".encode()
-
+    def metrics(self, metrics: MetricsText) -> Handler:
         async def handler(request: Request) -> Response:
-            from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-
-            given = request.headers.get("authorization", "").encode("latin-1", "replace")
-            if not hmac.compare_digest(given, expected):
-                return self.error(401, "metrics need the run's token: "
-                                  "Authorization: Bearer <token>",
-                                  {"WWW-Authenticate": "Bearer"})
-            return Response(generate_latest(registry), 200, self.headers, CONTENT_TYPE_LATEST)
+            status, body, content_type = metrics(request.headers.get("authorization", ""))
+            if status == 401:
+                return self.error(401, METRICS_UNAUTHORIZED, {"WWW-Authenticate": "Bearer"})
+            return Response(body, status, self.headers, content_type)
 
         return handler
 

@@ -71,7 +71,6 @@ def _check_url(url: str, key: str) -> None:
 class RemoteArchitect(Architect):
     ARCHITECT_TYPE = "remote"
     ArgsClass = RemoteArchitectArgs
-    SERVES_APP = False
 
     def __init__(self, args: Any) -> None:
         super().__init__(args)
@@ -140,7 +139,8 @@ class RemoteArchitect(Architect):
             self.links = [
                 OperatorLink(backend, url, endpoint.token, run_id=run_id,
                              upload_dir=settings.upload_dir, storage=storage,
-                             storage_task=task, static=static)
+                             storage_task=task, static=static,
+                             metrics=getattr(app, "metrics", None))
                 for url in endpoint.operator_urls
             ]
             await asyncio.gather(*(link.start(timeout) for link in self.links))
