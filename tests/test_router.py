@@ -68,6 +68,12 @@ def test_a_run_completes_through_a_router(operator: Operator, mephisto_db: Mephi
     assert before.problem is None and before.samples is not None
     assert before.samples[("mephisto_units", frozenset(
         {("task_run_id", task_run_id), ("status", "launched")}))] == 20
+    # the requests the router answers are timed there and told to the operator
+    assert httpx.get(router.url + "task_config.json").status_code == 200
+    config_count = ("mephisto_request_seconds_count", frozenset(
+        {("task_run_id", task_run_id), ("endpoint", "task_config")}))
+    wait_for(lambda: (scrape(task_run_id).samples or {}).get(config_count) == 1,
+             "the router's timing in the operator's metrics", 10)
     stats = run_simulated_workers_sync(router.url, 5, browser_like=True,
                                        answer_fn=lambda w: {"answer": w.init_data["text"]})
     assert live.done_sync.wait(30)

@@ -314,3 +314,38 @@ async def test_the_operator_side_answers_metrics_with_the_runs_token(tmp_path: P
     none = OperatorLink(bare.backend, "http://router/", "tok", run_id="r",
                         upload_dir=tmp_path, metrics=bare.metrics)
     assert (await none._dispatch(None, "metrics", {}, []))["status"] == 404
+
+
+def test_the_routers_timings_reach_the_runs_metrics_and_bad_ones_are_skipped(
+        tmp_path: Path) -> None:
+    from mephisto.router.link import OperatorLink
+    from mephisto.testing.fake_backend import FakeBackend
+
+    seen: list[tuple[str, float, int]] = []
+    link = OperatorLink(FakeBackend(), "http://router/", "tok", run_id="r",
+                        upload_dir=tmp_path,
+                        on_request=lambda *timing: seen.append(timing))
+    link._observed([["submit_task", 0.004, 200], ["static", 1, 404],
+                    ["made-up-endpoint", 0.1, 200], ["task_page", -1, 200],
+                    ["task_page", True, 200], ["task_page", 0.1, 99], ["task_page", 0.1],
+                    "junk", ["log_error", float("inf"), 200], ["log_error", 0.2, "200"]])
+    assert seen == [("submit_task", 0.004, 200), ("static", 1.0, 404)]
+    link._observed("not a list")
+    assert len(seen) == 2
+    OperatorLink(FakeBackend(), "http://router/", "tok", run_id="r",
+                 upload_dir=tmp_path)._observed([["submit_task", 0.1, 200]])  # no hook
+
+
+async def test_the_router_keeps_the_newest_timings_while_no_operator_is_there(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from mephisto.router import remote_backend
+
+    monkeypatch.setattr(remote_backend, "MAX_TIMINGS", 5)
+    monkeypatch.setattr(remote_backend, "TIMINGS_EVERY", 0.01)
+    backend = remote_backend.RemoteBackend(SECRET, tmp_path)
+    for i in range(8):
+        backend.record_request("static", i / 1000, 200)
+    await asyncio.sleep(0.05)  # no operator: kept, tried again later
+    assert [t[1] for t in backend._timings] == [0.003, 0.004, 0.005, 0.006, 0.007]
+    assert backend._timings_due is not None
+    backend._timings_due.cancel()

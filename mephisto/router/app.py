@@ -50,7 +50,8 @@ class RouterApp:
             settings.upload_dir = cache_dir / "uploads"
         self.backend = RemoteBackend(secret, cache_dir, **backend_options)
         self.settings = settings
-        self.task_app = create_app(self.backend, settings)
+        self.task_app = create_app(self.backend, settings,
+                                   on_request=self.backend.record_request)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = scope.get("path")

@@ -32,8 +32,10 @@ from mephisto.router.storage import S3Storage, file_sha256
 from mephisto.server.backend import TaskBackend, UploadedFile
 from mephisto.server.static_files import is_private
 
+from mephisto.server.app import TIMED_ENDPOINTS
+
 if TYPE_CHECKING:
-    from mephisto.server.app import MetricsText
+    from mephisto.server.app import MetricsText, OnRequest
 
 logger = logging.getLogger(__name__)
 
@@ -118,10 +120,11 @@ class OperatorLink:
     def __init__(self, backend: TaskBackend, router_url: str, token: str, *, run_id: str,
                  upload_dir: Path, backoff_min: float = 0.2, backoff_max: float = 10.0,
                  storage: S3Storage | None = None, storage_task: str = "run",
-                 static: RunStatic | None = None, metrics: MetricsText | None = None
-                 ) -> None:
+                 static: RunStatic | None = None, metrics: MetricsText | None = None,
+                 on_request: OnRequest | None = None) -> None:
         self.backend = backend
         self.metrics = metrics  # the run's `GET /metrics`, answered for the router
+        self.on_request = on_request  # told of the requests the router answered
         self.router_url = router_url
         self.url = operator_url(router_url)
         self.token = token
@@ -269,6 +272,9 @@ class OperatorLink:
                     self._upload_chunk(uploads, message)
                     continue
                 call = json.loads(message)
+                if isinstance(call, dict) and call.get("t") == "obs":
+                    self._observed(call.get("r"))
+                    continue
                 if isinstance(call, dict) and call.get("t") == "call":
                     files = uploads.pop(call.get("id"), {})  # type: ignore[arg-type]
                     task = asyncio.get_running_loop().create_task(
@@ -278,6 +284,24 @@ class OperatorLink:
         except ConnectionClosed as exc:
             self._raise_refusal(exc)
             raise
+
+    def _observed(self, timings: Any) -> None:
+        """The router's timings of the requests it answered, as if this process had
+        answered them (the run's request metrics). Entries of the wrong shape, or
+        naming an endpoint the task server does not have, are skipped."""
+        if self.on_request is None or not isinstance(timings, list):
+            return
+        for entry in timings:
+            if not (isinstance(entry, list) and len(entry) == 3):
+                continue
+            endpoint, seconds, status = entry
+            if (endpoint in TIMED_ENDPOINTS and isinstance(seconds, int | float)
+                    and not isinstance(seconds, bool) and 0 <= seconds < 3600
+                    and isinstance(status, int) and 100 <= status < 600):
+                try:
+                    self.on_request(endpoint, float(seconds), status)
+                except Exception:
+                    logger.exception("on_request failed for a router's timing")
 
     @staticmethod
     def _raise_refusal(exc: Any) -> None:

@@ -54,6 +54,8 @@ logger = logging.getLogger(__name__)
 _SAFE_RUN = re.compile(r"[^A-Za-z0-9_.-]+")
 MAX_STATIC_FILES = 10_000
 RUN_OVER = "the run is over"  # a ShutdownError's message: answered as a blocked agent
+TIMINGS_EVERY = 1.0  # seconds: how often the requests' timings go to the operator
+MAX_TIMINGS = 10_000  # timings kept while no operator is connected (the newest)
 MAX_STATIC_FILE_BYTES = 512 * 1024 * 1024
 
 
@@ -94,6 +96,14 @@ class _Link:
                 f"the operator did not answer within {self.call_timeout:g} s") from None
         finally:
             self.pending.pop(call_id, None)
+
+    async def tell(self, message: dict[str, Any]) -> None:
+        """Send a message that wants no answer; nothing happens if the link is down."""
+        if self.closed:
+            return
+        with contextlib.suppress(RuntimeError, OSError, WebSocketDisconnect):
+            async with self.lock:
+                await self.websocket.send_text(channel.dumps(message))
 
     def answer(self, message: dict[str, Any]) -> None:
         future = self.pending.get(message.get("id"))  # type: ignore[arg-type]
@@ -140,6 +150,34 @@ class RemoteBackend:
         self._next_socket = itertools.count(1)
         self.storage = storage
         self._shared = False  # the operator named the same storage in its hello
+        # (endpoint, seconds, status) of requests answered here, for the operator's
+        # metrics: sent every TIMINGS_EVERY seconds as one `obs` message
+        self._timings: list[tuple[str, float, int]] = []
+        self._timings_due: asyncio.TimerHandle | None = None
+        self._telling: set[asyncio.Task[None]] = set()
+
+    def record_request(self, endpoint: str, seconds: float, status: int) -> None:
+        """The task server's `on_request`: keep the timing for the operator."""
+        self._timings.append((endpoint, round(seconds, 6), status))
+        if len(self._timings) > MAX_TIMINGS:
+            del self._timings[:len(self._timings) - MAX_TIMINGS]
+        if self._timings_due is None:
+            self._timings_due = asyncio.get_running_loop().call_later(
+                TIMINGS_EVERY, self._send_timings)
+
+    def _send_timings(self) -> None:
+        self._timings_due = None
+        link = self.link
+        if link is None or link.closed:  # kept (the newest) until an operator is back
+            if self._timings:
+                self._timings_due = asyncio.get_running_loop().call_later(
+                    TIMINGS_EVERY, self._send_timings)
+            return
+        timings, self._timings = self._timings, []
+        task = asyncio.get_running_loop().create_task(
+            link.tell({"t": "obs", "r": [list(t) for t in timings]}))
+        self._telling.add(task)
+        task.add_done_callback(self._telling.discard)
 
     # -- what the task server asks --------------------------------------------------
 

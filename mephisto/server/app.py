@@ -69,6 +69,11 @@ MAX_UPLOAD_FILES = 100
 MAX_FORM_FIELDS = 1000
 _DEFAULT_UPLOAD_DIR = Path(tempfile.gettempdir()) / "mephisto-uploads"
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+# what `on_request` names the endpoints it times (the metrics' `endpoint` label)
+TIMED_ENDPOINTS = frozenset({
+    "task_page", "task_config", "request_agent", "submit_onboarding", "submit_task",
+    "submit_metadata", "log_error", "provider_script", "static",
+})
 _GET = frozenset({"GET", "HEAD"})
 _POST = frozenset({"POST"})
 
@@ -114,7 +119,7 @@ def create_app(
         WebSocketRoute("/", server.websocket),
         Route("/{path:path}", ep("static", _GET, server.static_file)),
     ])
-    return _Dispatch(exact, rest, backend, server.settings, metrics)
+    return _Dispatch(exact, rest, backend, server.settings, metrics, on_request)
 
 
 # `GET /metrics` for an `Authorization` header: (status, body, content type)
@@ -138,19 +143,22 @@ def _metrics_text(registry: Any, token: str) -> MetricsText:
 class _Dispatch:
     """The task server's ASGI app: exact HTTP paths first, then the Starlette app.
 
-    `backend` and `settings` are what it serves with, and `metrics` its `/metrics`
-    (None when it serves none): an architect that does not serve the app in-process
-    (`remote`) hands them to its router link instead."""
+    `backend` and `settings` are what it serves with, `metrics` its `/metrics` (None
+    when it serves none) and `on_request` what it tells of each request: an architect
+    that does not serve the app in-process (`remote`) hands them to its router link
+    instead."""
 
-    __slots__ = ("backend", "exact", "metrics", "rest", "settings")
+    __slots__ = ("backend", "exact", "metrics", "on_request", "rest", "settings")
 
     def __init__(self, exact: dict[str, ASGIApp], rest: Starlette, backend: TaskBackend,
-                 settings: ServerSettings, metrics: MetricsText | None = None) -> None:
+                 settings: ServerSettings, metrics: MetricsText | None = None,
+                 on_request: OnRequest | None = None) -> None:
         self.exact = exact
         self.rest = rest
         self.backend = backend
         self.settings = settings
         self.metrics = metrics
+        self.on_request = on_request
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
@@ -196,6 +204,7 @@ class _TaskServer:
         forever on a non-2xx request_agent answer.
         """
         allow = ", ".join(sorted(methods))
+        assert name is None or name in TIMED_ENDPOINTS, name
 
         async def app(scope: Scope, receive: Receive, send: Send) -> None:
             request = Request(scope, receive)

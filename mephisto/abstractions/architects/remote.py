@@ -140,7 +140,8 @@ class RemoteArchitect(Architect):
                 OperatorLink(backend, url, endpoint.token, run_id=run_id,
                              upload_dir=settings.upload_dir, storage=storage,
                              storage_task=task, static=static,
-                             metrics=getattr(app, "metrics", None))
+                             metrics=getattr(app, "metrics", None),
+                             on_request=getattr(app, "on_request", None))
                 for url in endpoint.operator_urls
             ]
             await asyncio.gather(*(link.start(timeout) for link in self.links))
