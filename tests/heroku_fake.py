@@ -68,6 +68,16 @@ class FakeHeroku:
                 return app
         return None
 
+    def _api_app(self, request: httpx.Request, app: str, json_body: bool = False
+                 ) -> dict[str, Any] | httpx.Response:
+        """The app a Platform API call names, or the answer refusing the call (bad
+        credentials: 401; no such app: 404)."""
+        refused = self._check_api(request, json_body)
+        if refused:
+            return refused
+        found = self._app(app)
+        return self._not_found() if found is None else found
+
     @staticmethod
     def _not_found() -> httpx.Response:
         return httpx.Response(404, json={"id": "not_found",
@@ -106,12 +116,9 @@ class FakeHeroku:
         return httpx.Response(201, json=app)
 
     def config_vars_patch(self, request: httpx.Request, app: str) -> httpx.Response:
-        refused = self._check_api(request, json_body=True)
-        if refused:
-            return refused
-        found = self._app(app)
-        if found is None:
-            return self._not_found()
+        found = self._api_app(request, app, json_body=True)
+        if isinstance(found, httpx.Response):
+            return found
         body = json.loads(request.content)
         assert all(isinstance(v, str) for v in body.values()), body
         config = self.config_vars.setdefault(found["name"], {})
@@ -142,12 +149,9 @@ class FakeHeroku:
         return httpx.Response(200)
 
     def create_build(self, request: httpx.Request, app: str) -> httpx.Response:
-        refused = self._check_api(request, json_body=True)
-        if refused:
-            return refused
-        found = self._app(app)
-        if found is None:
-            return self._not_found()
+        found = self._api_app(request, app, json_body=True)
+        if isinstance(found, httpx.Response):
+            return found
         blob = json.loads(request.content)["source_blob"]
         source_id = blob["url"].split("/get/")[1].split("?")[0]
         uploaded = self.uploads.get(source_id) is not None
@@ -160,11 +164,11 @@ class FakeHeroku:
                                          if k not in ("polls", "fails")})
 
     def get_build(self, request: httpx.Request, app: str, build_id: str) -> httpx.Response:
-        refused = self._check_api(request)
-        if refused:
-            return refused
+        found = self._api_app(request, app)
+        if isinstance(found, httpx.Response):
+            return found
         build = self.builds.get(build_id)
-        if build is None or self._app(app) is None:
+        if build is None:
             return self._not_found()
         build["polls"] += 1
         if build["polls"] >= 2 and not self.builds_hang:  # pending once, then done
@@ -173,19 +177,13 @@ class FakeHeroku:
                                          if k not in ("polls", "fails")})
 
     def get_app(self, request: httpx.Request, app: str) -> httpx.Response:
-        refused = self._check_api(request)
-        if refused:
-            return refused
-        found = self._app(app)
-        return httpx.Response(200, json=found) if found else self._not_found()
+        found = self._api_app(request, app)
+        return found if isinstance(found, httpx.Response) else httpx.Response(200, json=found)
 
     def delete_app(self, request: httpx.Request, app: str) -> httpx.Response:
-        refused = self._check_api(request)
-        if refused:
-            return refused
-        found = self._app(app)
-        if found is None:
-            return self._not_found()
+        found = self._api_app(request, app)
+        if isinstance(found, httpx.Response):
+            return found
         del self.apps[found["name"]]
         self.deleted.append(found["name"])
         router = self.routers.pop(found["name"], None)
