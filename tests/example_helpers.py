@@ -1,6 +1,7 @@
 """What the tests of the example folders share: loading a run script as a module,
-building an example's front-end, composing its config, and running simulated workers
-on a loop of their own, and keeping AWS credentials of the machine out of a test."""
+running its main() in a thread, building an example's front-end, composing its config,
+and running simulated workers on a loop of their own, and keeping AWS credentials of
+the machine out of a test."""
 
 from __future__ import annotations
 
@@ -61,6 +62,26 @@ def run_in_thread(coro: Coroutine[Any, Any, Any], timeout: float = 120.0) -> Any
     if "error" in box:
         raise box["error"]
     return box.get("result")
+
+
+def start_main(script: ModuleType, name: str) -> tuple[threading.Thread, dict[str, Any]]:
+    """Start a run script's `main()` in a daemon thread named `name`. The dict it returns
+    gets "exit" (0 when main returns, else its SystemExit code) or "error" (what else it
+    raised) once main ends; while it is empty, the script is still running."""
+    outcome: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            script.main()
+            outcome["exit"] = 0
+        except SystemExit as exc:
+            outcome["exit"] = exc.code
+        except BaseException as exc:  # noqa: BLE001 - for the test to report
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=run, name=name, daemon=True)
+    thread.start()
+    return thread, outcome
 
 
 def isolate_aws(tmp_path: Path, monkeypatch: Any) -> None:

@@ -8,12 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import sys
-import threading
 from pathlib import Path
-from typing import Any
 
 import pytest
-from example_helpers import isolate_aws, load_module
+from example_helpers import isolate_aws, load_module, start_main
 from heroku_fake import GOOD_KEY, FakeHeroku, fake_heroku
 from waits import wait_for
 
@@ -46,20 +44,8 @@ def run_batch(fake: FakeMTurk, heroku: FakeHeroku, argv: list[str], sandbox: boo
     assignment ids."""
     script = load_module(SCRIPT, f"heroku_run_task_{'sandbox' if sandbox else 'live'}")
     monkeypatch.setattr(sys, "argv", [str(SCRIPT), *argv])
-    outcome: dict[str, Any] = {}
     apps_before = set(heroku.routers)
-
-    def run() -> None:
-        try:
-            script.main()
-            outcome["exit"] = 0
-        except SystemExit as exc:
-            outcome["exit"] = exc.code
-        except BaseException as exc:  # noqa: BLE001 - reported by the assertion below
-            outcome["error"] = exc
-
-    thread = threading.Thread(target=run, name="heroku-run-task", daemon=True)
-    thread.start()
+    thread, outcome = start_main(script, "heroku-run-task")
     wait_for(lambda: bool(outcome) or len(fake.assignable_hits()) == UNITS, "the HITs")
     assert not outcome, outcome
     (app,) = set(heroku.routers) - apps_before

@@ -14,12 +14,11 @@ from __future__ import annotations
 
 import asyncio
 import sys
-import threading
 from pathlib import Path
 from typing import Any
 
 import pytest
-from example_helpers import isolate_aws, load_module
+from example_helpers import isolate_aws, load_module, start_main
 from waits import wait_for
 
 from mephisto.abstractions.providers.mturk.mturk_provider import SandboxMTurkProvider
@@ -57,20 +56,8 @@ def test_the_sandbox_batch_runs_on_the_fake_mturk(aws: None,
     script = load_script()
     monkeypatch.setattr(sys, "argv", [str(SCRIPT), "conf=sandbox_batch_1",
                                       "mephisto.architect.port=0"])
-    outcome: dict[str, Any] = {}
-
-    def run() -> None:
-        try:
-            script.main()
-            outcome["exit"] = 0
-        except SystemExit as exc:
-            outcome["exit"] = exc.code
-        except BaseException as exc:  # noqa: BLE001 - reported by the assertion below
-            outcome["error"] = exc
-
     with fake.installed():
-        thread = threading.Thread(target=run, name="sandbox-run-task", daemon=True)
-        thread.start()
+        thread, outcome = start_main(script, "sandbox-run-task")
         wait_for(lambda: "exit" in outcome or "error" in outcome or
                  len(fake.assignable_hits()) == UNITS, "the batch's HITs")
         assert not outcome, outcome
