@@ -29,10 +29,9 @@ from typing import TYPE_CHECKING, Any
 from mephisto.errors import MalformedRequest, RouterError, StorageError, TokenRefused
 from mephisto.router import channel
 from mephisto.router.storage import S3Storage, file_sha256
+from mephisto.server.app import TIMED_ENDPOINTS
 from mephisto.server.backend import TaskBackend, UploadedFile
 from mephisto.server.static_files import is_private
-
-from mephisto.server.app import TIMED_ENDPOINTS
 
 if TYPE_CHECKING:
     from mephisto.server.app import MetricsText, OnRequest
