@@ -24,7 +24,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from typing import Any, NoReturn
 
 from mephisto.data_model import packets
@@ -139,15 +139,9 @@ class WorkerPool:
             try:
                 sight = await ctx.writer.run_batched(batch.FIRST_AGENTS, (
                     self._load_item(name), self._agent_row(agent), self._stands_for(agent)))
-            except DatabaseUnavailable:
+            except DatabaseUnavailable as exc:
                 # one transaction: the worker and its agent were both saved, or neither
-                created = await self._agent_created(agent.agent_id)
-                if created is None:
-                    self.ctx.background.spawn(self._settle_first(agent))
-                    raise
-                if not created:
-                    self._unreserve(agent)
-                    raise
+                await self._stored_despite(agent, exc, self._settle_first)
                 await self._settle_first(agent)
                 return self._response(agent)
             except BaseException:
@@ -360,16 +354,8 @@ class WorkerPool:
             raise NotEligible(AT_MAXIMUM, worker.worker_id) from None
         except (EntryAlreadyExists, InvalidTransition, EntryDoesNotExist) as exc:
             self._refuse_agent(agent, exc)
-        except DatabaseUnavailable:
-            # the commit may have gone through (the connection dropped at COMMIT): the
-            # unit is offered again only once the database says the agent is not there
-            created = await self._agent_created(agent.agent_id)
-            if created is None:
-                self.ctx.background.spawn(self._settle_creation(agent))
-                raise
-            if not created:
-                self._unreserve(agent)
-                raise
+        except DatabaseUnavailable as exc:
+            await self._stored_despite(agent, exc, self._settle_creation)
         except BaseException:
             self._unreserve(agent)
             raise
@@ -438,6 +424,23 @@ class WorkerPool:
             self.events.unit_freed(agent.unit)
         else:
             self.units.give_back(agent.unit)
+
+    async def _stored_despite(
+        self, agent: AgentInfo, error: DatabaseUnavailable,
+        settle: Callable[[AgentInfo], Coroutine[Any, Any, None]],
+    ) -> None:
+        """The commit creating `agent` failed with `error`, but may have gone through
+        (the connection dropped at COMMIT): returns once the database says the agent is
+        stored. Otherwise `error` is raised again, the unit offered again only once the
+        database says the agent is not there: at once when it says so, or, while it
+        does not answer, by `settle(agent)` in the background."""
+        created = await self._agent_created(agent.agent_id)
+        if created is None:
+            self.ctx.background.spawn(settle(agent))
+            raise error
+        if not created:
+            self._unreserve(agent)
+            raise error
 
     async def _agent_created(self, agent_id: str) -> bool | None:
         """Whether the agent is in the database; asked for a few seconds while the
