@@ -81,10 +81,6 @@ class CachedFile:
     stamp: tuple[int, int, int]  # (mtime_ns, size, inode) of what was read
 
     @property
-    def body(self) -> bytes:
-        return self.encoded.body
-
-    @property
     def size(self) -> int:
         """Bytes kept in memory for this file (both representations)."""
         return len(self.encoded.body) + len(self.encoded.gzipped or b"")
