@@ -175,7 +175,7 @@ class RemoteBackend:
             return
         timings, self._timings = self._timings, []
         task = asyncio.get_running_loop().create_task(
-            link.tell({"t": "obs", "r": [list(t) for t in timings]}))
+            link.tell({"t": "obs", "r": timings}))  # tuples go as JSON arrays
         self._telling.add(task)
         task.add_done_callback(self._telling.discard)
 
